@@ -1,0 +1,25 @@
+# The two commands of the README, and a few helpers. Every target bootstraps what it needs.
+.PHONY: run test bootstrap lint format lock
+
+run: bootstrap
+	@mkdir -p .local
+	scripts/run.sh
+
+test: bootstrap
+	scripts/test.sh $(ARGS)
+
+bootstrap:
+	scripts/bootstrap.sh
+
+lint: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: bootstrap
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+# After editing dependencies in pyproject.toml: refresh uv.lock and the pip fallback.
+lock:
+	.tools/uv/bin/uv lock
+	.tools/uv/bin/uv export --frozen --no-emit-project --all-groups --format requirements-txt -o requirements.lock --quiet

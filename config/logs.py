@@ -1,0 +1,29 @@
+"""Logging pieces shared by Django, gunicorn and Celery."""
+
+import logging
+import re
+
+# WebSocket clients pass their JWT as ?token=...; uvicorn logs paths with their query string.
+_TOKEN_IN_QUERY = re.compile(r"((?:^|[?&])(?:token|access|refresh)=)[^&\s\"']+", re.IGNORECASE)
+
+
+def redact_query_tokens(text: str) -> str:
+    return _TOKEN_IN_QUERY.sub(r"\1[redacted]", text)
+
+
+class RedactQueryTokens(logging.Filter):
+    """Masks token values in query strings, in the message and in its arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_query_tokens(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_query_tokens(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        elif isinstance(record.args, dict):
+            record.args = {
+                key: redact_query_tokens(value) if isinstance(value, str) else value
+                for key, value in record.args.items()
+            }
+        return True

@@ -1,0 +1,26 @@
+"""A quick, dependency-light check that Redis answers, used while settings load."""
+
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+
+def ping(url: str, timeout: float = 1.0) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        # Settings load in gunicorn's master before workers fork: no socket may outlive this.
+        client.close()
+        client.connection_pool.disconnect()
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

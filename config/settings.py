@@ -1,0 +1,513 @@
+"""Settings for every environment, read from the environment in this one place.
+
+`DJANGO_ENV` picks the mode: `development` (default), `test` or `production`.
+Production refuses to start on a missing or unsafe value and names every problem at once.
+Every variable read here is documented in `.env.example`.
+"""
+
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from config import redis_probe
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A `.env` file (made by `make run` / `make test` from `.env.example`) fills in what the real
+# environment does not set; the real environment always wins. Tests point this elsewhere.
+_env_file = os.environ.get("DJANGO_ENV_FILE", str(BASE_DIR / ".env"))
+if _env_file and Path(_env_file).is_file():
+    environ.Env.read_env(_env_file, overwrite=False)
+
+env = environ.Env()
+
+DJANGO_ENV = env.str("DJANGO_ENV", default="development").strip().lower()
+if DJANGO_ENV not in {"development", "test", "production"}:
+    raise ImproperlyConfigured(
+        f"DJANGO_ENV must be development, test or production, not {DJANGO_ENV!r}."
+    )
+IS_PRODUCTION = DJANGO_ENV == "production"
+IS_TEST = DJANGO_ENV == "test" or "pytest" in sys.modules
+
+# Problems found in a production environment; reported together at the end of this module.
+_problems: list[str] = []
+# Warnings for the startup log (logging is not configured yet while settings load).
+STARTUP_WARNINGS: list[str] = []
+
+
+def _env_list(name: str, default: list[str]) -> list[str]:
+    return [item.strip() for item in env.list(name, default=default) if item.strip()]
+
+
+# --- Core ---------------------------------------------------------------------------------
+
+DEBUG = env.bool("DEBUG", default=not IS_PRODUCTION and not IS_TEST)
+if IS_PRODUCTION and DEBUG:
+    _problems.append("DEBUG must be false in production (DEBUG=false).")
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if IS_PRODUCTION:
+    if not SECRET_KEY:
+        _problems.append("DJANGO_SECRET_KEY is not set.")
+    elif (
+        len(SECRET_KEY) < 50
+        or len(set(SECRET_KEY)) < 5
+        or SECRET_KEY.startswith("django-insecure")
+        or SECRET_KEY.lower() in {"changeme", "secret", "change-me"}
+    ):
+        _problems.append(
+            "DJANGO_SECRET_KEY is weak: use at least 50 random characters, e.g. "
+            '`python -c "import secrets; print(secrets.token_urlsafe(50))"`.'
+        )
+elif not SECRET_KEY:
+    # Never a hard-coded key: outside production a missing key is random per process.
+    # `make run` writes a stable one into .env so sessions and tokens survive restarts.
+    SECRET_KEY = secrets.token_urlsafe(50)
+
+ALLOWED_HOSTS = _env_list(
+    "ALLOWED_HOSTS",
+    default=[] if IS_PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"],
+)
+if IS_PRODUCTION:
+    if not ALLOWED_HOSTS:
+        _problems.append("ALLOWED_HOSTS is empty: list the host names this service answers.")
+    elif "*" in ALLOWED_HOSTS:
+        _problems.append("ALLOWED_HOSTS must not contain '*': list the host names explicitly.")
+
+CORS_ALLOWED_ORIGINS = _env_list("CORS_ALLOWED_ORIGINS", default=[])
+if IS_PRODUCTION:
+    if not CORS_ALLOWED_ORIGINS:
+        _problems.append(
+            "CORS_ALLOWED_ORIGINS is empty: list the web origins allowed to call the API."
+        )
+    elif "*" in CORS_ALLOWED_ORIGINS:
+        _problems.append("CORS_ALLOWED_ORIGINS must not contain '*': list the origins explicitly.")
+_bad_origins = [
+    origin
+    for origin in CORS_ALLOWED_ORIGINS
+    if origin != "*"
+    and (urlsplit(origin).scheme not in {"http", "https"} or not urlsplit(origin).netloc)
+]
+if _bad_origins:
+    _problems.append(
+        "CORS_ALLOWED_ORIGINS entries must look like https://app.example.com: "
+        + ", ".join(_bad_origins)
+    )
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.gis",
+    "corsheaders",
+    "django_guid",
+    "django_prometheus",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "core",
+    "accounts",
+    "orders",
+    "riders",
+    "delivery",
+    "payments",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django_guid.middleware.guid_middleware",
+    # Before anything that validates the Host header or redirects to HTTPS: load balancers
+    # probe /health/ over plain HTTP with an IP address as Host.
+    "core.middleware.HealthCheckMiddleware",
+    "core.middleware.DependencyErrorMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+# GDAL before 3.9 (Debian 12 ships 3.6) cannot block file and network access while parsing
+# spatial reference text. We never hand client-supplied SRS or WKT to GDAL: positions are
+# built from validated floats, and only staff edit geometries in the admin.
+SILENCED_SYSTEM_CHECKS = ["gis.W001"]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+AUTH_USER_MODEL = "accounts.User"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-in"
+TIME_ZONE = env.str("TIME_ZONE", default="Asia/Kolkata")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "media")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Outside production the app serves static files straight from the apps, no collectstatic.
+WHITENOISE_USE_FINDERS = not IS_PRODUCTION
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Security (checklist phase 1) -----------------------------------------------------------
+
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG and IS_PRODUCTION)
+# Railway, ECS behind an ALB and most ingresses terminate TLS and say so in this header.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^metrics$"]
+SECURE_HSTS_SECONDS = 31536000 if IS_PRODUCTION else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# Kept for the checklist; Django 4+ no longer sends X-XSS-Protection (browsers dropped the
+# auditor). XSS is handled by escaping templates, JSON-only API responses and nosniff.
+SECURE_BROWSER_XSS_FILTER = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SECURE = IS_PRODUCTION
+CSRF_COOKIE_SECURE = IS_PRODUCTION
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+
+# --- Database (checklist phases 1 and 4) ------------------------------------------------------
+
+_POSTGIS_ENGINE = "django.contrib.gis.db.backends.postgis"
+_DB_SCHEMES = {"postgres", "postgresql", "postgis", "pgsql"}
+_DEFAULT_DEV_DATABASE_URL = "postgis://delivery:delivery@127.0.0.1:5432/delivery"
+
+
+def _database_from_env() -> dict:
+    url = env.str("DATABASE_URL", default="").strip()
+    postgres_vars = {
+        key: env.str(key, default="")
+        for key in ("POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST")
+    }
+    if not url and postgres_vars["POSTGRES_DB"] and postgres_vars["POSTGRES_HOST"]:
+        return {
+            "ENGINE": _POSTGIS_ENGINE,
+            "NAME": postgres_vars["POSTGRES_DB"],
+            "USER": postgres_vars["POSTGRES_USER"],
+            "PASSWORD": postgres_vars["POSTGRES_PASSWORD"],
+            "HOST": postgres_vars["POSTGRES_HOST"],
+            "PORT": env.str("POSTGRES_PORT", default="5432"),
+        }
+    if not url:
+        if IS_PRODUCTION:
+            _problems.append(
+                "No database configured: set DATABASE_URL, or POSTGRES_DB, POSTGRES_USER, "
+                "POSTGRES_PASSWORD and POSTGRES_HOST."
+            )
+            return {"ENGINE": _POSTGIS_ENGINE, "NAME": ""}
+        url = _DEFAULT_DEV_DATABASE_URL
+    parts = urlsplit(url)
+    if parts.scheme not in _DB_SCHEMES or not parts.hostname or not parts.path.strip("/"):
+        _problems.append(
+            "DATABASE_URL must look like postgres://user:password@host:5432/dbname "
+            f"(got scheme {parts.scheme!r}, host {parts.hostname!r})."
+        )
+        return {"ENGINE": _POSTGIS_ENGINE, "NAME": ""}
+    config = environ.Env.db_url_config(url.replace(f"{parts.scheme}://", "postgres://", 1))
+    # Railway and RDS hand out postgres:// URLs; GeoDjango needs its PostGIS engine.
+    config["ENGINE"] = _POSTGIS_ENGINE
+    return config
+
+
+_database = _database_from_env()
+# Under ASGI every request runs in a fresh thread context, so Django's persistent connections
+# (CONN_MAX_AGE) are never reused; psycopg's pool is. Figures and the choice: README.md.
+DB_POOL = env.bool("DB_POOL", default=True)
+_db_options = {
+    "connect_timeout": env.int("DB_CONNECT_TIMEOUT", default=5),
+    # Kills a runaway query instead of letting it hold a worker and a connection.
+    "options": f"-c statement_timeout={env.int('DB_STATEMENT_TIMEOUT_MS', default=30000)}",
+}
+if DB_POOL:
+    _db_options["pool"] = {
+        "min_size": env.int("DB_POOL_MIN_SIZE", default=1),
+        "max_size": env.int("DB_POOL_MAX_SIZE", default=10),
+        # How long a request waits for a free connection before failing with a 503.
+        "timeout": env.float("DB_POOL_TIMEOUT", default=5.0),
+    }
+_database.update(
+    {
+        "CONN_MAX_AGE": 0 if DB_POOL else env.int("CONN_MAX_AGE", default=600),
+        "CONN_HEALTH_CHECKS": not DB_POOL,
+        "OPTIONS": {**_database.get("OPTIONS", {}), **_db_options},
+    }
+)
+# Lets two test runs share one PostgreSQL server without dropping each other's database.
+_database["TEST"] = {"NAME": env.str("DJANGO_TEST_DB_NAME", default="") or None}
+DATABASES = {"default": _database}
+
+# --- Redis: cache, channel layer, Celery broker (checklist phase 1) ---------------------------
+
+_DEFAULT_DEV_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = env.str("REDIS_URL", default="" if IS_PRODUCTION else _DEFAULT_DEV_REDIS_URL)
+if IS_PRODUCTION and not REDIS_URL:
+    _problems.append("REDIS_URL is not set (e.g. redis://redis.internal:6379/0).")
+elif REDIS_URL and urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+    _problems.append("REDIS_URL must start with redis://, rediss:// or unix://.")
+    REDIS_URL = ""
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=5.0)
+REDIS_HEALTH_CHECK_INTERVAL = 60
+
+# Validated once at start-up. An unreachable Redis falls back to in-process replacements so
+# the API keeps serving; in development Celery also runs tasks inline.
+REDIS_AVAILABLE = bool(REDIS_URL) and not _problems and redis_probe.ping(REDIS_URL)
+REDIS_FALLBACK = bool(REDIS_URL) and not REDIS_AVAILABLE
+if REDIS_FALLBACK:
+    STARTUP_WARNINGS.append(
+        f"Redis is unreachable at {redis_probe.redact(REDIS_URL)}: using an in-memory cache"
+        + (
+            ", the in-memory channel layer and eager Celery (tasks run inline)."
+            if not IS_PRODUCTION
+            else "; the broker and channel layer keep retrying Redis."
+        )
+    )
+
+# Production keeps pointing at Redis (it recovers by itself); development without Redis
+# swaps in in-process replacements for the cache, the channel layer and the broker.
+USE_REDIS = bool(REDIS_URL) and not (REDIS_FALLBACK and not IS_PRODUCTION)
+
+if USE_REDIS:
+    _cache_backend = {
+        # django-redis, stepping aside to an in-process cache for a few seconds whenever Redis
+        # fails, so a dead or hanging Redis costs one timeout per window, not one per request.
+        "BACKEND": "core.cache.RedisCacheWithMemoryFallback",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+            "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+            "CONNECTION_POOL_KWARGS": {
+                "retry_on_timeout": True,
+                "health_check_interval": REDIS_HEALTH_CHECK_INTERVAL,
+            },
+            "FALLBACK_SECONDS": env.float("REDIS_FALLBACK_SECONDS", default=10.0),
+            "START_IN_FALLBACK": REDIS_FALLBACK,
+        },
+        "KEY_PREFIX": "delivery",
+    }
+else:
+    _cache_backend = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+CACHES = {"default": _cache_backend}
+
+if USE_REDIS:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": "delivery:asgi"},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Celery (the rest of its configuration lives in config/celery.py) -------------------------
+
+CELERY_BROKER_URL = REDIS_URL if USE_REDIS else "memory://"
+CELERY_RESULT_BACKEND = REDIS_URL if USE_REDIS else "cache+memory://"
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not USE_REDIS)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TIMEZONE = TIME_ZONE
+IS_PRIMARY = env.bool("IS_PRIMARY", default=False)
+# /health/ calls the beat heartbeat stale after this many seconds (beat writes every 60 s).
+BEAT_HEARTBEAT_MAX_AGE_SECONDS = env.int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", default=180)
+
+# --- API ----------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hyperlocal delivery API",
+    "DESCRIPTION": "Phone OTP login, quotes and orders, Razorpay, riders and live tracking. "
+    "Money is always integer paise (INR).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Docs assets come from drf-spectacular-sidecar: no CDN, works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Request ids (X-Request-ID), carried into Celery tasks ----------------------------------
+
+from django_guid.integrations import CeleryIntegration  # noqa: E402
+
+DJANGO_GUID = {
+    "GUID_HEADER_NAME": "X-Request-ID",
+    # Only UUID-shaped ids are taken from the client; anything else gets a fresh id.
+    "VALIDATE_GUID": True,
+    "RETURN_HEADER": True,
+    "EXPOSE_HEADER": True,
+    "INTEGRATIONS": [CeleryIntegration(use_django_logging=True, log_parent=True)],
+}
+
+# --- Product settings ---------------------------------------------------------------------
+
+
+def _rupees_to_paise(name: str, default: str) -> int:
+    raw = env.str(name, default=default)
+    try:
+        paise = round(float(raw) * 100)
+    except ValueError:
+        paise = -1
+    if paise <= 0:
+        _problems.append(f"{name} must be a positive amount in rupees, e.g. 50 (got {raw!r}).")
+        return round(float(default) * 100)
+    return paise
+
+
+CURRENCY = "INR"
+PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="IN")
+OTP_LENGTH = 6
+OTP_EXPIRY_SECONDS = env.int("OTP_EXPIRY_SECONDS", default=300)
+RIDER_FIXED_PAY_PER_ORDER_PAISE = _rupees_to_paise("RIDER_FIXED_PAY_PER_ORDER", "50")
+PRICING_BASE_FARE_PAISE = env.int("PRICING_BASE_FARE_PAISE", default=3000)
+PRICING_PER_KM_PAISE = env.int("PRICING_PER_KM_PAISE", default=1000)
+SMS_PROVIDER = env.str("SMS_PROVIDER", default="dummy")
+RAZORPAY_KEY_ID = env.str("RAZORPAY_KEY_ID", default="")
+RAZORPAY_KEY_SECRET = env.str("RAZORPAY_KEY_SECRET", default="")
+RAZORPAY_WEBHOOK_SECRET = env.str("RAZORPAY_WEBHOOK_SECRET", default="")
+PAYMENTS_ENABLED = bool(RAZORPAY_KEY_ID and RAZORPAY_KEY_SECRET)
+WEBSOCKET_PATH = "/ws/"
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=3.0)
+DEMO_STAFF_PASSWORD = env.str("DEMO_STAFF_PASSWORD", default="")
+
+# --- Logging (checklist phase 6) ------------------------------------------------------------
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO" if IS_PRODUCTION else "DEBUG").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if IS_PRODUCTION else "console")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "request_id": {"()": "django_guid.log_filters.CorrelationId"},
+        "celery_tracing": {"()": "django_guid.integrations.celery.log_filters.CeleryTracing"},
+        "redact_tokens": {"()": "config.logs.RedactQueryTokens"},
+    },
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(correlation_id)s",
+            "rename_fields": {
+                "asctime": "time",
+                "levelname": "level",
+                "name": "logger",
+                "correlation_id": "request_id",
+            },
+        },
+        "console": {
+            "format": "%(asctime)s %(levelname)-7s [%(correlation_id)s] %(name)s: %(message)s",
+        },
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT if LOG_FORMAT in {"json", "console"} else "json",
+            "filters": ["request_id", "celery_tracing", "redact_tokens"],
+        },
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["stdout"], "level": LOG_LEVEL, "propagate": False},
+        # Every SQL statement at DEBUG would drown the logs.
+        "django.db.backends": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
+        "django.utils.autoreload": {"level": "WARNING"},
+        "celery": {"handlers": ["stdout"], "level": LOG_LEVEL, "propagate": False},
+        "django_guid": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
+        "django.template": {"level": "INFO"},
+        "redis": {"level": "WARNING"},
+        "asyncio": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "faker": {"level": "WARNING"},
+        "factory": {"level": "WARNING"},
+    },
+}
+
+# --- Error tracking -------------------------------------------------------------------------
+
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+if SENTRY_DSN and not _problems:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration as SentryCeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+    from sentry_sdk.integrations.redis import RedisIntegration
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=DJANGO_ENV,
+        release=env.str("RELEASE", default="") or None,
+        integrations=[DjangoIntegration(), SentryCeleryIntegration(), RedisIntegration()],
+        traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+        send_default_pii=False,
+    )
+
+# --- Refuse to run an unsafe production configuration -----------------------------------------
+
+if _problems:
+    raise ImproperlyConfigured(
+        f"Refusing to start (DJANGO_ENV={DJANGO_ENV}); fix these settings:\n"
+        + "\n".join(f"  - {problem}" for problem in _problems)
+    )
+
+logging.getLogger(__name__).debug("settings loaded for %s", DJANGO_ENV)

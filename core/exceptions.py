@@ -1,0 +1,145 @@
+"""The one error shape of the API: {"error": {"code", "message", "fields"?}}.
+
+Services raise `ApiError` (or a subclass) with a machine-readable code; DRF errors, Django's
+own 400/403/404/500 pages and dependency outages are all rendered in the same shape.
+"""
+
+import logging
+import sys
+
+import redis.exceptions
+from django.db import InterfaceError, OperationalError
+from django.http import JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = "5"
+
+# Errors that mean a dependency is down or overloaded, not that the request was wrong.
+DEPENDENCY_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+class ApiError(Exception):
+    """A refusal the client can act on. Raise from services; the handler renders it."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "bad_request"
+    message = "The request could not be processed."
+
+    def __init__(self, message=None, *, code=None, status_code=None, fields=None):
+        self.message = message or self.message
+        self.code = code or self.code
+        self.status_code = status_code or self.status_code
+        self.fields = fields
+        super().__init__(self.message)
+
+
+class ServiceUnavailable(ApiError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "service_unavailable"
+    message = "A service this request needs is unavailable; try again shortly."
+
+
+def error_body(code: str, message: str, fields=None) -> dict:
+    error = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def _plain(detail):
+    """DRF's ErrorDetail tree as plain JSON types."""
+    if isinstance(detail, dict):
+        return {key: _plain(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_plain(item) for item in detail]
+    return str(detail)
+
+
+def _first_message(detail) -> str:
+    while isinstance(detail, (list, dict)) and detail:
+        detail = detail[0] if isinstance(detail, list) else next(iter(detail.values()))
+    return str(detail) if detail else "Invalid input."
+
+
+def _log_dependency_error(exc: Exception) -> None:
+    logger.error("dependency unavailable: %s: %s", type(exc).__name__, exc)
+
+
+def dependency_error_response(exc: Exception) -> JsonResponse:
+    _log_dependency_error(exc)
+    body = error_body(ServiceUnavailable.code, ServiceUnavailable.message)
+    response = JsonResponse(body, status=ServiceUnavailable.status_code)
+    response["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+def api_exception_handler(exc, context):
+    if isinstance(exc, ApiError):
+        return Response(
+            error_body(exc.code, exc.message, exc.fields),
+            status=exc.status_code,
+            headers={"Retry-After": RETRY_AFTER_SECONDS} if exc.status_code == 503 else None,
+        )
+    if isinstance(exc, DEPENDENCY_ERRORS):
+        _log_dependency_error(exc)
+        return Response(
+            error_body(ServiceUnavailable.code, ServiceUnavailable.message),
+            status=ServiceUnavailable.status_code,
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # an unexpected error: Django's handler500 renders it after logging it
+    if isinstance(exc, drf_exceptions.ValidationError):
+        detail = exc.detail
+        if isinstance(detail, dict):
+            fields = _plain(detail)
+            non_field = fields.pop("non_field_errors", None)
+            message = _first_message(non_field) if non_field else "Invalid input."
+            response.data = error_body("invalid", message, fields or None)
+        else:
+            response.data = error_body("invalid", _first_message(detail))
+        return response
+    if isinstance(exc, drf_exceptions.APIException):
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else exc.default_code
+        response.data = error_body(code, _first_message(exc.detail))
+    else:  # Http404 and Django's PermissionDenied, converted by DRF
+        code = "not_found" if response.status_code == 404 else "permission_denied"
+        message = "Not found." if code == "not_found" else "You do not have permission."
+        response.data = error_body(code, message)
+    return response
+
+
+# Django-level handlers (URLs outside DRF, errors raised in middleware).
+
+
+def bad_request(request, exception=None):
+    return JsonResponse(error_body("bad_request", "Bad request."), status=400)
+
+
+def permission_denied(request, exception=None):
+    return JsonResponse(error_body("permission_denied", "You do not have permission."), status=403)
+
+
+def not_found(request, exception=None):
+    return JsonResponse(error_body("not_found", "Not found."), status=404)
+
+
+def server_error(request):
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DEPENDENCY_ERRORS):
+        return dependency_error_response(exc)
+    return JsonResponse(
+        error_body("server_error", "Something went wrong on our side; it has been logged."),
+        status=500,
+    )

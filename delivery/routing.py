@@ -1,0 +1,3 @@
+"""WebSocket routes (filled by the delivery-tracking work)."""
+
+websocket_urlpatterns: list = []

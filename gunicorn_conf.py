@@ -1,0 +1,129 @@
+"""Gunicorn serving the ASGI app (HTTP and WebSockets) through uvicorn workers.
+
+Every value here can be changed from the environment; checklist phase 3 lists the defaults.
+"""
+
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, not {raw!r}") from None
+    if value <= 0:
+        raise SystemExit(f"{name} must be positive, not {raw!r}")
+    return value
+
+
+PORT = _int_env("PORT", 5000)
+bind = f"0.0.0.0:{PORT}"
+worker_class = "config.workers.UvicornWorker"
+workers = _int_env("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1)
+timeout = _int_env("GUNICORN_TIMEOUT", 120)
+graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = 5
+# Recycle workers now and then so a slow leak can never grow without bound; the jitter keeps
+# them from all restarting at the same moment.
+max_requests = _int_env("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = _int_env("GUNICORN_MAX_REQUESTS_JITTER", 100)
+# Load Django once in the master: workers fork with it imported (less memory, faster boots,
+# and a broken configuration stops the master instead of looping worker restarts).
+preload_app = True
+accesslog = "-"  # stdout
+errorlog = "-"  # stderr
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", os.environ.get("LOG_LEVEL", "info")).lower()
+# Proxies whose X-Forwarded-* headers are believed (client IP for throttles, scheme for HSTS).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+proc_name = "delivery-web"
+# gunicorn's runtime control socket lives in $HOME and would collide between servers.
+control_socket_disable = True
+
+# Several workers share one /metrics: prometheus_client writes per-process files here and the
+# metrics view adds them up. Must be set before Django (and prometheus_client) is imported.
+PROMETHEUS_DIR = Path(
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", f"/tmp/delivery-prometheus-{PORT}")  # noqa: S108
+)
+# Files left by an earlier server would be added to this one's counts. This file is read
+# before the app is preloaded, so this runs before any metric is created.
+shutil.rmtree(PROMETHEUS_DIR, ignore_errors=True)
+PROMETHEUS_DIR.mkdir(parents=True, exist_ok=True)
+
+_json = os.environ.get(
+    "LOG_FORMAT", "json" if os.environ.get("DJANGO_ENV") == "production" else "console"
+)
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_tokens": {"()": "config.logs.RedactQueryTokens"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+        "console": {"format": "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "access": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json" if _json == "json" else "console",
+            "filters": ["redact_tokens"],
+        },
+        "error": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "formatter": "json" if _json == "json" else "console",
+            "filters": ["redact_tokens"],
+        },
+    },
+    "root": {"level": "INFO", "handlers": ["error"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+    },
+}
+
+
+def on_starting(server):
+    server.log.info("starting gunicorn on %s with %s workers", bind, workers)
+
+
+def when_ready(server):
+    from config.startup import log_startup_summary
+
+    log_startup_summary("web")
+    server.log.info("ready: listening on %s", bind)
+
+
+def post_fork(server, worker):
+    server.log.info("worker %s started", worker.pid)
+
+
+def worker_int(worker):
+    worker.log.info("worker %s interrupted", worker.pid)
+
+
+def worker_abort(worker):
+    worker.log.warning("worker %s aborted (timeout after %ss)", worker.pid, timeout)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    server.log.info("worker %s stopped", worker.pid)
+
+
+def on_exit(server):
+    server.log.info("gunicorn stopped")
