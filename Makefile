@@ -14,6 +14,7 @@ bootstrap:
 lint: bootstrap
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	shellcheck scripts/*.sh .ci/run
 
 format: bootstrap
 	.venv/bin/ruff check --fix .

@@ -55,8 +55,9 @@ PROMETHEUS_DIR = Path(
 shutil.rmtree(PROMETHEUS_DIR, ignore_errors=True)
 PROMETHEUS_DIR.mkdir(parents=True, exist_ok=True)
 
-_json = os.environ.get(
-    "LOG_FORMAT", "json" if os.environ.get("DJANGO_ENV") == "production" else "console"
+# Same rule as settings.LOG_FORMAT: json in production, console elsewhere, unless set.
+_json = os.environ.get("LOG_FORMAT") or (
+    "json" if os.environ.get("DJANGO_ENV", "").strip().lower() == "production" else "console"
 )
 logconfig_dict = {
     "version": 1,

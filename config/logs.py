@@ -26,4 +26,8 @@ class RedactQueryTokens(logging.Filter):
                 key: redact_query_tokens(value) if isinstance(value, str) else value
                 for key, value in record.args.items()
             }
+        # django.request attaches the request itself; formatters print its repr, path and all.
+        request = getattr(record, "request", None)
+        if request is not None and not isinstance(request, str):
+            record.request = redact_query_tokens(repr(request))
         return True

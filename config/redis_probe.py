@@ -1,8 +1,11 @@
 """A quick, dependency-light check that Redis answers, used while settings load."""
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+
+_PASSWORD_IN_QUERY = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
 
 
 def ping(url: str, timeout: float = 1.0) -> bool:
@@ -18,9 +21,10 @@ def ping(url: str, timeout: float = 1.0) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, fit for a log line."""
+    """The URL without its password (user:password@ or ?password=), fit for a log line."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = _PASSWORD_IN_QUERY.sub(r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

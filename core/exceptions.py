@@ -34,11 +34,13 @@ class ApiError(Exception):
     code = "bad_request"
     message = "The request could not be processed."
 
-    def __init__(self, message=None, *, code=None, status_code=None, fields=None):
+    def __init__(self, message=None, *, code=None, status_code=None, fields=None, retry_after=None):
         self.message = message or self.message
         self.code = code or self.code
         self.status_code = status_code or self.status_code
         self.fields = fields
+        # Seconds, sent as Retry-After (429 cooldowns); 503s default to RETRY_AFTER_SECONDS.
+        self.retry_after = retry_after
         super().__init__(self.message)
 
 
@@ -84,10 +86,11 @@ def dependency_error_response(exc: Exception) -> JsonResponse:
 
 def api_exception_handler(exc, context):
     if isinstance(exc, ApiError):
+        retry_after = exc.retry_after or (RETRY_AFTER_SECONDS if exc.status_code == 503 else None)
         return Response(
             error_body(exc.code, exc.message, exc.fields),
             status=exc.status_code,
-            headers={"Retry-After": RETRY_AFTER_SECONDS} if exc.status_code == 503 else None,
+            headers={"Retry-After": str(retry_after)} if retry_after else None,
         )
     if isinstance(exc, DEPENDENCY_ERRORS):
         _log_dependency_error(exc)

@@ -1,8 +1,9 @@
 """Dependency checks behind /health/, each bounded so a hung dependency cannot hang the probe."""
 
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import redis
@@ -22,6 +23,11 @@ BEAT_HEARTBEAT_KEY = "celery-beat:heartbeat"
 # Checks run in these threads so the probe can give up on one that hangs (a blackholed host
 # can hold a connect for the full connect timeout); a hung check finishes in the background.
 _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
+# A check still running from an earlier probe is joined, not started again: otherwise a burst
+# of probes against a hung Redis fills every thread and the database check starts reporting
+# "timeout" while PostgreSQL is fine.
+_in_flight: dict[str, Future] = {}
+_in_flight_lock = threading.Lock()
 _redis_client: redis.Redis | None = None
 
 
@@ -69,10 +75,18 @@ CHECKS: dict[str, Callable[[], str]] = {
 CRITICAL = {"database", "cache"}
 
 
+def _start(name: str, check: Callable[[], str]) -> Future:
+    with _in_flight_lock:
+        future = _in_flight.get(name)
+        if future is None or future.done():
+            future = _in_flight[name] = _executor.submit(check)
+        return future
+
+
 def run_checks() -> tuple[bool, dict[str, str]]:
     """Runs every check at once; returns (healthy, {check: result})."""
     deadline = time.monotonic() + settings.HEALTH_CHECK_TIMEOUT_SECONDS
-    futures = {name: _executor.submit(check) for name, check in CHECKS.items()}
+    futures = {name: _start(name, check) for name, check in CHECKS.items()}
     results: dict[str, str] = {}
     for name, future in futures.items():
         try:

@@ -5,14 +5,13 @@ from django.utils.deprecation import MiddlewareMixin
 
 from core.exceptions import DEPENDENCY_ERRORS, dependency_error_response
 
-HEALTH_PATH = "/health/"
 
+class ProbeMiddleware:
+    """Answers /health/ and /metrics before Host validation and the HTTPS redirect.
 
-class HealthCheckMiddleware:
-    """Answers /health/ before Host validation and the HTTPS redirect.
-
-    Load balancers (ALB target groups, Kubernetes probes, Docker) call the container by IP over
-    plain HTTP; ALLOWED_HOSTS and SECURE_SSL_REDIRECT would otherwise turn them away.
+    Load balancers (ALB target groups, Kubernetes probes, Docker) and Prometheus call the
+    container by its IP over plain HTTP; ALLOWED_HOSTS and SECURE_SSL_REDIRECT would otherwise
+    turn them away.
     """
 
     sync_capable = True
@@ -20,9 +19,10 @@ class HealthCheckMiddleware:
 
     def __init__(self, get_response):
         from core.apis import HealthApi
+        from core.metrics import metrics_view
 
         self.get_response = get_response
-        self.health_view = HealthApi.as_view()
+        self.views = {"/health/": HealthApi.as_view(), "/metrics": metrics_view}
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
@@ -30,18 +30,21 @@ class HealthCheckMiddleware:
     def __call__(self, request):
         if self.is_async:
             return self._acall(request)
-        if request.path == HEALTH_PATH:
-            return self._health(request)
+        if request.path in self.views:
+            return self._probe(request)
         return self.get_response(request)
 
     async def _acall(self, request):
-        if request.path == HEALTH_PATH:
-            return await sync_to_async(self._health)(request)
+        if request.path in self.views:
+            return await sync_to_async(self._probe)(request)
         return await self.get_response(request)
 
-    def _health(self, request):
+    def _probe(self, request):
+        response = self.views[request.path](request)
         # Short-circuiting skips the handler step that renders DRF responses: do it here.
-        return self.health_view(request).render()
+        if hasattr(response, "render"):
+            response.render()
+        return response
 
 
 class DependencyErrorMiddleware(MiddlewareMixin):

@@ -31,6 +31,7 @@ system_packages() {
   has_lib 'libgeos_c\.so' || wanted+=(libgeos-c1v5)
   has_lib 'libproj\.so' || wanted+=(proj-bin)
   command -v psql >/dev/null || wanted+=(postgresql-client)
+  command -v shellcheck >/dev/null || wanted+=(shellcheck)  # `make test` lints the shell scripts
   # PostGIS for the PostgreSQL server installed here, if one is (a remote one brings its own).
   local major
   major=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -n | tail -n 1)
@@ -69,7 +70,7 @@ python_env() {
     .tools/uv/bin/pip install -q "uv==$UV_VERSION"
   fi
   say "syncing .venv from uv.lock"
-  if ! UV_PROJECT_ENVIRONMENT=.venv .tools/uv/bin/uv sync --frozen --python "$python" --quiet; then
+  if ! UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=.venv .tools/uv/bin/uv sync --frozen --python "$python" --quiet; then
     say "uv failed; falling back to pip with requirements.lock"
     "$python" -m venv .venv
     .venv/bin/pip install -q --require-hashes -r requirements.lock

@@ -21,9 +21,10 @@ cat <<BANNER
 
 BANNER
 
-processes=(web worker beat)
+processes=(web worker worker_high beat)
 if [ -z "$redis_url" ]; then
   # Without Redis, Celery runs tasks inline in the web process: no worker or beat to start.
   processes=(web)
 fi
-exec .venv/bin/honcho start -f Procfile.dev -p "$port" "${processes[@]}"
+# -e /dev/null: settings read .env themselves, and the real environment must win over it.
+exec .venv/bin/honcho start -e /dev/null -f Procfile.dev -p "$port" "${processes[@]}"

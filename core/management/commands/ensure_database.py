@@ -25,6 +25,7 @@ Or point DATABASE_URL in .env at a PostgreSQL server with PostGIS."""
 
 class Command(BaseCommand):
     help = "Create the database, its role (local development) and the postgis extension."
+    requires_system_checks: list = []  # runs before the database exists
 
     def handle(self, *args, **options):
         db = settings.DATABASES["default"]
