@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 
-from accounts.models import User
+from accounts.models import OtpChallenge, SmsMessage, User
 
 
 class PhoneUserCreationForm(UserCreationForm):
@@ -35,3 +35,42 @@ class UserAdmin(DjangoUserAdmin):
     add_fieldsets = [
         (None, {"classes": ["wide"], "fields": ["phone", "name", "password1", "password2"]}),
     ]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the login flow: staff look, nobody edits."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(OtpChallenge)
+class OtpChallengeAdmin(ReadOnlyAdmin):
+    # code_hmac is left out: it is useless to a person and only helps someone guessing offline.
+    list_display = ["phone", "created_at", "expires_at", "attempts", "used_at", "burned_at", "ip"]
+    list_filter = ["created_at"]
+    search_fields = ["phone"]
+    fields = ["phone", "created_at", "expires_at", "attempts", "used_at", "burned_at", "ip"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(SmsMessage)
+class SmsMessageAdmin(ReadOnlyAdmin):
+    list_display = ["phone", "provider", "status", "attempts", "created_at", "sent_at"]
+    list_filter = ["provider", "status", "created_at"]
+    search_fields = ["phone", "provider_message_id"]
+    fields = [
+        "phone",
+        "provider",
+        "status",
+        "attempts",
+        "body",
+        "provider_message_id",
+        "error",
+        "created_at",
+        "sent_at",
+    ]
+    date_hierarchy = "created_at"

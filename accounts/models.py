@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.phone import normalize_phone, validate_e164
+from core.models import TimestampedModel
 
 
 class UserManager(BaseUserManager):
@@ -61,3 +62,66 @@ class User(AbstractBaseUser, PermissionsMixin):
     def roles(self) -> list[str]:
         flags = {"customer": self.is_customer, "rider": self.is_rider, "staff": self.is_staff}
         return [role for role, held in flags.items() if held]
+
+
+class OtpChallenge(TimestampedModel):
+    """One login code sent to one phone; only the phone's newest challenge can be verified.
+
+    The code itself is never stored: `code_hmac` is HMAC-SHA256 of phone and code under
+    OTP_HMAC_KEY, so a database leak does not hand out live codes.
+    """
+
+    phone = models.CharField(max_length=16, validators=[validate_e164])
+    code_hmac = models.CharField(max_length=64)
+    expires_at = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Wrong codes tried.")
+    used_at = models.DateTimeField(null=True, blank=True)
+    burned_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set when too many wrong codes were tried."
+    )
+    ip = models.GenericIPAddressField(null=True, blank=True, help_text="Who asked for it.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["phone", "-created_at"], name="otp_phone_newest")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(used_at__isnull=True) | models.Q(burned_at__isnull=True),
+                name="otp_not_both_used_and_burned",
+            )
+        ]
+
+    def __str__(self):
+        return f"OTP for {self.phone} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SmsMessage(TimestampedModel):
+    """An outgoing SMS: the dummy provider's outbox and the delivery record of real providers.
+
+    Real providers' rows have the code masked in `body` and `params` once the send is settled;
+    dummy rows keep it, because reading it back (manage.py sms_outbox) is their purpose.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    phone = models.CharField(max_length=16, validators=[validate_e164])
+    body = models.TextField()
+    params = models.JSONField(
+        default=dict, blank=True, help_text="Template variables for providers that use templates."
+    )
+    provider = models.CharField(max_length=16)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    provider_message_id = models.CharField(max_length=100, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["phone", "-created_at"], name="sms_phone_newest")]
+
+    def __str__(self):
+        return f"SMS to {self.phone} ({self.status})"

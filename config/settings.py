@@ -113,6 +113,7 @@ INSTALLED_APPS = [
     "django_guid",
     "django_prometheus",
     "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -128,8 +129,8 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django_guid.middleware.guid_middleware",
     # Before anything that validates the Host header or redirects to HTTPS: load balancers
-    # probe /health/ over plain HTTP with an IP address as Host.
-    "core.middleware.HealthCheckMiddleware",
+    # and Prometheus call /health/ and /metrics over plain HTTP with an IP address as Host.
+    "core.middleware.ProbeMiddleware",
     "core.middleware.DependencyErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -359,11 +360,20 @@ CELERY_TIMEZONE = TIME_ZONE
 IS_PRIMARY = env.bool("IS_PRIMARY", default=False)
 # /health/ calls the beat heartbeat stale after this many seconds (beat writes every 60 s).
 BEAT_HEARTBEAT_MAX_AGE_SECONDS = env.int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", default=180)
+# Seconds Redis waits for a late-acked task's ack before handing it to another worker; 0 means
+# the hard time limit + 10 minutes (config/celery.py, which refuses a shorter one in production).
+BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int("CELERY_VISIBILITY_TIMEOUT", default=0)
+# Online riders silent for this long are set offline by a periodic task (riders/tasks.py).
+RIDER_IDLE_OFFLINE_MINUTES = env.int("RIDER_IDLE_OFFLINE_MINUTES", default=10)
+if RIDER_IDLE_OFFLINE_MINUTES <= 0 or BROKER_VISIBILITY_TIMEOUT_SECONDS < 0:
+    _problems.append("RIDER_IDLE_OFFLINE_MINUTES must be positive, CELERY_VISIBILITY_TIMEOUT >= 0.")
 
 # --- API ----------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # The apps send `Authorization: Bearer <access JWT>`; sessions serve staff in a browser.
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -371,7 +381,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Names the components of nested Input/OutputSerializers after their API class.
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -431,10 +442,104 @@ WEBSOCKET_PATH = "/ws/"
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=3.0)
 DEMO_STAFF_PASSWORD = env.str("DEMO_STAFF_PASSWORD", default="")
 
+# --- Accounts: OTP, SMS and JWT --------------------------------------------------------------
+
+from datetime import timedelta  # noqa: E402
+
+# A key of its own lets SECRET_KEY rotate without voiding the codes in flight.
+OTP_HMAC_KEY = env.str("OTP_HMAC_KEY", default="") or SECRET_KEY
+OTP_MAX_ATTEMPTS = 5  # wrong codes that burn a challenge
+OTP_RESEND_COOLDOWN_SECONDS = env.int("OTP_RESEND_COOLDOWN_SECONDS", default=60)
+OTP_MAX_SENDS_PER_HOUR = env.int("OTP_MAX_SENDS_PER_HOUR", default=5)
+if OTP_EXPIRY_SECONDS <= 0:
+    _problems.append(f"OTP_EXPIRY_SECONDS must be positive (got {OTP_EXPIRY_SECONDS}).")
+if not 0 < OTP_RESEND_COOLDOWN_SECONDS < 3600:
+    _problems.append("OTP_RESEND_COOLDOWN_SECONDS must be between 1 and 3599.")
+if OTP_MAX_SENDS_PER_HOUR <= 0:
+    _problems.append("OTP_MAX_SENDS_PER_HOUR must be positive.")
+
+_SMS_PROVIDER_SETTINGS = {
+    "dummy": [],
+    "msg91": ["MSG91_AUTH_KEY", "MSG91_OTP_TEMPLATE_ID"],
+    "twilio": ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER"],
+}
+SMS_PROVIDER = SMS_PROVIDER.strip().lower()
+if SMS_PROVIDER not in _SMS_PROVIDER_SETTINGS:
+    # A typo here would otherwise surface only when the first login code fails to go out.
+    raise ImproperlyConfigured(
+        f"SMS_PROVIDER must be one of {', '.join(_SMS_PROVIDER_SETTINGS)}, not {SMS_PROVIDER!r}."
+    )
+SMS_HTTP_TIMEOUT_SECONDS = env.float("SMS_HTTP_TIMEOUT_SECONDS", default=5.0)
+MSG91_BASE_URL = env.str("MSG91_BASE_URL", default="https://control.msg91.com")
+MSG91_AUTH_KEY = env.str("MSG91_AUTH_KEY", default="")
+MSG91_OTP_TEMPLATE_ID = env.str("MSG91_OTP_TEMPLATE_ID", default="")
+TWILIO_BASE_URL = env.str("TWILIO_BASE_URL", default="https://api.twilio.com")
+TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
+TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
+TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
+_sms_missing = [name for name in _SMS_PROVIDER_SETTINGS[SMS_PROVIDER] if not globals()[name]]
+if _sms_missing:
+    _sms_message = f"SMS_PROVIDER={SMS_PROVIDER} needs {', '.join(_sms_missing)}."
+    if IS_PRODUCTION:
+        _problems.append(_sms_message)
+    else:
+        STARTUP_WARNINGS.append(_sms_message + " Login codes cannot be sent until it is set.")
+for _name in ("MSG91_BASE_URL", "TWILIO_BASE_URL"):
+    if urlsplit(globals()[_name]).scheme not in {"http", "https"}:
+        _problems.append(f"{_name} must be an http(s) URL.")
+if IS_PRODUCTION and SMS_PROVIDER == "dummy":
+    STARTUP_WARNINGS.append(
+        "!!! SMS_PROVIDER=dummy in production: login codes are NOT sent to anyone's phone, "
+        "they only sit in the database outbox (manage.py sms_outbox). "
+        "Set SMS_PROVIDER=msg91 or twilio with its credentials. !!!"
+    )
+
+
+def _throttle_rate(name: str, default: str) -> str:
+    rate = env.str(name, default=default).strip()
+    count, _, period = rate.partition("/")
+    if not count.isdigit() or not period or period[0] not in "smhd":
+        _problems.append(f"{name} must look like 10/hour or 3/min (got {rate!r}).")
+        return default
+    return rate
+
+
+# Scoped throttles on the default cache, which keeps counting in memory while Redis is down.
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    "otp_request_phone": _throttle_rate("THROTTLE_OTP_REQUEST_PHONE", "10/hour"),
+    "otp_request_ip": _throttle_rate("THROTTLE_OTP_REQUEST_IP", "30/hour"),
+    "otp_verify_phone": _throttle_rate("THROTTLE_OTP_VERIFY_PHONE", "20/hour"),
+    "otp_verify_ip": _throttle_rate("THROTTLE_OTP_VERIFY_IP", "60/hour"),
+}
+# Gunicorn's uvicorn workers already replace the client address with the X-Forwarded-For value
+# sent by trusted proxies (FORWARDED_ALLOW_IPS). DRF must not read the header a second time, or
+# any client could choose its own per-IP throttle key.
+REST_FRAMEWORK["NUM_PROXIES"] = 0
+
+ACCESS_TOKEN_LIFETIME_MINUTES = env.int("ACCESS_TOKEN_LIFETIME_MINUTES", default=15)
+REFRESH_TOKEN_LIFETIME_DAYS = env.int("REFRESH_TOKEN_LIFETIME_DAYS", default=30)
+if ACCESS_TOKEN_LIFETIME_MINUTES <= 0 or REFRESH_TOKEN_LIFETIME_DAYS <= 0:
+    _problems.append(
+        "ACCESS_TOKEN_LIFETIME_MINUTES and REFRESH_TOKEN_LIFETIME_DAYS must be positive."
+    )
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=ACCESS_TOKEN_LIFETIME_MINUTES),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=REFRESH_TOKEN_LIFETIME_DAYS),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+    "ALGORITHM": "HS256",
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "user_id",
+}
+
 # --- Logging (checklist phase 6) ------------------------------------------------------------
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO" if IS_PRODUCTION else "DEBUG").upper()
-LOG_FORMAT = env.str("LOG_FORMAT", default="json" if IS_PRODUCTION else "console")
+LOG_FORMAT = env.str("LOG_FORMAT", default="") or ("json" if IS_PRODUCTION else "console")
+# Python warnings (e.g. from libraries at start-up) go through the same handlers and format.
+logging.captureWarnings(True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -472,7 +577,8 @@ LOGGING = {
         # Every SQL statement at DEBUG would drown the logs.
         "django.db.backends": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
         "django.utils.autoreload": {"level": "WARNING"},
-        "celery": {"handlers": ["stdout"], "level": LOG_LEVEL, "propagate": False},
+        # Celery at DEBUG dumps its internals; its INFO lines already say what each task did.
+        "celery": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
         "django_guid": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
         "django.template": {"level": "INFO"},
         "redis": {"level": "WARNING"},

@@ -5,14 +5,17 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.apis import ConfigApi, HealthApi
+from core.metrics import metrics_view
 
 urlpatterns = [
     path("health/", HealthApi.as_view(), name="health"),
     path("api/config/", ConfigApi.as_view(), name="config"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/v1/auth/", include("accounts.urls")),
     path("admin/", admin.site.urls),
-    path("", include("django_prometheus.urls")),
+    # Usually answered earlier by core.middleware.ProbeMiddleware (any Host, plain HTTP).
+    path("metrics", metrics_view, name="prometheus-django-metrics"),
 ]
 
 handler400 = "core.exceptions.bad_request"
