@@ -1,22 +1,35 @@
 """The Celery app: broker, reliability settings, queues, routes and the beat schedule."""
 
+import contextlib
+import logging
 import os
 
 from celery import Celery
-from celery.signals import beat_init, task_postrun, worker_ready
+from celery.signals import beat_init, task_failure, task_postrun, worker_ready
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("delivery")
 # CELERY_BROKER_URL, CELERY_RESULT_BACKEND and CELERY_TASK_ALWAYS_EAGER come from settings.
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 HARD_TIME_LIMIT = 3600
+# A late-acked task is handed to another worker if not acked within this window; it must
+# exceed the hard time limit or a long task would run twice. It is also how long a task whose
+# whole worker was killed (OOM, SIGKILL) waits before another worker runs it again.
+VISIBILITY_TIMEOUT = settings.BROKER_VISIBILITY_TIMEOUT_SECONDS or HARD_TIME_LIMIT + 600
+if VISIBILITY_TIMEOUT <= HARD_TIME_LIMIT and settings.IS_PRODUCTION:
+    raise ImproperlyConfigured(
+        f"CELERY_VISIBILITY_TIMEOUT={VISIBILITY_TIMEOUT} must exceed the task hard time limit "
+        f"({HARD_TIME_LIMIT} s), or tasks running longer than it would run twice."
+    )
 REDIS_TRANSPORT_OPTIONS = {
-    # A late-acked task is handed to another worker if not acked within this window; it must
-    # exceed the hard time limit or a long task would run twice.
-    "visibility_timeout": HARD_TIME_LIMIT + 600,
+    "visibility_timeout": VISIBILITY_TIMEOUT,
     "socket_timeout": 5,
     "socket_connect_timeout": 5,
     "retry_on_timeout": True,
@@ -26,6 +39,8 @@ REDIS_TRANSPORT_OPTIONS = {
 app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=10,
+    # AMQP heartbeats; kombu's Redis transport implements none (heartbeats=False), so on Redis
+    # a dead connection is found by health_check_interval and the socket timeouts above.
     broker_heartbeat=60,
     broker_transport_options=REDIS_TRANSPORT_OPTIONS,
     result_backend_transport_options=REDIS_TRANSPORT_OPTIONS,
@@ -42,31 +57,143 @@ app.conf.update(
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],
-    # On SIGTERM, give running tasks this long to finish before the cold shutdown requeues them.
+    # Soft shutdown: running tasks get this long to finish, then the cold shutdown puts their
+    # messages back on the queue at once. Celery applies it to SIGQUIT only; SIGTERM (what a
+    # deploy sends) takes this path only with REMAP_SIGTERM=SIGQUIT in the worker's environment
+    # (read by billiard before this file loads: set it in the Procfile / container, not .env).
+    # Without it SIGTERM waits for tasks with no limit, the platform SIGKILLs the worker, and
+    # its tasks wait out the visibility timeout.
     worker_soft_shutdown_timeout=25,
     worker_enable_soft_shutdown_on_idle=True,
     task_default_queue="default",
-    task_queues=[Queue("high"), Queue("default"), Queue("low")],
+    # Each queue needs its own routing key: with a shared key, the direct exchange would copy
+    # every message into all three queues and each task would run three times.
+    task_queues=[Queue(name, routing_key=name) for name in ("high", "default", "low")],
+    # high: the rider/customer is waiting (dispatch, SMS); low: bulk and housekeeping. A worker
+    # consuming only "high" (Procfile.dev) keeps these moving while long low tasks run.
     task_routes={
         "core.tasks.beat_heartbeat": {"queue": "high"},
+        "delivery.tasks.sweep_stale_offers": {"queue": "high"},
+        "riders.tasks.set_idle_riders_offline": {"queue": "default"},
+        "payments.tasks.reconcile_pending_payments": {"queue": "low"},
+        "core.tasks.purge_expired_records": {"queue": "low"},
+        "accounts.tasks.send_sms": {"queue": "high"},
     },
+    # Every entry expires before its next run, so a backlog never replays a pile of stale runs.
     beat_schedule={
         "beat-heartbeat": {
             "task": "core.tasks.beat_heartbeat",
             "schedule": 60.0,
             "options": {"expires": 50},
         },
+        "sweep-stale-offers": {
+            "task": "delivery.tasks.sweep_stale_offers",
+            "schedule": 10.0,
+            "options": {"expires": 9},
+        },
+        "set-idle-riders-offline": {
+            "task": "riders.tasks.set_idle_riders_offline",
+            "schedule": 60.0,
+            "options": {"expires": 50},
+        },
+        "reconcile-pending-payments": {
+            "task": "payments.tasks.reconcile_pending_payments",
+            "schedule": 600.0,
+            "options": {"expires": 540},
+        },
+        "purge-expired-records": {
+            "task": "core.tasks.purge_expired_records",
+            "schedule": 3600.0,
+            "options": {"expires": 1800},
+        },
     },
+    # Beat keeps its schedule in Redis and holds a Redis lock while it runs: a second beat
+    # started by mistake waits for the lock (retrying every beat_max_loop_interval) instead of
+    # sending every task twice, and takes over within redbeat_lock_timeout if the first dies.
+    beat_scheduler="redbeat.RedBeatScheduler",
+    redbeat_redis_url=settings.REDIS_URL,
+    redbeat_redis_options={
+        "socket_timeout": 5,
+        "socket_connect_timeout": 5,
+        "retry_on_timeout": True,
+        "health_check_interval": 60,
+    },
+    redbeat_key_prefix="delivery:redbeat",
+    beat_max_loop_interval=5,
+    redbeat_lock_timeout=30,
 )
 app.autodiscover_tasks()
 
 
 @task_postrun.connect
-def close_database_connections(**kwargs):
-    """No connection outlives its task: a stale one would fail the next task instead."""
+def close_database_connections(task=None, **kwargs):
+    """No connection outlives its task: a stale one would fail the next task instead.
+
+    Not for tasks run inline (eager): they share the caller's connection and transaction.
+    """
     from django.db import connections
 
+    if task is not None and task.request.is_eager:
+        return
     connections.close_all()
+
+
+@task_failure.connect
+def record_dead_letter(
+    sender=None, task_id=None, exception=None, args=None, kwargs=None, einfo=None, **extra
+):
+    """A task that failed for good (retries used up, or none) becomes a DeadLetter row.
+
+    Celery sends task_failure only for the final failure: an autoretry or self.retry() sends
+    task_retry instead, and a task requeued because its worker was lost sends neither. It runs
+    in the pool process for ordinary failures and in the worker's main process for hard time
+    limits (then without the task's request: no request id, queue from the routes), which is
+    why the connection is closed here and not left to task_postrun.
+    """
+    from django.db import connections
+    from django_guid import get_guid
+    from django_guid.config import settings as guid_settings
+
+    from core.services import dead_letter_record
+
+    request = sender.request
+    name = getattr(sender, "name", "") or ""
+    try:
+        queue = (request.delivery_info or {}).get("routing_key") or ""
+        if not queue:
+            queue = app.amqp.router.route({}, name)["queue"].name
+        letter = dead_letter_record(
+            task_name=name,
+            task_id=task_id or request.id or "",
+            args=args,
+            kwargs=kwargs,
+            exception=exception,
+            traceback=getattr(einfo, "traceback", "") or "",
+            request_id=request.get(guid_settings.guid_header_name) or get_guid() or "",
+            queue=queue,
+            retries=request.retries or 0,
+        )
+        if letter is not None:
+            logger.warning("task %s[%s] recorded as dead letter %s", name, task_id, letter.pk)
+    except Exception:
+        # The log line is then the only record: make it complete.
+        logger.exception(
+            "dead letter NOT recorded for %s[%s] args=%r kwargs=%r error=%r",
+            name,
+            task_id,
+            args,
+            kwargs,
+            exception,
+        )
+    finally:
+        if not request.is_eager:
+            # Close the psycopg pool too: one left open in the main process would be inherited
+            # by the pool processes it forks later, sharing its sockets with them.
+            for connection in connections.all(initialized_only=True):
+                connection.close()
+                if connection.settings_dict.get("OPTIONS", {}).get("pool"):
+                    with contextlib.suppress(KeyError):
+                        connection.close_pool()
 
 
 @worker_ready.connect
@@ -74,6 +201,12 @@ def log_worker_startup(**kwargs):
     from config.startup import log_startup_summary
 
     log_startup_summary("worker")
+    if os.environ.get("REMAP_SIGTERM") != "SIGQUIT":
+        logger.warning(
+            "REMAP_SIGTERM is not SIGQUIT: a SIGTERM (deploy) waits for running tasks without "
+            "limit instead of the %s s soft shutdown.",
+            app.conf.worker_soft_shutdown_timeout,
+        )
 
 
 @beat_init.connect

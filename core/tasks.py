@@ -1,5 +1,6 @@
 """Periodic housekeeping tasks owned by core."""
 
+import logging
 import time
 
 from celery import shared_task
@@ -7,8 +8,27 @@ from django.core.cache import cache
 
 from core.health import BEAT_HEARTBEAT_KEY
 
+logger = logging.getLogger(__name__)
+
 
 @shared_task(ignore_result=True)
 def beat_heartbeat() -> None:
     """Beat queues this every minute; /health/ reports beat stale when it stops arriving."""
     cache.set(BEAT_HEARTBEAT_KEY, time.time(), timeout=None)
+
+
+@shared_task(ignore_result=True)
+def purge_expired_records() -> None:
+    """Hourly clean-up of short-lived rows, each part a bounded, batched DELETE.
+
+    Expired login codes (a day kept: the hourly send cap counts the last hour's) and expired
+    refresh-token records. Old rider location points join when the location trail exists.
+    """
+    from django.core.management import call_command
+
+    from accounts.services import otp_challenge_purge
+
+    purged = otp_challenge_purge()
+    # simplejwt's own command: deletes outstanding (and blacklisted) tokens past their expiry.
+    call_command("flushexpiredtokens", verbosity=0)
+    logger.info("purge_expired_records: %s OTP challenges deleted", purged)

@@ -1,0 +1,137 @@
+"""The Celery configuration is what the checklist asks for, under Celery 5.7's real names.
+
+Celery ignores a misspelt setting without a word, so each one is checked against the option
+table Celery itself validates with (celery.app.defaults), then read back from the loaded app,
+and, where it can be, from the objects that act on it (task classes, the broker channel).
+The behaviour behind them is proven by the worker/beat tests in this directory.
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+from celery.app.defaults import NAMESPACES, flatten
+
+from config.celery import HARD_TIME_LIMIT, app
+
+CELERY_OPTIONS = {name for name, _ in flatten(NAMESPACES)}
+# Read by others than Celery's option table: the Redis result backend reads the first with
+# conf.get(); celery-redbeat reads the redbeat_* ones.
+OPTIONS_READ_ELSEWHERE = {
+    "redis_backend_health_check_interval",
+    "redbeat_redis_url",
+    "redbeat_redis_options",
+    "redbeat_key_prefix",
+    "redbeat_lock_timeout",
+}
+
+EXPECTED = {
+    "broker_connection_retry_on_startup": True,
+    "broker_connection_max_retries": 10,
+    "broker_heartbeat": 60,
+    "result_expires": 3600,
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "task_time_limit": 3600,
+    "task_soft_time_limit": 3000,
+    "worker_max_tasks_per_child": 100,
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "worker_soft_shutdown_timeout": 25,
+    "task_default_queue": "default",
+    "beat_scheduler": "redbeat.RedBeatScheduler",
+    "beat_max_loop_interval": 5,
+    "redbeat_lock_timeout": 30,
+    "redis_backend_health_check_interval": 60,
+}
+
+PERIODIC = {
+    # entry: (task, queue)
+    "beat-heartbeat": ("core.tasks.beat_heartbeat", "high"),
+    "sweep-stale-offers": ("delivery.tasks.sweep_stale_offers", "high"),
+    "set-idle-riders-offline": ("riders.tasks.set_idle_riders_offline", "default"),
+    "reconcile-pending-payments": ("payments.tasks.reconcile_pending_payments", "low"),
+    "purge-expired-records": ("core.tasks.purge_expired_records", "low"),
+}
+
+
+@pytest.mark.parametrize("option", sorted(EXPECTED))
+def test_each_setting_has_a_real_name_and_its_value(option):
+    assert option in CELERY_OPTIONS | OPTIONS_READ_ELSEWHERE, f"{option} is not a Celery option"
+    assert app.conf[option] == EXPECTED[option]
+
+
+def test_broker_and_results_use_redis_url(settings):
+    assert app.conf.broker_url == settings.REDIS_URL
+    assert app.conf.result_backend == settings.REDIS_URL
+    assert app.conf.redbeat_redis_url == settings.REDIS_URL
+
+
+def test_every_task_acks_late_and_is_requeued_when_its_worker_is_lost():
+    app.loader.import_default_modules()
+    for name in [task for task, _ in PERIODIC.values()]:
+        task = app.tasks[name]
+        assert task.acks_late is True
+        assert task.reject_on_worker_lost is True
+
+
+def test_the_broker_channel_uses_a_visibility_timeout_above_the_hard_time_limit():
+    # The tests' own environment does not shorten it (only the worker-loss test's workers do).
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        assert channel.visibility_timeout == HARD_TIME_LIMIT + 600
+        assert channel.health_check_interval == 60
+        assert channel.socket_timeout == 5
+    assert not connection.supports_heartbeats  # why broker_heartbeat does nothing on Redis
+
+
+def test_each_queue_has_its_own_routing_key():
+    # A shared key would copy every message into all three queues.
+    assert {queue.name: queue.routing_key for queue in app.conf.task_queues} == {
+        "high": "high",
+        "default": "default",
+        "low": "low",
+    }
+
+
+def test_five_periodic_tasks_are_registered_routed_and_expire_before_their_next_run():
+    app.loader.import_default_modules()
+    schedule = app.conf.beat_schedule
+    assert set(schedule) == set(PERIODIC)
+    for entry_name, (task_name, queue) in PERIODIC.items():
+        entry = schedule[entry_name]
+        assert entry["task"] == task_name
+        assert task_name in app.tasks, f"{task_name} is not a registered task"
+        assert app.amqp.router.route({}, task_name)["queue"].name == queue
+        assert 0 < entry["options"]["expires"] < entry["schedule"]
+
+
+@pytest.mark.slow
+def test_production_refuses_a_visibility_timeout_not_above_the_hard_time_limit(settings):
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DJANGO_ENV": "production",
+        "DJANGO_ENV_FILE": "",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "api.example.com",
+        "CORS_ALLOWED_ORIGINS": "https://app.example.com",
+        "DATABASE_URL": "postgis://delivery:delivery@127.0.0.1:5432/delivery",
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_VISIBILITY_TIMEOUT": "600",
+    }
+
+    finished = subprocess.run(
+        [sys.executable, "-c", "import config.celery"],  # what `celery -A config` loads
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert finished.returncode != 0
+    assert "CELERY_VISIBILITY_TIMEOUT=600 must exceed the task hard time limit" in finished.stderr

@@ -1,0 +1,34 @@
+"""Periodic rider housekeeping."""
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from riders.models import Rider
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True)
+def set_idle_riders_offline() -> int:
+    """Sets offline every online rider silent for RIDER_IDLE_OFFLINE_MINUTES; returns how many.
+
+    Silent means no location for that long, or none at all since going online (updated_at).
+    A rider on a delivery is never touched. The WHERE clause is re-checked by PostgreSQL on
+    each row it locks, so a rider whose ping lands while this runs stays online. Telling the
+    rider app over its WebSocket arrives with the realtime issue.
+    """
+    cutoff = timezone.now() - timedelta(minutes=settings.RIDER_IDLE_OFFLINE_MINUTES)
+    silent = Q(last_location_at__lt=cutoff) | Q(
+        last_location_at__isnull=True, updated_at__lt=cutoff
+    )
+    count = Rider.objects.filter(silent, status=Rider.Status.ONLINE).update(
+        status=Rider.Status.OFFLINE, updated_at=timezone.now()
+    )
+    if count:
+        logger.info("set %d idle rider(s) offline (silent since before %s)", count, cutoff)
+    return count
