@@ -221,3 +221,7 @@ def refuse_beat_off_primary(**kwargs):
             "instance only, or the periodic tasks would run once per instance."
         )
     log_startup_summary("beat")
+    # The schedule's first heartbeat is a minute away; /health/ would say "unknown" until then.
+    from core.tasks import beat_heartbeat
+
+    beat_heartbeat.delay()
