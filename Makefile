@@ -14,7 +14,11 @@ bootstrap:
 lint: bootstrap
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	shellcheck scripts/*.sh .ci/run
+	shellcheck scripts/*.sh .ci/run entrypoint.sh deploy/docker/*.sh
+	.venv/bin/hadolint Dockerfile
+	.venv/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	.venv/bin/check-jsonschema --schemafile deploy/schemas/railway.schema.json deploy/railway/*.json
+	.venv/bin/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
 
 format: bootstrap
 	.venv/bin/ruff check --fix .

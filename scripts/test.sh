@@ -17,5 +17,10 @@ MSG
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-shellcheck scripts/*.sh .ci/run
+shellcheck scripts/*.sh .ci/run entrypoint.sh deploy/docker/*.sh
+.venv/bin/hadolint Dockerfile
+# The deployment files against their schemas (core/tests/test_deploy_configs.py runs these too).
+.venv/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+.venv/bin/check-jsonschema --schemafile deploy/schemas/railway.schema.json deploy/railway/*.json
+.venv/bin/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
 exec .venv/bin/pytest "$@"

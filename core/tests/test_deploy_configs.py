@@ -1,0 +1,279 @@
+"""Every deployment file checked against its schema, plus what the schemas cannot say.
+
+- Dockerfile: hadolint clean; multi-stage, slim runtime without compilers, non-root UID 1000,
+  port 5000, HEALTHCHECK, tini as PID 1.
+- docker-compose.yml: the Compose specification's own schema (vendored in check-jsonschema).
+- deploy/railway/*.json: deploy/schemas/railway.schema.json (written from Railway's reference).
+- deploy/ecs/*.json and services/*.json: botocore's ECS service model (RegisterTaskDefinition
+  and CreateService input shapes), offline.
+- deploy/k8s/*.yaml: kubernetes-validate's bundled OpenAPI schemas, strict.
+Each validator is also shown to reject a broken copy, so a pass means something.
+"""
+
+import copy
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import botocore.session
+import kubernetes_validate
+import pytest
+import yaml
+from botocore.exceptions import ParamValidationError
+from botocore.validate import ParamValidator
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / ".venv" / "bin"
+DEPLOY = ROOT / "deploy"
+K8S_VERSION = "1.33.0"
+
+
+# --- Dockerfile -------------------------------------------------------------------------------
+
+
+def _stages() -> list[list[str]]:
+    """The Dockerfile's instructions (continuation lines joined), split by FROM."""
+    text = (ROOT / "Dockerfile").read_text()
+    lines = [line for line in text.replace("\\\n", " ").splitlines() if not line.startswith("#")]
+    stages: list[list[str]] = []
+    for line in lines:
+        if line.startswith("FROM "):
+            stages.append([])
+        if stages and line.strip():
+            stages[-1].append(line.strip())
+    return stages
+
+
+def test_hadolint_passes():
+    result = subprocess.run(
+        [BIN / "hadolint", "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_shape():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.12-slim", text, re.MULTILINE)
+    builder, runtime = _stages()
+    assert builder[0] == "FROM ${PYTHON_IMAGE} AS builder"
+    assert runtime[0] == "FROM ${PYTHON_IMAGE} AS runtime"
+    assert any("uv sync --frozen --no-dev" in line for line in builder)
+    assert any("--mount=type=cache" in line for line in builder)
+    runtime_text = "\n".join(runtime)
+    for compiler in ("build-essential", "gcc", "-dev ", "libpq-dev"):
+        assert compiler not in runtime_text, compiler
+    for library in ("libpq5", "libgdal", "libgeos-c1", "libproj", "redis-tools", "netcat", "tini"):
+        assert library in runtime_text, library
+    assert "COPY --from=builder /opt/venv /opt/venv" in runtime
+    assert "useradd --uid 1000" in runtime_text
+    users = [line for line in runtime if line.startswith("USER ")]
+    assert users == ["USER 1000:1000"]
+    assert "EXPOSE 5000" in runtime
+    assert any(line.startswith("HEALTHCHECK ") and "healthcheck.sh" in line for line in runtime)
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/app/entrypoint.sh"]' in runtime
+    healthcheck = (DEPLOY / "docker" / "healthcheck.sh").read_text()
+    assert "nc -z" in healthcheck and "/health/" in healthcheck
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    for entry in (".git", ".venv", ".tools", ".env", "media", "staticfiles", "**/__pycache__"):
+        assert entry in ignored, entry
+
+
+# --- Compose ----------------------------------------------------------------------------------
+
+
+def _check_jsonschema(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [BIN / "check-jsonschema", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_compose_file_matches_the_compose_specification(tmp_path):
+    result = _check_jsonschema("--builtin-schema", "vendor.compose-spec", "docker-compose.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    broken["services"]["db"]["healthcheck"]["interval"] = ["5s"]
+    (tmp_path / "compose.yml").write_text(yaml.safe_dump(broken))
+    rejected = _check_jsonschema(
+        "--builtin-schema", "vendor.compose-spec", str(tmp_path / "compose.yml")
+    )
+    assert rejected.returncode == 1
+
+
+def test_compose_services():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"db", "redis", "web", "worker", "beat"} <= set(services)
+    assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
+    assert "ping" in services["redis"]["healthcheck"]["test"]
+    for name in ("web", "worker", "worker-high", "beat"):
+        service = services[name]
+        assert service["depends_on"] == {
+            "db": {"condition": "service_healthy"},
+            "redis": {"condition": "service_healthy"},
+        }, name
+        assert service["env_file"][0]["path"] == ".env"
+        assert any(volume.startswith("./:/app") for volume in service["volumes"])
+        assert "backend" in service["networks"]
+    assert services["web"]["environment"]["IS_PRIMARY"] == "1"
+    assert services["worker"]["environment"]["RUN_GUNICORN"] == "0"
+    assert services["worker-high"]["environment"]["CELERY_QUEUES"] == "high"
+    assert services["beat"]["command"] == ["beat"]
+    assert services["beat"]["environment"]["IS_PRIMARY"] == "1"
+    # db and redis are not on the network whose port is published.
+    assert services["db"]["networks"] == ["backend"] == services["redis"]["networks"]
+    assert "frontend" in services["web"]["networks"]
+
+
+# --- Railway ----------------------------------------------------------------------------------
+
+RAILWAY_SCHEMA = str(DEPLOY / "schemas" / "railway.schema.json")
+RAILWAY_FILES = sorted((DEPLOY / "railway").glob("*.json"))
+
+
+def test_railway_configs_match_the_schema(tmp_path):
+    assert {path.stem for path in RAILWAY_FILES} == {"web", "worker", "worker-high", "beat"}
+    result = _check_jsonschema("--schemafile", RAILWAY_SCHEMA, *map(str, RAILWAY_FILES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = json.loads((DEPLOY / "railway" / "web.json").read_text())
+    broken["deploy"]["drainingSeconds"] = "35"  # Railway's parser rejects strings here
+    (tmp_path / "railway.json").write_text(json.dumps(broken))
+    rejected = _check_jsonschema("--schemafile", RAILWAY_SCHEMA, str(tmp_path / "railway.json"))
+    assert rejected.returncode == 1
+
+
+def test_railway_roles():
+    configs = {path.stem: json.loads(path.read_text())["deploy"] for path in RAILWAY_FILES}
+    web = configs["web"]
+    assert web["preDeployCommand"] == ["/app/entrypoint.sh migrate"]
+    assert web["healthcheckPath"] == "/health/"
+    assert web["startCommand"].startswith("/usr/bin/tini -- ")  # tini stays PID 1
+    assert configs["worker"]["startCommand"].endswith("entrypoint.sh worker")
+    assert "CELERY_QUEUES=high " in configs["worker-high"]["startCommand"]
+    assert "IS_PRIMARY=1 " in configs["beat"]["startCommand"]
+    assert configs["beat"]["numReplicas"] == 1
+    assert configs["beat"]["overlapSeconds"] == 0  # never two beats at once
+
+
+# --- ECS --------------------------------------------------------------------------------------
+
+_ecs = botocore.session.get_session().get_service_model("ecs")
+TASK_DEFINITIONS = sorted((DEPLOY / "ecs").glob("*.json"))
+SERVICES = sorted((DEPLOY / "ecs" / "services").glob("*.json"))
+
+
+def _validate_ecs(operation: str, params: dict) -> None:
+    report = ParamValidator().validate(params, _ecs.operation_model(operation).input_shape)
+    if report.has_errors():
+        raise ParamValidationError(report=report.generate_report())
+
+
+@pytest.mark.parametrize("path", TASK_DEFINITIONS, ids=lambda p: p.stem)
+def test_ecs_task_definition_matches_register_task_definition(path):
+    definition = json.loads(path.read_text())
+    _validate_ecs("RegisterTaskDefinition", definition)
+    (container,) = definition["containerDefinitions"]
+    assert container["logConfiguration"]["logDriver"] == "awslogs"
+    assert container["user"] == "1000:1000"
+    secrets = {secret["name"]: secret["valueFrom"] for secret in container["secrets"]}
+    for name in ("DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL"):
+        assert secrets[name].startswith("arn:aws:secretsmanager:"), name
+    environment = {item["name"] for item in container["environment"]}
+    assert not environment & set(secrets), "a secret must not also be a plain variable"
+    assert container["stopTimeout"] <= 120
+    assert definition["taskRoleArn"] and definition["executionRoleArn"]
+    if path.stem == "web":
+        assert container["portMappings"][0]["containerPort"] == 5000
+        assert container["healthCheck"]["command"] == ["CMD", "/app/deploy/docker/healthcheck.sh"]
+        assert container["stopTimeout"] >= 30
+    if path.stem.startswith("worker"):
+        assert "healthCheck" in container
+
+
+def test_ecs_validation_rejects_a_broken_task_definition():
+    broken = json.loads((DEPLOY / "ecs" / "web.json").read_text())
+    del broken["containerDefinitions"][0]["name"]  # not required by the API, but misspelled:
+    broken["containerDefinitions"][0]["nmae"] = "web"
+    with pytest.raises(ParamValidationError, match="nmae"):
+        _validate_ecs("RegisterTaskDefinition", broken)
+    broken = copy.deepcopy(json.loads((DEPLOY / "ecs" / "web.json").read_text()))
+    broken["containerDefinitions"][0]["stopTimeout"] = "35"
+    with pytest.raises(ParamValidationError, match="stopTimeout"):
+        _validate_ecs("RegisterTaskDefinition", broken)
+
+
+@pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.stem)
+def test_ecs_service_matches_create_service(path):
+    service = json.loads(path.read_text())
+    _validate_ecs("CreateService", service)
+    assert (DEPLOY / "ecs" / f"{path.stem}.json").is_file(), "service without a task definition"
+    if path.stem == "beat":
+        assert service["desiredCount"] == 1
+        # The old beat stops before the new one starts.
+        assert service["deploymentConfiguration"]["maximumPercent"] == 100
+        assert service["deploymentConfiguration"]["minimumHealthyPercent"] == 0
+    if path.stem == "web":
+        assert service["loadBalancers"][0]["containerPort"] == 5000
+
+
+# --- Kubernetes -------------------------------------------------------------------------------
+
+K8S_FILES = sorted((DEPLOY / "k8s").glob("*.yaml"))
+
+
+def _resources() -> list[dict]:
+    return [doc for path in K8S_FILES for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def test_kubernetes_manifests_validate_strictly():
+    assert len(K8S_FILES) >= 6
+    for resource in _resources():
+        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+    broken = next(
+        r
+        for r in _resources()
+        if r["kind"] == "Deployment" and r["metadata"]["name"] == "delivery-web"
+    )
+    broken = copy.deepcopy(broken)
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["pth"] = "/"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_kubernetes_roles():
+    resources = _resources()
+    by_kind_name = {(r["kind"], r["metadata"]["name"]): r for r in resources}
+    web = by_kind_name[("Deployment", "delivery-web")]["spec"]["template"]["spec"]
+    (container,) = web["containers"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health/", probe
+    assert container["ports"][0]["containerPort"] == 5000
+    assert web["terminationGracePeriodSeconds"] > 30
+    assert web["securityContext"]["runAsNonRoot"] is True
+
+    job = by_kind_name[("Job", "delivery-migrate")]["spec"]["template"]["spec"]
+    assert job["containers"][0]["args"] == ["migrate"]
+    assert job["restartPolicy"] == "Never"
+
+    beat = by_kind_name[("Deployment", "delivery-beat")]["spec"]
+    assert beat["replicas"] == 1
+    assert beat["strategy"]["type"] == "Recreate"
+    assert {"name": "IS_PRIMARY", "value": "1"} in beat["template"]["spec"]["containers"][0]["env"]
+
+    worker = by_kind_name[("Deployment", "delivery-worker")]["spec"]["template"]["spec"]
+    env = {item["name"]: item["value"] for item in worker["containers"][0]["env"]}
+    assert env["RUN_GUNICORN"] == "0"
+    high = by_kind_name[("Deployment", "delivery-worker-high")]["spec"]["template"]["spec"]
+    assert {"name": "CELERY_QUEUES", "value": "high"} in high["containers"][0]["env"]
+
+    scaled = {
+        r["spec"]["scaleTargetRef"]["name"]
+        for r in resources
+        if r["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert scaled == {"delivery-web", "delivery-worker"}  # never beat
+    config = by_kind_name[("ConfigMap", "delivery-config")]["data"]
+    assert config["IS_PRIMARY"] == "0"  # the migrate Job migrates, nobody else
