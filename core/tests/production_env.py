@@ -5,11 +5,11 @@ import re
 import subprocess
 import sys
 
-from core.tests.servers import PROJECT_DIR, local_production_env
+from django.conf import settings
+from django.db import connections
 
-# The machine's real, migrated database and Redis; a server started with these may read them.
-REAL_DATABASE_URL = "postgis://delivery:delivery@127.0.0.1:5432/delivery"
-REAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+from core.tests.servers import PROJECT_DIR, database_url, local_production_env
+
 PUBLIC_HOST = "api.example.com"
 WEB_ORIGIN = "https://app.example.com"
 
@@ -17,16 +17,18 @@ _PROBLEM_LINE = re.compile(r"^  - (.+)$", re.MULTILINE)
 
 
 def production_env(**changes: str | None) -> dict[str, str]:
-    """Production as deployed behind a TLS proxy at PUBLIC_HOST, on the real database and Redis.
+    """Production as deployed behind a TLS proxy at PUBLIC_HOST.
 
+    It points at the tests' database and Redis: the test database once pytest-django has made
+    it (request `django_db_setup` before connecting), never the developer's own data.
     A change of None removes that variable. Built from scratch: no .env or shell leaks in.
     """
     deployed = {
         "ALLOWED_HOSTS": PUBLIC_HOST,
         "CORS_ALLOWED_ORIGINS": WEB_ORIGIN,
         "SECURE_SSL_REDIRECT": None,  # production's own default: on
-        "DATABASE_URL": REAL_DATABASE_URL,
-        "REDIS_URL": REAL_REDIS_URL,
+        "DATABASE_URL": database_url(connections["default"].settings_dict),
+        "REDIS_URL": settings.REDIS_URL,
     }
     return local_production_env(**{**deployed, **changes})
 

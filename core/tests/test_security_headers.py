@@ -10,7 +10,9 @@ import pytest
 from core.tests.production_env import PUBLIC_HOST, WEB_ORIGIN, production_env, run_python
 from core.tests.servers import start_server
 
-pytestmark = pytest.mark.slow
+# django_db: pytest-django creates the test database (which the server uses) only for a run
+# that has database tests in it.
+pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
 HTTPS = {"Host": PUBLIC_HOST, "X-Forwarded-Proto": "https"}  # as the TLS-terminating proxy
 PLAIN_HTTP = {"Host": PUBLIC_HOST}
@@ -46,8 +48,9 @@ get_user_model().objects.filter(pk=user_id).delete()
 
 
 @pytest.fixture(scope="module")
-def env() -> dict[str, str]:
+def env(django_db_setup) -> dict[str, str]:
     # One secret key for the server and the fixtures: the cleanup must read its sessions.
+    # django_db_setup: the server and the fixtures use the migrated test database.
     return production_env()
 
 
@@ -60,7 +63,7 @@ def server(env, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def staff_user(env):
-    """A staff user in the real database the server uses, deleted with its sessions after."""
+    """A staff user in the database the server uses, deleted with its sessions after."""
     password = secrets.token_urlsafe(24)
     created = run_python(_CREATE_STAFF, password, env=env)
     assert created.returncode == 0, created.stderr
