@@ -1,9 +1,61 @@
-"""Reads for orders and service areas."""
+"""Reads for orders and service areas. User-facing code loads orders only through these gates."""
 
+from django.contrib.gis.geos import Point
 from django.db.models import QuerySet
+from rest_framework import status
 
-from orders.models import ServiceArea
+from accounts.models import User
+from core.exceptions import ApiError
+from orders.models import Order, ServiceArea
+
+
+class OrderNotFound(ApiError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+    message = "No such order."
 
 
 def service_area_list_active() -> QuerySet[ServiceArea]:
     return ServiceArea.objects.filter(is_active=True).order_by("name")
+
+
+def service_areas_covering(point: Point) -> QuerySet[ServiceArea]:
+    """Active areas whose polygon covers the point (ST_Covers: the border counts as inside)."""
+    return service_area_list_active().filter(area__covers=point)
+
+
+def user_sees_all_orders(user: User) -> bool:
+    """Ops with the view permission (through a group such as support) see every order."""
+    return user.is_staff and user.has_perm("orders.view_order")
+
+
+def _orders() -> QuerySet[Order]:
+    return Order.objects.select_related("quote", "rider__user")
+
+
+def order_list_for_user(*, user: User) -> QuerySet[Order]:
+    orders = _orders().order_by("-created_at", "-id")
+    return orders if user_sees_all_orders(user) else orders.filter(customer=user)
+
+
+def order_get_for_user(*, user: User, order_id) -> Order:
+    """The order if `user` may see it (its customer, or ops); otherwise 404, never 403."""
+    order = order_list_for_user(user=user).filter(pk=order_id).first()
+    if order is None:
+        raise OrderNotFound()
+    return order
+
+
+def order_get_for_customer(*, customer: User, order_id) -> Order:
+    """Only the customer's own order: for what only the customer may do (pay, rate)."""
+    order = _orders().filter(pk=order_id, customer=customer).first()
+    if order is None:
+        raise OrderNotFound()
+    return order
+
+
+def order_delivery_code_for_user(*, order: Order, user: User) -> str | None:
+    """The plain delivery code, for the order's customer only and while the order is live."""
+    if order.customer_id != user.pk or not order.delivery_code:
+        return None
+    return order.delivery_code

@@ -1,0 +1,319 @@
+"""Order endpoints: quotes, booking, the caller's orders, cancelling and rating."""
+
+import math
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.apis import _error
+from accounts.models import User
+from accounts.phone import mask_phone
+from orders.models import Order, PaymentMethod, PaymentStatus
+from orders.selectors import (
+    order_delivery_code_for_user,
+    order_get_for_user,
+    order_list_for_user,
+)
+from orders.services import Place, order_cancel, order_create, order_rate, quote_create
+from orders.state import Actor
+
+# --- Shared shapes --------------------------------------------------------------------------
+
+
+class CoordinateField(serializers.FloatField):
+    """A float that must be finite: NaN and infinity pass min/max checks, so refuse them here."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            raise serializers.ValidationError("A valid number is required.")
+        return value
+
+
+class PlaceInputSerializer(serializers.Serializer):
+    lat = CoordinateField(min_value=-90, max_value=90)
+    lng = CoordinateField(min_value=-180, max_value=180)
+    address = serializers.CharField(max_length=300)
+
+
+class PlaceOutputSerializer(serializers.Serializer):
+    lat = serializers.FloatField()
+    lng = serializers.FloatField()
+    address = serializers.CharField()
+
+
+class BreakdownLineSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    label = serializers.CharField()
+    amount_paise = serializers.IntegerField()
+
+
+class RiderOutputSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    phone = serializers.CharField(help_text="Masked, e.g. +91******5678.")
+    vehicle_type = serializers.CharField()
+    vehicle_number = serializers.CharField()
+
+
+class OrderOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    payment_status = serializers.ChoiceField(choices=PaymentStatus.choices)
+    payment_method = serializers.ChoiceField(choices=PaymentMethod.choices)
+    amount_paise = serializers.IntegerField()
+    currency = serializers.CharField()
+    pickup = PlaceOutputSerializer()
+    drop = PlaceOutputSerializer()
+    package = inline_serializer(
+        "OrderPackage",
+        {"description": serializers.CharField(), "weight_grams": serializers.IntegerField()},
+    )
+    distance_m = serializers.IntegerField()
+    breakdown = BreakdownLineSerializer(many=True)
+    notes = serializers.CharField()
+    rider = RiderOutputSerializer(allow_null=True)
+    delivery_code = serializers.CharField(
+        allow_null=True, help_text="Only for the order's customer, while the order is live."
+    )
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+def _place(point, address: str) -> dict:
+    return {"lat": point.y, "lng": point.x, "address": address}
+
+
+def order_output(order: Order, user: User) -> dict:
+    quote = order.quote
+    rider = None
+    if order.rider_id:
+        rider = {
+            "name": order.rider.user.name,
+            "phone": mask_phone(order.rider.user.phone),
+            "vehicle_type": order.rider.vehicle_type,
+            "vehicle_number": order.rider.vehicle_number,
+        }
+    return OrderOutputSerializer(
+        {
+            "id": order.id,
+            "status": order.status,
+            "payment_status": order.payment_status,
+            "payment_method": order.payment_method,
+            "amount_paise": order.amount_paise,
+            "currency": order.currency,
+            "pickup": _place(quote.pickup_location, quote.pickup_address),
+            "drop": _place(quote.drop_location, quote.drop_address),
+            "package": {
+                "description": quote.package_description,
+                "weight_grams": quote.package_weight_grams,
+            },
+            "distance_m": quote.distance_m,
+            "breakdown": quote.breakdown,
+            "notes": order.notes,
+            "rider": rider,
+            "delivery_code": order_delivery_code_for_user(order=order, user=user),
+            "created_at": order.created_at,
+            "updated_at": order.updated_at,
+        }
+    ).data
+
+
+# --- APIs -----------------------------------------------------------------------------------
+
+
+class QuoteCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        pickup = PlaceInputSerializer()
+        drop = PlaceInputSerializer()
+        package = inline_serializer(
+            "QuotePackageInput",
+            {
+                "description": serializers.CharField(max_length=200),
+                "weight_grams": serializers.IntegerField(
+                    min_value=1, max_value=settings.ORDER_MAX_WEIGHT_GRAMS
+                ),
+            },
+        )
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.UUIDField()
+        distance_m = serializers.IntegerField()
+        currency = serializers.CharField()
+        total_paise = serializers.IntegerField()
+        breakdown = BreakdownLineSerializer(many=True)
+        expires_at = serializers.DateTimeField()
+
+    @extend_schema(
+        summary="Price a delivery",
+        description="Distance from PostGIS, prices from the service area's tariff. Both places "
+        "must lie in one active service area. Book it before `expires_at`.",
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            400: _error("invalid (field errors) or outside_service_area."),
+            401: _error("Not signed in."),
+            403: _error("not_customer."),
+        },
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        quote = quote_create(
+            customer=request.user,
+            pickup=Place(**data["pickup"]),
+            drop=Place(**data["drop"]),
+            package_description=data["package"]["description"],
+            weight_grams=data["package"]["weight_grams"],
+        )
+        return Response(self.OutputSerializer(quote).data, status=status.HTTP_201_CREATED)
+
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Any unique string up to 100 characters. A retry with the same key and body "
+    "returns the order the first request made (200); with a different body, 422.",
+)
+
+
+class OrderListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        quote_id = serializers.UUIDField()
+        payment_method = serializers.ChoiceField(choices=PaymentMethod.choices)
+        notes = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+    class Pagination(PageNumberPagination):
+        page_size = 20
+
+    @extend_schema(
+        summary="The caller's orders (ops with the view permission: all)",
+        operation_id="api_v1_orders_list",
+        parameters=[OpenApiParameter("page", OpenApiTypes.INT, required=False)],
+        responses={
+            200: inline_serializer(
+                "OrderPage",
+                {
+                    "count": serializers.IntegerField(),
+                    "next": serializers.URLField(allow_null=True),
+                    "previous": serializers.URLField(allow_null=True),
+                    "results": OrderOutputSerializer(many=True),
+                },
+            ),
+            401: _error("Not signed in."),
+        },
+    )
+    def get(self, request):
+        paginator = self.Pagination()
+        page = paginator.paginate_queryset(order_list_for_user(user=request.user), request, self)
+        return paginator.get_paginated_response([order_output(o, request.user) for o in page])
+
+    @extend_schema(
+        summary="Book a delivery from a quote",
+        description="The amount is the quote's. Cash on delivery goes straight to "
+        "searching_rider; razorpay waits in payment_pending for /payments/razorpay/.",
+        parameters=[IDEMPOTENCY_HEADER],
+        request=InputSerializer,
+        responses={
+            201: OrderOutputSerializer,
+            200: OrderOutputSerializer,
+            400: _error("invalid or quote_expired (field errors)."),
+            401: _error("Not signed in."),
+            403: _error("not_customer."),
+            409: _error("quote_already_used."),
+            422: _error("idempotency_key_reused."),
+            503: _error("payments_unavailable (razorpay without keys)."),
+        },
+    )
+    def post(self, request):
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 100 or (key and not key.isprintable()):
+            raise serializers.ValidationError(
+                {"Idempotency-Key": ["Up to 100 printable characters."]}
+            )
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        order, created = order_create(
+            customer=request.user, idempotency_key=key or None, **serializer.validated_data
+        )
+        order = order_get_for_user(user=request.user, order_id=order.pk)
+        return Response(
+            order_output(order, request.user),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class OrderDetailApi(APIView):
+    @extend_schema(
+        summary="One of the caller's orders",
+        responses={200: OrderOutputSerializer, 401: _error("Not signed in."), 404: _error("")},
+    )
+    def get(self, request, order_id):
+        order = order_get_for_user(user=request.user, order_id=order_id)
+        return Response(order_output(order, request.user))
+
+
+class OrderCancelApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+    @extend_schema(
+        summary="Cancel an order",
+        description="Customers: free until pickup (also after a rider is assigned); a paid "
+        "order is refunded. Ops with orders.cancel_any_order: any live order.",
+        request=InputSerializer,
+        responses={
+            200: OrderOutputSerializer,
+            400: _error("invalid."),
+            401: _error("Not signed in."),
+            403: _error("permission_denied (ops without cancel_any_order)."),
+            404: _error("Not the caller's order."),
+            409: _error("invalid_transition (after pickup, or already ended)."),
+        },
+    )
+    def post(self, request, order_id):
+        order = order_get_for_user(user=request.user, order_id=order_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        is_customer = order.customer_id == request.user.pk
+        actor = Actor.customer(request.user) if is_customer else Actor.staff(request.user)
+        order_cancel(order_id=order.pk, actor=actor, reason=serializer.validated_data["reason"])
+        order = order_get_for_user(user=request.user, order_id=order.pk)
+        return Response(order_output(order, request.user))
+
+
+class OrderRatingApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        stars = serializers.IntegerField(min_value=1, max_value=5)
+        comment = serializers.CharField(
+            max_length=1000, required=False, allow_blank=True, default=""
+        )
+
+    class OutputSerializer(serializers.Serializer):
+        stars = serializers.IntegerField()
+        comment = serializers.CharField()
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(
+        summary="Rate a delivered order (once)",
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            400: _error("invalid."),
+            401: _error("Not signed in."),
+            404: _error("Not the caller's order."),
+            409: _error("order_not_delivered or already_rated."),
+        },
+    )
+    def post(self, request, order_id):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        rating = order_rate(customer=request.user, order_id=order_id, **serializer.validated_data)
+        return Response(self.OutputSerializer(rating).data, status=status.HTTP_201_CREATED)

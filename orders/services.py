@@ -1,0 +1,292 @@
+"""Writes for orders: quotes, booking, cancelling, rating, and handing orders to dispatch.
+
+Lock order, everywhere in orders and payments: WebhookEvent row -> Payment rows (by primary
+key) -> Order row -> Refund rows. A function that needs several takes them in that order, so
+two of them can never wait on each other.
+"""
+
+import hashlib
+import json
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.gis.geos import Point
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+from rest_framework import status
+
+from accounts.models import User
+from core.exceptions import ApiError
+from orders.models import (
+    ActorKind,
+    Order,
+    OrderEvent,
+    OrderStatus,
+    PaymentMethod,
+    PaymentStatus,
+    Quote,
+    Rating,
+)
+from orders.pricing import price_trip, tariff_for_area, trip_distance_m
+from orders.selectors import order_get_for_customer, service_areas_covering
+from orders.state import Action, Actor, order_transition
+
+logger = logging.getLogger(__name__)
+
+
+class IdempotencyKeyReused(ApiError):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "idempotency_key_reused"
+    message = "This Idempotency-Key was already used for a different request."
+
+
+class QuoteAlreadyUsed(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "quote_already_used"
+    message = "This quote has already been booked; ask for a new one."
+
+
+class OrderNotDelivered(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "order_not_delivered"
+    message = "Only a delivered order can be rated."
+
+
+class AlreadyRated(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "already_rated"
+    message = "This order has already been rated."
+
+
+class NotCustomer(ApiError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "not_customer"
+    message = "Sign in as a customer to book deliveries."
+
+
+@dataclass(frozen=True)
+class Place:
+    lat: float
+    lng: float
+    address: str
+
+    @property
+    def point(self) -> Point:
+        return Point(self.lng, self.lat, srid=4326)
+
+
+def _require_customer(user: User) -> None:
+    if not user.is_customer:
+        raise NotCustomer()
+
+
+def quote_create(
+    *, customer: User, pickup: Place, drop: Place, package_description: str, weight_grams: int
+) -> Quote:
+    """Prices a trip inside one active service area; refuses points outside every area."""
+    _require_customer(customer)
+    pickup_areas = list(service_areas_covering(pickup.point))
+    drop_areas = {area.pk: area for area in service_areas_covering(drop.point)}
+    fields = {}
+    if not pickup_areas:
+        fields["pickup"] = ["This place is outside our service area."]
+    if not drop_areas:
+        fields["drop"] = ["This place is outside our service area."]
+    shared = [area for area in pickup_areas if area.pk in drop_areas]
+    if not fields and not shared:
+        fields["drop"] = ["Pickup and drop must lie in the same service area."]
+    if fields:
+        raise ApiError("We do not deliver there yet.", code="outside_service_area", fields=fields)
+    area = shared[0]
+    distance_m = trip_distance_m(pickup.point, drop.point)
+    breakdown = price_trip(
+        terms=tariff_for_area(area), distance_m=distance_m, weight_grams=weight_grams
+    )
+    return Quote.objects.create(
+        customer=customer,
+        service_area=area,
+        pickup_location=pickup.point,
+        pickup_address=pickup.address,
+        drop_location=drop.point,
+        drop_address=drop.address,
+        package_description=package_description,
+        package_weight_grams=weight_grams,
+        distance_m=distance_m,
+        currency=settings.CURRENCY,
+        total_paise=sum(line["amount_paise"] for line in breakdown),
+        breakdown=breakdown,
+        expires_at=timezone.now() + timedelta(seconds=settings.QUOTE_TTL_SECONDS),
+    )
+
+
+def delivery_code_hmac(*, order_id, code: str) -> str:
+    return salted_hmac(
+        "orders.delivery_code",
+        f"{order_id}:{code}",
+        secret=settings.DELIVERY_CODE_HMAC_KEY,
+        algorithm="sha256",
+    ).hexdigest()
+
+
+def _fingerprint(*, quote_id, payment_method: str, notes: str) -> str:
+    canonical = json.dumps(
+        {"quote_id": str(quote_id), "payment_method": payment_method, "notes": notes},
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(*, customer: User, idempotency_key: str, fingerprint: str) -> Order | None:
+    order = Order.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
+    if order is not None and order.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused()
+    return order
+
+
+def order_create(
+    *,
+    customer: User,
+    quote_id,
+    payment_method: str,
+    notes: str = "",
+    idempotency_key: str | None = None,
+) -> tuple[Order, bool]:
+    """Books an order from the customer's unexpired quote. Returns (order, created).
+
+    With an Idempotency-Key, a retry of the same request returns the order the first one made
+    (created False); the same key with a different request is refused. Locks the quote row so
+    that two concurrent bookings of one quote are serialised.
+    """
+    from payments.services import payments_require_enabled
+
+    _require_customer(customer)
+    if payment_method == PaymentMethod.RAZORPAY:
+        payments_require_enabled()
+    fingerprint = _fingerprint(quote_id=quote_id, payment_method=payment_method, notes=notes)
+    try:
+        with transaction.atomic():
+            quote = Quote.objects.select_for_update().filter(pk=quote_id, customer=customer).first()
+            if idempotency_key:
+                # After the quote lock: a concurrent twin of this request has committed by now.
+                existing = _replay(
+                    customer=customer, idempotency_key=idempotency_key, fingerprint=fingerprint
+                )
+                if existing is not None:
+                    return existing, False
+            if quote is None:
+                raise ApiError(code="invalid", fields={"quote_id": ["No such quote."]})
+            if quote.expires_at <= timezone.now():
+                raise ApiError(
+                    "This quote has expired; ask for a new one.",
+                    code="quote_expired",
+                    fields={"quote_id": ["This quote has expired."]},
+                )
+            if Order.objects.filter(quote=quote).exists():
+                raise QuoteAlreadyUsed(fields={"quote_id": ["This quote is already booked."]})
+            order_id = uuid.uuid4()
+            code = f"{secrets.randbelow(10_000):04d}"
+            online = payment_method == PaymentMethod.RAZORPAY
+            order = Order.objects.create(
+                id=order_id,
+                customer=customer,
+                quote=quote,
+                amount_paise=quote.total_paise,
+                currency=quote.currency,
+                payment_method=payment_method,
+                payment_status=PaymentStatus.PENDING if online else PaymentStatus.NONE,
+                notes=notes,
+                delivery_code=code,
+                delivery_code_hmac=delivery_code_hmac(order_id=order_id, code=code),
+                idempotency_key=idempotency_key or "",
+                request_fingerprint=fingerprint,
+            )
+            OrderEvent.objects.create(
+                order=order,
+                action="create",
+                to_status=OrderStatus.CREATED,
+                actor_kind=ActorKind.CUSTOMER,
+                actor=customer,
+            )
+            order = order_transition(
+                order_id=order.pk,
+                action=Action.REQUEST_PAYMENT if online else Action.CONFIRM_CASH,
+                actor=Actor.system(),
+            )
+    except IntegrityError:
+        # A concurrent request with the same key won the insert; answer as its retry.
+        if idempotency_key:
+            existing = _replay(
+                customer=customer, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
+            if existing is not None:
+                return existing, False
+        raise
+    return order, True
+
+
+def order_cancel(*, order_id, actor: Actor, reason: str = "") -> Order:
+    """Cancels by the state rules; a paid order's money goes back through a refund.
+
+    Staff need the orders.cancel_any_order permission. Locks the order's payments, then the
+    order (the lock order in this module's docstring), so a capture arriving at the same
+    moment is either refunded here or, arriving later, by mark_paid.
+    """
+    from payments.models import Payment
+    from payments.services import refund_request
+
+    if actor.kind == ActorKind.STAFF and not actor.user.has_perm("orders.cancel_any_order"):
+        raise ApiError(
+            "You need the cancel-any-order permission.",
+            code="permission_denied",
+            status_code=status.HTTP_403_FORBIDDEN,
+        )
+    with transaction.atomic():
+        payments = list(
+            Payment.objects.select_for_update().filter(order_id=order_id).order_by("pk")
+        )
+        order = order_transition(
+            order_id=order_id, action=Action.CANCEL, actor=actor, reason=reason
+        )
+        if order.payment_status == PaymentStatus.PAID:
+            captured = [p for p in payments if p.status == Payment.Status.CAPTURED]
+            for payment in captured:
+                refund_request(
+                    payment=payment,
+                    order=order,
+                    razorpay_payment_id=payment.razorpay_payment_id,
+                    amount_paise=payment.amount_paise,
+                    reason=f"Order cancelled by {actor.kind}",
+                )
+        elif order.payment_status in {PaymentStatus.PENDING, PaymentStatus.FAILED}:
+            # Nothing was taken. A capture that still arrives (webhook, reconciler) finds the
+            # order cancelled and is refunded by mark_paid.
+            order.payment_status = PaymentStatus.NONE
+            order.save(update_fields=["payment_status", "updated_at"])
+    return order
+
+
+def order_rate(*, customer: User, order_id, stars: int, comment: str = "") -> Rating:
+    order = order_get_for_customer(customer=customer, order_id=order_id)
+    if order.status != OrderStatus.DELIVERED:
+        raise OrderNotDelivered()
+    try:
+        with transaction.atomic():
+            return Rating.objects.create(order=order, stars=stars, comment=comment)
+    except IntegrityError:
+        raise AlreadyRated() from None
+
+
+def dispatch_request(*, order_id) -> None:
+    """The entry point of dispatch: called after commit when an order reaches searching_rider.
+
+    Queues delivery.tasks.dispatch_order on the high queue; the dispatch issue fills that task
+    in. Until then the order waits in searching_rider.
+    """
+    from delivery.tasks import dispatch_order
+
+    dispatch_order.delay(str(order_id))

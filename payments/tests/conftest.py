@@ -1,0 +1,2 @@
+from orders.tests.fixtures import celery_eager, dispatched, empty_cache, service_area  # noqa: F401
+from payments.tests.fake_razorpay import razorpay  # noqa: F401
