@@ -11,15 +11,17 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from delivery.auth import JwtAuthMiddleware, allowed_hosts_origin_validator  # noqa: E402
 from delivery.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        # Origin check first (ALLOWED_HOSTS; native apps send no Origin and pass), then the
+        # ?token= JWT, then the admin session for staff browsers.
+        "websocket": allowed_hosts_origin_validator(
+            JwtAuthMiddleware(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

@@ -78,6 +78,9 @@ app.conf.update(
         "payments.tasks.reconcile_pending_payments": {"queue": "low"},
         "core.tasks.purge_expired_records": {"queue": "low"},
         "accounts.tasks.send_sms": {"queue": "high"},
+        "payments.tasks.process_webhook_event": {"queue": "high"},
+        "payments.tasks.send_refund": {"queue": "high"},
+        "delivery.tasks.dispatch_order": {"queue": "high"},
     },
     # Every entry expires before its next run, so a backlog never replays a pile of stale runs.
     beat_schedule={

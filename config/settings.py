@@ -442,6 +442,50 @@ WEBSOCKET_PATH = "/ws/"
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=3.0)
 DEMO_STAFF_PASSWORD = env.str("DEMO_STAFF_PASSWORD", default="")
 
+# --- Orders and payments ---------------------------------------------------------------------
+
+# Defaults for service areas without a tariff of their own; finance edits tariffs in the admin.
+PRICING_MIN_FARE_PAISE = env.int("PRICING_MIN_FARE_PAISE", default=4000)
+PRICING_FREE_WEIGHT_GRAMS = env.int("PRICING_FREE_WEIGHT_GRAMS", default=5000)
+PRICING_PER_EXTRA_KG_PAISE = env.int("PRICING_PER_EXTRA_KG_PAISE", default=500)
+# Heaviest package a two-wheeler takes; heavier ones are refused at the quote.
+ORDER_MAX_WEIGHT_GRAMS = env.int("ORDER_MAX_WEIGHT_GRAMS", default=20000)
+QUOTE_TTL_SECONDS = env.int("QUOTE_TTL_SECONDS", default=600)
+if (
+    min(PRICING_BASE_FARE_PAISE, PRICING_PER_KM_PAISE, PRICING_MIN_FARE_PAISE) < 0
+    or min(PRICING_FREE_WEIGHT_GRAMS, PRICING_PER_EXTRA_KG_PAISE) < 0
+):
+    _problems.append("PRICING_* amounts and weights must not be negative.")
+if ORDER_MAX_WEIGHT_GRAMS <= 0 or QUOTE_TTL_SECONDS <= 0:
+    _problems.append("ORDER_MAX_WEIGHT_GRAMS and QUOTE_TTL_SECONDS must be positive.")
+# Key of the HMAC the rider-side delivery-code check compares against (default: SECRET_KEY).
+DELIVERY_CODE_HMAC_KEY = env.str("DELIVERY_CODE_HMAC_KEY", default="") or SECRET_KEY
+RAZORPAY_API_BASE = env.str("RAZORPAY_API_BASE", default="https://api.razorpay.com/v1").rstrip("/")
+if urlsplit(RAZORPAY_API_BASE).scheme not in {"http", "https"}:
+    _problems.append("RAZORPAY_API_BASE must be an http(s) URL.")
+RAZORPAY_HTTP_TIMEOUT_SECONDS = env.float("RAZORPAY_HTTP_TIMEOUT_SECONDS", default=10.0)
+# Payments still pending after this many minutes are settled by asking Razorpay (beat, 10 min).
+PAYMENT_RECONCILE_AFTER_MINUTES = env.int("PAYMENT_RECONCILE_AFTER_MINUTES", default=15)
+if IS_PRODUCTION and RAZORPAY_KEY_ID and not (RAZORPAY_KEY_SECRET and RAZORPAY_WEBHOOK_SECRET):
+    _problems.append(
+        "RAZORPAY_KEY_ID is set without RAZORPAY_KEY_SECRET or RAZORPAY_WEBHOOK_SECRET: set "
+        "both (payments need the secret, settling them needs the webhook), or none."
+    )
+
+# --- Riders and tracking ---------------------------------------------------------------------
+
+# Rider location points are kept this long, then purged by the hourly housekeeping task.
+RIDER_LOCATION_RETENTION_HOURS = env.int("RIDER_LOCATION_RETENTION_HOURS", default=48)
+# A ping whose recorded_at is older than this is refused (400 location_stale).
+RIDER_LOCATION_MAX_AGE_SECONDS = env.int("RIDER_LOCATION_MAX_AGE_SECONDS", default=120)
+# A ping implying a faster trip from the previous fix is refused (location_impossible_speed).
+RIDER_MAX_SPEED_KMH = env.float("RIDER_MAX_SPEED_KMH", default=120.0)
+if min(RIDER_LOCATION_RETENTION_HOURS, RIDER_LOCATION_MAX_AGE_SECONDS, RIDER_MAX_SPEED_KMH) <= 0:
+    _problems.append(
+        "RIDER_LOCATION_RETENTION_HOURS, RIDER_LOCATION_MAX_AGE_SECONDS and RIDER_MAX_SPEED_KMH "
+        "must be positive."
+    )
+
 # --- Accounts: OTP, SMS and JWT --------------------------------------------------------------
 
 from datetime import timedelta  # noqa: E402

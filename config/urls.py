@@ -13,6 +13,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/auth/", include("accounts.urls")),
+    path("api/v1/orders/", include("orders.urls")),
+    path("api/v1/payments/", include("payments.urls")),
+    path("api/v1/riders/", include("riders.urls")),
     path("admin/", admin.site.urls),
     # Usually answered earlier by core.middleware.ProbeMiddleware (any Host, plain HTTP).
     path("metrics", metrics_view, name="prometheus-django-metrics"),

@@ -22,13 +22,15 @@ def purge_expired_records() -> None:
     """Hourly clean-up of short-lived rows, each part a bounded, batched DELETE.
 
     Expired login codes (a day kept: the hourly send cap counts the last hour's) and expired
-    refresh-token records. Old rider location points join when the location trail exists.
+    refresh-token records, and rider location points past RIDER_LOCATION_RETENTION_HOURS.
     """
     from django.core.management import call_command
 
     from accounts.services import otp_challenge_purge
+    from riders.services import rider_location_purge
 
     purged = otp_challenge_purge()
+    rider_location_purge()  # logs its own count
     # simplejwt's own command: deletes outstanding (and blacklisted) tokens past their expiry.
     call_command("flushexpiredtokens", verbosity=0)
     logger.info("purge_expired_records: %s OTP challenges deleted", purged)

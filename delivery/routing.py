@@ -1,3 +1,12 @@
-"""WebSocket routes (filled by the delivery-tracking work)."""
+"""WebSocket routes, mounted by config/asgi.py."""
 
-websocket_urlpatterns: list = []
+from channels.security.websocket import WebsocketDenier
+from django.urls import path, re_path
+
+from delivery.consumers import RiderConsumer
+
+websocket_urlpatterns = [
+    path("ws/rider/", RiderConsumer.as_asgi()),
+    # Any other path is refused at the handshake (403) instead of failing in the router (500).
+    re_path(r"", WebsocketDenier.as_asgi()),
+]

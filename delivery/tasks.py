@@ -16,3 +16,14 @@ def sweep_stale_offers() -> None:
     dispatch round, wider radius, for each order still searching_rider).
     """
     logger.debug("sweep_stale_offers: nothing to do yet (no offer model)")
+
+
+@shared_task(ignore_result=True)
+def dispatch_order(order_id: str) -> None:
+    """Offers an order that reached searching_rider to nearby riders (high queue).
+
+    Queued after commit by orders.services.dispatch_request. The dispatch issue fills this in
+    (k nearest eligible riders by PostGIS KNN, ~30 s offers, widening rounds); until then it only
+    logs, and the order waits in searching_rider, where the stale-offer sweep will find it.
+    """
+    logger.info("dispatch_order: order %s is waiting for dispatch (not built yet)", order_id)

@@ -1,6 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils import timezone
 
-from riders.models import Rider
+from riders.models import Rider, RiderLocation
+from riders.services import rider_approve
 
 
 @admin.register(Rider)
@@ -8,5 +10,49 @@ class RiderAdmin(admin.ModelAdmin):
     list_display = ["__str__", "vehicle_type", "approved", "status", "last_location_at"]
     list_filter = ["approved", "status", "vehicle_type"]
     search_fields = ["user__phone", "user__name", "vehicle_number"]
+    list_select_related = ["user"]
     raw_id_fields = ["user"]
-    readonly_fields = ["last_location_at", "created_at", "updated_at"]
+    readonly_fields = ["last_location_at", "status_changed_at", "created_at", "updated_at"]
+    actions = ["approve", "withdraw_approval"]
+
+    def save_model(self, request, obj, form, change):
+        if "status" in form.changed_data:  # ops suspending or reinstating a rider
+            obj.status_changed_at = timezone.now()
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Approve the selected riders", permissions=["change"])
+    def approve(self, request, queryset):
+        self._set_approval(request, queryset, approved=True)
+
+    @admin.action(
+        description="Withdraw approval (online riders go offline)", permissions=["change"]
+    )
+    def withdraw_approval(self, request, queryset):
+        self._set_approval(request, queryset, approved=False)
+
+    def _set_approval(self, request, queryset, *, approved: bool) -> None:
+        changed = 0
+        for rider in queryset:
+            if rider.approved != approved:
+                rider_approve(rider=rider, approved=approved)
+                changed += 1
+        verb = "approved" if approved else "no longer approved"
+        self.message_user(request, f"{changed} rider(s) {verb}.", messages.SUCCESS)
+
+
+@admin.register(RiderLocation)
+class RiderLocationAdmin(admin.ModelAdmin):
+    """The trail, for looking into a complaint; written only by the rider app."""
+
+    list_display = ["rider", "recorded_at", "accuracy_m", "speed_mps", "created_at"]
+    list_select_related = ["rider__user"]
+    search_fields = ["rider__user__phone"]
+    raw_id_fields = ["rider"]
+    date_hierarchy = "recorded_at"
+    show_full_result_count = False  # the table is large; an exact count is a full scan
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,4 +1,4 @@
-"""Riders: the profile ops approve, and where each rider was last seen."""
+"""Riders: the profile ops approve, where each rider was last seen, and the trail behind it."""
 
 from django.conf import settings
 from django.contrib.gis.db import models as gis_models
@@ -31,10 +31,62 @@ class Rider(PublicModel):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OFFLINE)
     # Latest position only; geography so distances come out in metres. GiST-indexed for KNN.
     last_location = gis_models.PointField(geography=True, srid=4326, null=True, blank=True)
-    last_location_at = models.DateTimeField(null=True, blank=True)
+    last_location_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the device took that fix (its recorded_at)."
+    )
+    # When status last changed. The idle sweep counts silence from here too, so a rider whose
+    # last fix is from yesterday is not set offline the minute they come back online.
+    status_changed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["status", "approved"], name="rider_status_approved")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(last_location__isnull=True, last_location_at__isnull=True)
+                | models.Q(last_location__isnull=False, last_location_at__isnull=False),
+                name="rider_location_has_time",
+            ),
+        ]
 
     def __str__(self):
         return f"{self.user.name or 'rider'} ({self.user.phone})"
+
+
+class RiderLocation(models.Model):
+    """One fix a rider's device sent: the trail behind Rider.last_location.
+
+    Kept for RIDER_LOCATION_RETENTION_HOURS (riders.services.rider_location_purge, hourly). A
+    fix is identified by its rider and recorded_at, so an app resending a fix it never got an
+    acknowledgement for does not store it twice.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    rider = models.ForeignKey(Rider, on_delete=models.CASCADE, related_name="locations")
+    point = gis_models.PointField(geography=True, srid=4326)
+    recorded_at = models.DateTimeField(help_text="When the device took the fix.")
+    accuracy_m = models.FloatField(null=True, blank=True, help_text="Radius, metres.")
+    heading = models.FloatField(null=True, blank=True, help_text="Degrees from north, 0-360.")
+    speed_mps = models.FloatField(null=True, blank=True, help_text="Metres per second.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the server got it.")
+
+    class Meta:
+        ordering = ["rider", "-recorded_at"]
+        constraints = [
+            # Its unique index is also the (rider, recorded_at) index that reads a trail.
+            models.UniqueConstraint(
+                fields=["rider", "recorded_at"], name="rider_location_one_per_instant"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(accuracy_m__gte=0), name="rider_location_accuracy_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(heading__gte=0, heading__lte=360),
+                name="rider_location_heading_in_degrees",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(speed_mps__gte=0), name="rider_location_speed_not_negative"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.rider_id} at {self.recorded_at:%Y-%m-%d %H:%M:%S}"

@@ -226,12 +226,13 @@ def send_tokens_in_query_strings(server: servers.Server) -> str:
     server.get(f"/api/config/?page=1&token={SECRET}&access={SECRET}")
     server.get(f"/api/config/?refresh={SECRET}")
     server.get(f"{marker}?token={SECRET}")
-    with pytest.raises(websockets.exceptions.InvalidStatus):
-        # No Origin header: the WebSocket stack refuses it, and uvicorn logs the path.
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        # A path no consumer serves: refused at the handshake, and uvicorn logs the path.
         websockets.sync.client.connect(
             f"ws://127.0.0.1:{server.port}/ws/delivery/{uuid.uuid4()}/?token={SECRET}",
             open_timeout=5,
         ).close()
+    assert refused.value.response.status_code == 403
     return marker
 
 
@@ -291,7 +292,7 @@ def test_production_logs_are_json_objects_and_access_lines_mask_tokens(
     assert any("/health/?token=[redacted]" in message for message in access)
     assert any("access=[redacted]" in message for message in access)
     assert any("refresh=[redacted]" in message for message in access)
-    websocket_lines = [r["message"] for r in records if "WebSocket" in r["message"]]
+    websocket_lines = [r["message"] for r in records if "WebSocket /ws/" in r["message"]]
     assert websocket_lines and all("token=[redacted]" in line for line in websocket_lines)
     for record in records:
         assert SECRET not in record["message"], record

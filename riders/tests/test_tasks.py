@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.gis.geos import Point
 from django.utils import timezone
 
 from accounts.models import User
@@ -14,12 +15,14 @@ pytestmark = pytest.mark.django_db
 
 def _rider(number: int, status: str, last_location_minutes_ago: float | None) -> Rider:
     user = User.objects.create_user(f"+91981234{number:04d}", is_rider=True)
-    located_at = (
-        None
-        if last_location_minutes_ago is None
-        else timezone.now() - timedelta(minutes=last_location_minutes_ago)
+    if last_location_minutes_ago is None:
+        return Rider.objects.create(user=user, status=status)
+    return Rider.objects.create(
+        user=user,
+        status=status,
+        last_location=Point(77.6, 12.97, srid=4326),
+        last_location_at=timezone.now() - timedelta(minutes=last_location_minutes_ago),
     )
-    return Rider.objects.create(user=user, status=status, last_location_at=located_at)
 
 
 def test_online_riders_silent_longer_than_the_limit_go_offline(settings):

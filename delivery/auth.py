@@ -1,0 +1,63 @@
+"""WebSocket sign-in: the access JWT the apps pass as `?token=<access JWT>`.
+
+Browsers and mobile WebSocket clients cannot set an Authorization header, hence the query
+string; config.logs masks it in every log line, and nothing here logs it.
+"""
+
+import logging
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
+from django.contrib.auth.models import AnonymousUser
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.authentication import JWTAuthentication
+
+logger = logging.getLogger(__name__)
+
+
+@database_sync_to_async
+def _user_for_token(raw_token: str):
+    """The active user the access token names, or AnonymousUser for any flaw in it."""
+    authentication = JWTAuthentication()
+    try:
+        return authentication.get_user(authentication.get_validated_token(raw_token.encode()))
+    except AuthenticationFailed as error:  # simplejwt's InvalidToken is one too
+        logger.info("WebSocket token refused: %s", error.get_codes())
+        return AnonymousUser()
+
+
+class JwtAuthMiddleware(BaseMiddleware):
+    """Sets scope["user"] from `?token=`; goes outside AuthMiddlewareStack.
+
+    A connection with a token gets that token's user, or AnonymousUser when the token is bad
+    (never the session's user: a bad credential must fail). Without a token the scope is left
+    for AuthMiddlewareStack, which finds a staff member's admin session in a browser and
+    AnonymousUser for everyone else. AuthMiddleware keeps a user already in the scope.
+    """
+
+    async def __call__(self, scope, receive, send):
+        tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+        if tokens:
+            scope = {**scope, "user": await _user_for_token(tokens[-1])}
+        return await super().__call__(scope, receive, send)
+
+
+class NativeAppOriginValidator(OriginValidator):
+    """The ALLOWED_HOSTS origin check, letting through clients that send no Origin at all.
+
+    The check exists for browsers, which always send Origin: it stops another site's page from
+    opening a socket with a visitor's cookies. Native apps (OkHttp, URLSession) send no Origin
+    and carry their JWT in ?token=, which a foreign page cannot know. A present Origin must
+    still name an allowed host.
+    """
+
+    def valid_origin(self, parsed_origin) -> bool:
+        return parsed_origin is None or self.validate_origin(parsed_origin)
+
+
+def allowed_hosts_origin_validator(application):
+    """channels' AllowedHostsOriginValidator (same hosts), with NativeAppOriginValidator's rule."""
+    hosts = AllowedHostsOriginValidator(application).allowed_origins
+    return NativeAppOriginValidator(application, hosts)

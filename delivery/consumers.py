@@ -1,0 +1,127 @@
+"""WebSocket consumers: the rider app's socket (/ws/rider/).
+
+Consumers translate frames to service calls and back, nothing more. Close codes: 4401 no or
+bad token, 4403 signed in but not allowed. They are sent after accepting the handshake: a
+socket refused during the handshake reaches the client as a bare HTTP 403, with no code to
+tell "sign in again" from "not for you".
+"""
+
+import json
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from rest_framework.exceptions import ValidationError
+
+from core.exceptions import DEPENDENCY_ERRORS, ApiError, ServiceUnavailable
+from riders.apis import RiderLocationApi
+from riders.services import rider_get_or_create, rider_location_record
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+MAX_FRAME_BYTES = 4096
+
+
+def rider_group(rider_id) -> str:
+    """The group every socket of one rider joins; dispatch sends offers to it."""
+    return f"rider.{rider_id}"
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str, fields: dict | None = None):
+        super().__init__(message)
+        self.code, self.message, self.fields = code, message, fields
+
+
+class RiderConsumer(AsyncWebsocketConsumer):
+    """Client sends {"type": "location", ...}; server sends offers and error frames.
+
+    A bad frame (not JSON, over 4 KB, binary, unknown type, invalid fields, a refused fix) is
+    answered with {"type": "error", "code", "message"[, "fields"]} and the socket stays open.
+    """
+
+    rider_id = None
+
+    async def connect(self):
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not user.is_rider:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        rider = await database_sync_to_async(rider_get_or_create)(user=user)
+        self.rider_id = rider.pk
+        await self.channel_layer.group_add(rider_group(self.rider_id), self.channel_name)
+        logger.info("rider %s connected", self.rider_id)  # never the scope: its query has a token
+
+    async def disconnect(self, code):
+        if self.rider_id is not None:
+            await self.channel_layer.group_discard(rider_group(self.rider_id), self.channel_name)
+            logger.info("rider %s disconnected (%s)", self.rider_id, code)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.rider_id is None:
+            return  # a frame that raced the close of a refused connection
+        try:
+            frame = _parse_frame(text_data, bytes_data)
+            if frame["type"] == "location":
+                reply = await self._location(frame)
+            else:
+                raise FrameError("unknown_type", f"Unknown frame type {frame['type']!r}.")
+        except FrameError as error:
+            reply = {"type": "error", "code": error.code, "message": error.message}
+            if error.fields:
+                reply["fields"] = error.fields
+        await self.send(text_data=json.dumps(reply))
+
+    async def _location(self, frame: dict) -> dict:
+        serializer = RiderLocationApi.InputSerializer(
+            data={key: value for key, value in frame.items() if key != "type"}
+        )
+        try:
+            serializer.is_valid(raise_exception=True)
+            # Not thread-sensitive: Channels would otherwise run every socket's database work in
+            # one thread per process. The call is self-contained (its own transaction), and
+            # database_sync_to_async hands the connection back to the pool when it returns.
+            receipt = await database_sync_to_async(rider_location_record, thread_sensitive=False)(
+                user_id=self.scope["user"].pk, **serializer.validated_data
+            )
+        except ValidationError as error:
+            raise FrameError("invalid", "Invalid location.", _plain(error.detail)) from None
+        except ApiError as error:
+            raise FrameError(error.code, error.message) from None
+        except DEPENDENCY_ERRORS as error:
+            logger.error("rider location not stored: %s: %s", type(error).__name__, error)
+            raise FrameError(ServiceUnavailable.code, ServiceUnavailable.message) from None
+        output = RiderLocationApi.OutputSerializer(receipt).data
+        return {"type": "location_ack", **output}
+
+    # Group messages from dispatch (part B of the realtime work): relayed to the app as they are.
+
+    async def offer(self, event):
+        await self.send(text_data=json.dumps(event))
+
+    async def offer_withdrawn(self, event):
+        await self.send(text_data=json.dumps(event))
+
+
+def _parse_frame(text_data: str | None, bytes_data: bytes | None) -> dict:
+    if text_data is None:
+        raise FrameError("unsupported_frame", "Send JSON text frames, not binary ones.")
+    if len(text_data) > MAX_FRAME_BYTES or len(text_data.encode()) > MAX_FRAME_BYTES:
+        raise FrameError("frame_too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes.")
+    try:
+        frame = json.loads(text_data)
+    except json.JSONDecodeError:
+        raise FrameError("invalid_json", "The frame is not valid JSON.") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise FrameError("invalid_frame", 'A frame is a JSON object with a "type".')
+    return frame
+
+
+def _plain(detail) -> dict:
+    return {field: [str(message) for message in messages] for field, messages in detail.items()}

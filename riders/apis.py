@@ -1,0 +1,271 @@
+"""Rider endpoints: the profile, going online and offline, and location pings."""
+
+import json
+import math
+
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+
+from accounts.apis import _error
+from core.exceptions import api_exception_handler
+from riders.models import Rider
+from riders.services import (
+    NotARider,
+    rider_get_or_create,
+    rider_go_offline,
+    rider_go_online,
+    rider_location_record,
+    rider_profile_update,
+)
+
+
+class IsRider(BasePermission):
+    message = NotARider.message
+    code = NotARider.code
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.is_authenticated and request.user.is_rider)
+
+
+class RiderApi(APIView):
+    permission_classes = [IsAuthenticated, IsRider]
+
+    def rider(self) -> Rider:
+        return rider_get_or_create(user=self.request.user)
+
+
+class RiderProfileOutputSerializer(serializers.Serializer):
+    name = serializers.CharField(source="user.name")
+    vehicle_type = serializers.ChoiceField(choices=Rider.VehicleType.choices)
+    vehicle_number = serializers.CharField()
+    status = serializers.ChoiceField(choices=Rider.Status.choices)
+    approved = serializers.BooleanField(help_text="Only approved riders can go online.")
+
+
+class RiderMeApi(RiderApi):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100, allow_blank=True)
+        vehicle_type = serializers.ChoiceField(choices=Rider.VehicleType.choices)
+        vehicle_number = serializers.CharField(
+            max_length=20, allow_blank=True, help_text="Registration, e.g. KA01AB1234."
+        )
+
+        def validate_vehicle_number(self, value: str) -> str:
+            return "".join(value.split()).upper()  # "ka 01 ab 1234" is KA01AB1234
+
+        def validate(self, attrs):
+            others = sorted(set(self.initial_data) - set(self.fields))
+            if others:
+                raise serializers.ValidationError(
+                    {field: ["This field cannot be changed here."] for field in others}
+                )
+            return attrs
+
+    @extend_schema(
+        summary="The signed-in rider's profile",
+        description="A rider's first visit creates the profile: unapproved and offline.",
+        responses={
+            200: RiderProfileOutputSerializer,
+            401: _error("Not signed in."),
+            403: _error("not_a_rider."),
+        },
+    )
+    def get(self, request):
+        return Response(RiderProfileOutputSerializer(self.rider()).data)
+
+    @extend_schema(
+        summary="Replace the rider's name and vehicle",
+        request=InputSerializer,
+        responses={
+            200: RiderProfileOutputSerializer,
+            400: _error("Invalid field, or one that cannot be changed (status, approved)."),
+            401: _error("Not signed in."),
+            403: _error("not_a_rider."),
+            409: _error("rider_vehicle_locked: an approved rider's vehicle is fixed."),
+        },
+    )
+    def put(self, request):
+        return self._update(request, partial=False)
+
+    @extend_schema(
+        summary="Change some of the rider's name and vehicle",
+        request=InputSerializer,
+        responses={
+            200: RiderProfileOutputSerializer,
+            400: _error("Invalid field, or one that cannot be changed (status, approved)."),
+            401: _error("Not signed in."),
+            403: _error("not_a_rider."),
+            409: _error("rider_vehicle_locked: an approved rider's vehicle is fixed."),
+        },
+    )
+    def patch(self, request):
+        return self._update(request, partial=True)
+
+    def _update(self, request, *, partial: bool):
+        serializer = self.InputSerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        rider = rider_profile_update(rider=self.rider(), **serializer.validated_data)
+        return Response(RiderProfileOutputSerializer(rider).data)
+
+
+class RiderOnlineApi(RiderApi):
+    @extend_schema(
+        summary="Go online: start receiving offers",
+        description="Idempotent. A rider on a delivery stays on it.",
+        request=None,
+        responses={
+            200: RiderProfileOutputSerializer,
+            401: _error("Not signed in."),
+            403: _error("not_a_rider, rider_not_approved or rider_suspended."),
+        },
+    )
+    def post(self, request):
+        return Response(RiderProfileOutputSerializer(rider_go_online(rider=self.rider())).data)
+
+
+class RiderOfflineApi(RiderApi):
+    @extend_schema(
+        summary="Go offline: stop receiving offers",
+        description="Idempotent; a suspended rider stays suspended.",
+        request=None,
+        responses={
+            200: RiderProfileOutputSerializer,
+            401: _error("Not signed in."),
+            403: _error("not_a_rider."),
+            409: _error("rider_on_delivery: finish the delivery first."),
+        },
+    )
+    def post(self, request):
+        return Response(RiderProfileOutputSerializer(rider_go_offline(rider=self.rider())).data)
+
+
+# --- Location pings: the hot path ----------------------------------------------------------------
+
+
+class FiniteFloatField(serializers.FloatField):
+    """NaN and infinity slip past min/max checks (and Python's json accepts them); refuse them."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            raise serializers.ValidationError("A valid number is required.")
+        return value
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 time with its UTC offset: a phone's local time without one is ambiguous."""
+
+    def enforce_timezone(self, value):
+        if timezone.is_naive(value):
+            raise serializers.ValidationError(
+                "Include the UTC offset, e.g. 2026-01-31T10:15:00Z or 2026-01-31T15:45:00+05:30."
+            )
+        return super().enforce_timezone(value)
+
+
+class RiderLocationApi(APIView):
+    """POST me/location/: served as an async Django view, outside DRF's request cycle.
+
+    Every online rider pings every few seconds. DRF's dispatch is synchronous, and under ASGI
+    synchronous views run one at a time per worker; an async view that hands only the database
+    work to a thread serves several times more (ARCHITECTURE.md, "Performance facts"). So
+    `dispatch` is replaced: it reads the bearer token without loading the user (the service's
+    UPDATE checks the role itself), validates with the same InputSerializer the rider WebSocket
+    uses, and renders errors with the project's exception handler. Being an APIView still puts
+    it in the OpenAPI schema. Only `Authorization: Bearer` is accepted here, no session. As the
+    role is checked by the UPDATE, a non-rider's malformed or stale ping is a 400, not a 403.
+    """
+
+    authentication_classes = [JWTAuthentication]  # for the schema; dispatch checks the token
+
+    class InputSerializer(serializers.Serializer):
+        lat = FiniteFloatField(min_value=-90, max_value=90)
+        lng = FiniteFloatField(min_value=-180, max_value=180)
+        recorded_at = AwareDateTimeField(help_text="When the device took the fix (ISO 8601).")
+        accuracy_m = FiniteFloatField(min_value=0, required=False, allow_null=True)
+        heading = FiniteFloatField(
+            min_value=0, max_value=360, required=False, allow_null=True, help_text="Degrees."
+        )
+        speed_mps = FiniteFloatField(min_value=0, required=False, allow_null=True)
+
+    class OutputSerializer(serializers.Serializer):
+        recorded_at = serializers.DateTimeField()
+        latest = serializers.BooleanField(
+            source="is_latest",
+            help_text="False when a newer fix was already in: this one joined the trail only.",
+        )
+
+    @extend_schema(
+        summary="Report the rider's position",
+        description='Also accepted over the rider WebSocket as `{"type": "location", ...}`. '
+        "Refused when older than RIDER_LOCATION_MAX_AGE_SECONDS (`location_stale`), more than "
+        "30 s ahead of the server (`location_from_future`), or faster than RIDER_MAX_SPEED_KMH "
+        "from the previous fix (`location_impossible_speed`). Resending a fix is harmless.",
+        request=InputSerializer,
+        responses={
+            202: OutputSerializer,
+            400: _error("invalid, location_stale, location_from_future, location_impossible_speed"),
+            401: _error("Not signed in."),
+            403: _error("not_a_rider."),
+        },
+    )
+    async def post(self, request):
+        user_id = _bearer_user_id(request)
+        serializer = self.InputSerializer(data=_json_body(request))
+        serializer.is_valid(raise_exception=True)
+        receipt = await sync_to_async(rider_location_record)(
+            user_id=user_id, **serializer.validated_data
+        )
+        return JsonResponse(self.OutputSerializer(receipt).data, status=status.HTTP_202_ACCEPTED)
+
+    async def dispatch(self, request, *args, **kwargs):
+        self.request = request
+        try:
+            if request.method != "POST":
+                raise exceptions.MethodNotAllowed(request.method)
+            return await self.post(request)
+        except Exception as exc:
+            response = api_exception_handler(exc, {"view": self, "request": request})
+            if response is None:
+                raise  # unexpected: Django logs it and answers a plain 500 in the error shape
+            rendered = JsonResponse(response.data, status=response.status_code)
+            for header in ("Retry-After", "Allow"):
+                if header in response:
+                    rendered[header] = response[header]
+            if response.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+                rendered["Allow"] = "POST"
+            if response.status_code == status.HTTP_401_UNAUTHORIZED:
+                rendered["WWW-Authenticate"] = 'Bearer realm="api"'
+            return rendered
+
+
+def _bearer_user_id(request):
+    """The user id in a valid access token; 401 without one. The user is not loaded."""
+    authentication = JWTAuthentication()
+    header = authentication.get_header(request)
+    raw_token = authentication.get_raw_token(header) if header else None
+    if raw_token is None:
+        raise exceptions.NotAuthenticated()
+    token = authentication.get_validated_token(raw_token)
+    try:
+        return token[jwt_settings.USER_ID_CLAIM]
+    except KeyError:
+        raise exceptions.AuthenticationFailed(code="token_not_valid") from None
+
+
+def _json_body(request) -> dict:
+    try:
+        data = json.loads(request.body or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise exceptions.ParseError("The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise exceptions.ParseError("The body must be a JSON object.")
+    return data

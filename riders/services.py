@@ -1,0 +1,347 @@
+"""Writes for riders: the profile, approval, availability, and the locations their apps send.
+
+Lock order: a function that locks more than one row locks the Rider row first (orders, offers
+and earnings, added by the dispatch work, come after it).
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.gis.geos import Point
+from django.db import connection, transaction
+from django.utils import timezone
+from rest_framework import status
+
+from accounts.models import User
+from core.exceptions import ApiError
+from riders.models import Rider, RiderLocation
+
+logger = logging.getLogger(__name__)
+
+# A phone's clock may run a little ahead of ours; more than this is a broken clock or a forgery.
+LOCATION_CLOCK_SKEW = timedelta(seconds=30)
+# Two honest fixes taken moments apart can still be this far apart: GPS wander.
+LOCATION_JITTER_METRES = 50.0
+
+
+class NotARider(ApiError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "not_a_rider"
+    message = "Only riders can do this; sign in with the rider app."
+
+
+class RiderNotApproved(ApiError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "rider_not_approved"
+    message = "Your rider profile is waiting for approval; you can go online once it is approved."
+
+
+class RiderSuspended(ApiError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "rider_suspended"
+    message = "Your rider account is suspended; contact support."
+
+
+class RiderOnDelivery(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "rider_on_delivery"
+    message = "Finish the delivery in hand before going offline."
+
+
+class RiderVehicleLocked(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "rider_vehicle_locked"
+    message = "Your vehicle was checked when you were approved; ask support to change it."
+
+
+class LocationStale(ApiError):
+    code = "location_stale"
+    message = "That location is too old to use."
+
+
+class LocationFromFuture(ApiError):
+    code = "location_from_future"
+    message = "That location is dated in the future; check the phone's clock."
+
+
+class LocationImpossibleSpeed(ApiError):
+    code = "location_impossible_speed"
+    message = "That location is too far from the previous one for the time between them."
+
+
+class AccountInactive(ApiError):
+    status_code = status.HTTP_401_UNAUTHORIZED
+    code = "user_inactive"
+    message = "This account no longer exists or is disabled; sign in again."
+
+
+class RiderNotFound(ApiError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+    message = "No such rider."
+
+
+# --- Profile and approval ----------------------------------------------------------------------
+
+
+def rider_get_or_create(*, user: User) -> Rider:
+    """The user's rider profile, created (unapproved, offline) on a rider's first visit.
+
+    The gate for everything a rider does: anyone without the rider role is refused.
+    """
+    if not user.is_rider:
+        raise NotARider()
+    rider, created = Rider.objects.get_or_create(user=user)
+    if created:
+        logger.info("rider profile %s created for user %s", rider.pk, user.pk)
+    rider.user = user  # the caller's instance: one query less, and edits to it are seen
+    return rider
+
+
+def rider_profile_update(
+    *,
+    rider: Rider,
+    name: str | None = None,
+    vehicle_type: str | None = None,
+    vehicle_number: str | None = None,
+) -> Rider:
+    """Changes what is given (None leaves a field alone). The name lives on the user.
+
+    An approved rider's vehicle is what ops checked, so it can no longer be changed here.
+    """
+    with transaction.atomic():
+        locked = Rider.objects.select_for_update().get(pk=rider.pk)
+        vehicle = {"vehicle_type": vehicle_type, "vehicle_number": vehicle_number}
+        changes = {
+            field: value
+            for field, value in vehicle.items()
+            if value is not None and value != getattr(locked, field)
+        }
+        if changes and locked.approved:
+            raise RiderVehicleLocked()
+        if changes:
+            for field, value in changes.items():
+                setattr(locked, field, value)
+            locked.save(update_fields=[*changes, "updated_at"])
+        user = rider.user
+        if name is not None and name != user.name:
+            user.name = name
+            user.save(update_fields=["name"])
+    locked.user = user
+    return locked
+
+
+def rider_approve(*, rider: Rider, approved: bool = True) -> Rider:
+    """Approves a rider (or withdraws approval, which also takes an online rider offline)."""
+    with transaction.atomic():
+        locked = Rider.objects.select_for_update().get(pk=rider.pk)
+        if locked.approved == approved:
+            return locked
+        locked.approved = approved
+        fields = ["approved", "updated_at"]
+        if not approved and locked.status == Rider.Status.ONLINE:
+            _set_status(locked, Rider.Status.OFFLINE)
+            fields += ["status", "status_changed_at"]
+        locked.save(update_fields=fields)
+    logger.info("rider %s %s", locked.pk, "approved" if approved else "approval withdrawn")
+    return locked
+
+
+def rider_approve_by_phone(*, phone: str) -> tuple[Rider, bool]:
+    """Approves the rider signed in with `phone`; returns it and whether it changed.
+
+    The number must belong to someone who has signed in to the rider app (the rider role).
+    """
+    user = User.objects.filter(phone=phone).first()
+    if user is None:
+        raise RiderNotFound(f"No account has the phone number {phone}.")
+    if not user.is_rider:
+        raise NotARider(
+            f"{phone} has an account but not as a rider; they must sign in to the rider app first."
+        )
+    rider = rider_get_or_create(user=user)
+    was_approved = rider.approved
+    rider = rider_approve(rider=rider)
+    return rider, not was_approved
+
+
+# --- Availability ------------------------------------------------------------------------------
+
+
+def _set_status(rider: Rider, new_status: str) -> None:
+    rider.status = new_status
+    rider.status_changed_at = timezone.now()
+
+
+def rider_go_online(*, rider: Rider) -> Rider:
+    """Makes an approved rider available for offers. Locks the Rider row.
+
+    Idempotent: an online rider stays online, and a rider on a delivery stays on it.
+    """
+    with transaction.atomic():
+        locked = Rider.objects.select_for_update().get(pk=rider.pk)
+        if locked.status == Rider.Status.SUSPENDED:
+            raise RiderSuspended()
+        if not locked.approved:
+            raise RiderNotApproved()
+        if locked.status == Rider.Status.OFFLINE:
+            _set_status(locked, Rider.Status.ONLINE)
+            locked.save(update_fields=["status", "status_changed_at", "updated_at"])
+    locked.user = rider.user
+    return locked
+
+
+def rider_go_offline(*, rider: Rider) -> Rider:
+    """Stops offers to the rider. Locks the Rider row; refused in the middle of a delivery.
+
+    Idempotent for an offline rider; a suspended rider stays suspended.
+    """
+    with transaction.atomic():
+        locked = Rider.objects.select_for_update().get(pk=rider.pk)
+        if locked.status == Rider.Status.ON_DELIVERY:
+            raise RiderOnDelivery()
+        if locked.status == Rider.Status.ONLINE:
+            _set_status(locked, Rider.Status.OFFLINE)
+            locked.save(update_fields=["status", "status_changed_at", "updated_at"])
+    locked.user = rider.user
+    return locked
+
+
+# --- Locations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocationReceipt:
+    rider_id: UUID
+    recorded_at: datetime
+    # False when the fix is older than the rider's latest one: kept in the trail only.
+    is_latest: bool
+
+
+_POINT_SQL = "ST_SetSRID(ST_MakePoint(%(lng)s, %(lat)s), 4326)::geography"
+_NEWER_SQL = "(rider.last_location_at IS NULL OR rider.last_location_at < %(recorded_at)s)"
+
+# One statement finds the rider, checks the role, locks the row, checks the speed against the
+# previous fix and moves the latest position only forward in time. Every condition is re-checked
+# by PostgreSQL on the row it locks, so two pings racing cannot both pass against a stale fix.
+_LOCATION_UPDATE_SQL = f"""
+UPDATE {Rider._meta.db_table} AS rider
+SET last_location = CASE WHEN {_NEWER_SQL} THEN {_POINT_SQL} ELSE rider.last_location END,
+    last_location_at = GREATEST(rider.last_location_at, %(recorded_at)s),
+    updated_at = %(now)s
+FROM {User._meta.db_table} AS account
+WHERE rider.user_id = %(user_id)s
+  AND account.id = rider.user_id AND account.is_rider AND account.is_active
+  AND (
+    rider.last_location IS NULL
+    OR ST_DWithin(
+      rider.last_location,
+      {_POINT_SQL},
+      %(max_speed_mps)s * abs(extract(epoch FROM %(recorded_at)s - rider.last_location_at))
+        + %(jitter_m)s
+    )
+  )
+RETURNING rider.id, rider.last_location_at = %(recorded_at)s
+"""  # noqa: S608 - the only interpolations are the models' table names; values are bound
+
+
+def rider_location_record(
+    *,
+    user_id: UUID,
+    lat: float,
+    lng: float,
+    recorded_at: datetime,
+    accuracy_m: float | None = None,
+    heading: float | None = None,
+    speed_mps: float | None = None,
+) -> LocationReceipt:
+    """Stores one fix from a rider's app (HTTP or WebSocket): the rider pings' hot path.
+
+    Refuses fixes that are stale, from the future, or too far from the previous fix for the
+    time between them. A fix older than the latest one joins the trail without moving
+    Rider.last_location. Takes `user_id` rather than a user so that the HTTP endpoint need not
+    load the user first: the UPDATE checks the role itself. Two statements in one transaction:
+    the UPDATE (which locks the Rider row) and the INSERT into the trail.
+    """
+    now = timezone.now()
+    if recorded_at < now - timedelta(seconds=settings.RIDER_LOCATION_MAX_AGE_SECONDS):
+        raise LocationStale()
+    if recorded_at > now + LOCATION_CLOCK_SKEW:
+        raise LocationFromFuture()
+    params = {
+        "user_id": user_id,
+        "lat": lat,
+        "lng": lng,
+        "recorded_at": recorded_at,
+        "now": now,
+        "max_speed_mps": settings.RIDER_MAX_SPEED_KMH / 3.6,
+        "jitter_m": LOCATION_JITTER_METRES,
+    }
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_LOCATION_UPDATE_SQL, params)
+            row = cursor.fetchone()
+        if row is None:
+            _location_refusal(user_id=user_id)  # raises, or creates the missing profile
+            with connection.cursor() as cursor:
+                cursor.execute(_LOCATION_UPDATE_SQL, params)
+                row = cursor.fetchone()
+            if row is None:  # someone else's fix got there first and this one is now too far
+                raise LocationImpossibleSpeed()
+        rider_id, is_latest = row
+        # bulk_create for ON CONFLICT DO NOTHING: a resent fix is already in the trail.
+        RiderLocation.objects.bulk_create(
+            [
+                RiderLocation(
+                    rider_id=rider_id,
+                    point=Point(lng, lat, srid=4326),
+                    recorded_at=recorded_at,
+                    accuracy_m=accuracy_m,
+                    heading=heading,
+                    speed_mps=speed_mps,
+                )
+            ],
+            ignore_conflicts=True,
+        )
+    return LocationReceipt(rider_id=rider_id, recorded_at=recorded_at, is_latest=is_latest)
+
+
+def _location_refusal(*, user_id: UUID) -> None:
+    """Why the location UPDATE matched no row; only reached when a fix was not stored.
+
+    Raises the error for the client, except for a rider without a profile yet: that profile is
+    created, and the caller tries once more.
+    """
+    user = User.objects.filter(pk=user_id).first()
+    if user is None or not user.is_active:
+        raise AccountInactive()
+    rider = rider_get_or_create(user=user)  # NotARider for everyone else
+    if rider.last_location is not None:
+        raise LocationImpossibleSpeed()
+
+
+def rider_location_purge(
+    *, older_than: timedelta | None = None, batch_size: int = 5000, max_batches: int = 1000
+) -> int:
+    """Deletes trail points older than RIDER_LOCATION_RETENTION_HOURS; returns how many.
+
+    Each batch is one short DELETE of the oldest ids, so the table is never locked for long;
+    `max_batches` bounds one run (the hourly task picks up any rest next time).
+    """
+    older_than = older_than or timedelta(hours=settings.RIDER_LOCATION_RETENTION_HOURS)
+    cutoff = timezone.now() - older_than
+    deleted = 0
+    for _ in range(max_batches):
+        oldest = RiderLocation.objects.filter(recorded_at__lt=cutoff).order_by("pk")
+        count, _ = RiderLocation.objects.filter(pk__in=oldest.values("pk")[:batch_size]).delete()
+        deleted += count
+        if count < batch_size:
+            break
+    else:
+        logger.warning("rider_location_purge stopped after %d batches; more remain", max_batches)
+    if deleted:
+        logger.info("rider_location_purge: %d location points deleted", deleted)
+    return deleted
