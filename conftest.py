@@ -1,9 +1,34 @@
-"""Fixtures shared by every app's tests."""
+"""Fixtures shared by every app's tests. App conftests switch the opt-in ones on."""
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
+
+from config.celery import app as celery_app
 
 
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def celery_inline():
+    """Tasks run inline in the test's process; nothing is pushed to the shared broker.
+
+    Not propagating lets an inline task retry as a worker would (Celery re-raises the first
+    Retry when propagating); tests assert outcomes on the rows the task writes.
+    """
+    previous = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = False
+    yield
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = previous
+
+
+@pytest.fixture
+def clean_cache():
+    """Throttle counters live in the cache (Redis) and would leak from one test to the next."""
+    cache.clear()
+    yield
+    cache.clear()

@@ -1,2 +1,6 @@
-from orders.tests.fixtures import celery_eager, dispatched, empty_cache, service_area  # noqa: F401
+from orders.tests.fixtures import (  # noqa: F401
+    _inline_tasks_and_clean_cache,
+    dispatched,
+    service_area,
+)
 from payments.tests.fake_razorpay import razorpay  # noqa: F401

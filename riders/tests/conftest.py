@@ -1,12 +1,8 @@
-"""Fixtures for the rider tests."""
+"""The rider tests run Celery tasks inline and start each test with an empty cache."""
 
 import pytest
-from django.core.cache import cache
 
 
 @pytest.fixture(autouse=True)
-def empty_cache():
-    """Sign-in throttle counters live in the cache (Redis) and would leak between runs."""
-    cache.clear()
+def _inline_tasks_and_clean_cache(celery_inline, clean_cache):
     yield
-    cache.clear()
