@@ -81,6 +81,7 @@ app.conf.update(
         "payments.tasks.process_webhook_event": {"queue": "high"},
         "payments.tasks.send_refund": {"queue": "high"},
         "delivery.tasks.dispatch_order": {"queue": "high"},
+        "delivery.tasks.expire_offers_for_order": {"queue": "high"},
     },
     # Every entry expires before its next run, so a backlog never replays a pile of stale runs.
     beat_schedule={

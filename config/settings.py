@@ -485,6 +485,36 @@ if min(RIDER_LOCATION_RETENTION_HOURS, RIDER_LOCATION_MAX_AGE_SECONDS, RIDER_MAX
         "RIDER_LOCATION_RETENTION_HOURS, RIDER_LOCATION_MAX_AGE_SECONDS and RIDER_MAX_SPEED_KMH "
         "must be positive."
     )
+# Dispatch: the first round offers within DISPATCH_RADIUS_M of the pickup; each further round
+# widens by that much, up to DISPATCH_MAX_RADIUS_M.
+DISPATCH_RADIUS_M = env.int("DISPATCH_RADIUS_M", default=3000)
+DISPATCH_MAX_RADIUS_M = env.int("DISPATCH_MAX_RADIUS_M", default=12000)
+# Riders offered an order at once (the k of the k-nearest search).
+DISPATCH_OFFERS_PER_ROUND = env.int("DISPATCH_OFFERS_PER_ROUND", default=3)
+# Pending offers one rider may hold at a time (for different orders).
+DISPATCH_MAX_LIVE_OFFERS_PER_RIDER = env.int("DISPATCH_MAX_LIVE_OFFERS_PER_RIDER", default=1)
+# An order nobody takes within this many seconds of searching is cancelled (reason no_rider).
+DISPATCH_WINDOW_SECONDS = env.int("DISPATCH_WINDOW_SECONDS", default=600)
+# An order whose last round found nobody is tried again by the sweep after this many seconds.
+DISPATCH_RETRY_SECONDS = env.int("DISPATCH_RETRY_SECONDS", default=15)
+# Seconds a rider has to accept an offer.
+OFFER_TTL_SECONDS = env.int("OFFER_TTL_SECONDS", default=30)
+if (
+    min(
+        DISPATCH_RADIUS_M,
+        DISPATCH_OFFERS_PER_ROUND,
+        DISPATCH_MAX_LIVE_OFFERS_PER_RIDER,
+        DISPATCH_WINDOW_SECONDS,
+        DISPATCH_RETRY_SECONDS,
+        OFFER_TTL_SECONDS,
+    )
+    <= 0
+    or DISPATCH_MAX_RADIUS_M < DISPATCH_RADIUS_M
+):
+    _problems.append(
+        "DISPATCH_* and OFFER_TTL_SECONDS must be positive, and DISPATCH_MAX_RADIUS_M at least "
+        "DISPATCH_RADIUS_M."
+    )
 
 # --- Accounts: OTP, SMS and JWT --------------------------------------------------------------
 

@@ -1,29 +1,35 @@
-"""Dispatch tasks: offering orders to riders and recovering from offers nobody answered."""
+"""Dispatch tasks: offering orders to riders and recovering from offers nobody answered.
+
+Each takes ids, reloads, and is safe to run twice (delivery.services re-checks under locks).
+"""
 
 import logging
 
 from celery import shared_task
+
+from delivery.services import dispatch_round, dispatch_sweep, offers_expire
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(ignore_result=True)
 def sweep_stale_offers() -> None:
-    """Every 10 s: expire offers past their ~30 s life and re-dispatch orders left unassigned.
-
-    Nothing to sweep yet: offers and the dispatch engine arrive with the dispatch issue, which
-    fills this in (expire offers with expires_at < now, log the outcome, and queue the next
-    dispatch round, wider radius, for each order still searching_rider).
-    """
-    logger.debug("sweep_stale_offers: nothing to do yet (no offer model)")
+    """Every 10 s: expire offers past their life and re-dispatch orders left unassigned."""
+    redispatched = dispatch_sweep()
+    if redispatched:
+        logger.info("sweep_stale_offers: %d order(s) handed back to dispatch", redispatched)
 
 
 @shared_task(ignore_result=True)
 def dispatch_order(order_id: str) -> None:
-    """Offers an order that reached searching_rider to nearby riders (high queue).
+    """Runs one dispatch round for an order that is searching for a rider (high queue).
 
-    Queued after commit by orders.services.dispatch_request. The dispatch issue fills this in
-    (k nearest eligible riders by PostGIS KNN, ~30 s offers, widening rounds); until then it only
-    logs, and the order waits in searching_rider, where the stale-offer sweep will find it.
+    Queued after commit by orders.services.dispatch_request.
     """
-    logger.info("dispatch_order: order %s is waiting for dispatch (not built yet)", order_id)
+    dispatch_round(order_id=order_id)
+
+
+@shared_task(ignore_result=True)
+def expire_offers_for_order(order_id: str) -> None:
+    """Queued with a countdown of the offer's life: expires what nobody answered (high queue)."""
+    offers_expire(order_id=order_id)

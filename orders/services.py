@@ -284,8 +284,8 @@ def order_rate(*, customer: User, order_id, stars: int, comment: str = "") -> Ra
 def dispatch_request(*, order_id) -> None:
     """The entry point of dispatch: called after commit when an order reaches searching_rider.
 
-    Queues delivery.tasks.dispatch_order on the high queue; the dispatch issue fills that task
-    in. Until then the order waits in searching_rider.
+    Queues delivery.tasks.dispatch_order on the high queue, which runs one dispatch round
+    (delivery.services.dispatch_round); declines, expiry and the sweep queue the later rounds.
     """
     from delivery.tasks import dispatch_order
 

@@ -1,4 +1,4 @@
-"""Rider endpoints: the profile, going online and offline, and location pings."""
+"""Rider endpoints: the profile, going online and offline, location pings, and offers."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
@@ -16,6 +16,9 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from accounts.apis import _error
 from core.exceptions import api_exception_handler
+from delivery.selectors import offers_live_for_rider
+from delivery.services import offer_accept, offer_decline
+from orders.apis import PlaceOutputSerializer
 from riders.models import Rider
 from riders.services import (
     NotARider,
@@ -145,6 +148,88 @@ class RiderOfflineApi(RiderApi):
     )
     def post(self, request):
         return Response(RiderProfileOutputSerializer(rider_go_offline(rider=self.rider())).data)
+
+
+# --- Offers ------------------------------------------------------------------------------------
+
+
+class OfferOutputSerializer(serializers.Serializer):
+    """An offer as the rider app shows it: the trip and the pay, nothing about the customer."""
+
+    id = serializers.UUIDField()
+    order_id = serializers.UUIDField()
+    status = serializers.CharField()
+    pickup = serializers.SerializerMethodField()
+    drop = serializers.SerializerMethodField()
+    distance_m = serializers.IntegerField(help_text="From the rider to the pickup when offered.")
+    pay_paise = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+
+    @extend_schema_field(PlaceOutputSerializer)
+    def get_pickup(self, offer) -> dict:
+        quote = offer.order.quote
+        return _place(quote.pickup_location, quote.pickup_address)
+
+    @extend_schema_field(PlaceOutputSerializer)
+    def get_drop(self, offer) -> dict:
+        quote = offer.order.quote
+        return _place(quote.drop_location, quote.drop_address)
+
+
+def _place(point, address: str) -> dict:
+    return {"lat": point.y, "lng": point.x, "address": address}
+
+
+class RiderOffersApi(RiderApi):
+    @extend_schema(
+        summary="The rider's live offers",
+        description="Pending offers not yet expired, soonest to expire first. The same offers "
+        'arrive on the rider WebSocket as `{"type": "offer", ...}`.',
+        responses={
+            200: OfferOutputSerializer(many=True),
+            401: _error("Not signed in."),
+            403: _error("not_a_rider."),
+        },
+    )
+    def get(self, request):
+        offers = offers_live_for_rider(rider=self.rider())
+        return Response(OfferOutputSerializer(offers, many=True).data)
+
+
+class RiderOfferAcceptApi(RiderApi):
+    @extend_schema(
+        summary="Accept an offer: take the order",
+        description="Atomic: of all riders accepting one order, exactly one wins; the order is "
+        "assigned to them and the rider is on a delivery. Everyone else gets 409.",
+        request=None,
+        responses={
+            200: OfferOutputSerializer,
+            401: _error("Not signed in."),
+            403: _error("not_a_rider."),
+            404: _error("not_found: no such offer for this rider."),
+            409: _error("offer_not_available: taken, expired, withdrawn or answered already."),
+        },
+    )
+    def post(self, request, offer_id):
+        offer = offer_accept(offer_id=offer_id, rider=self.rider())
+        return Response(OfferOutputSerializer(offer).data)
+
+
+class RiderOfferDeclineApi(RiderApi):
+    @extend_schema(
+        summary="Decline an offer",
+        request=None,
+        responses={
+            200: OfferOutputSerializer,
+            401: _error("Not signed in."),
+            403: _error("not_a_rider."),
+            404: _error("not_found: no such offer for this rider."),
+            409: _error("offer_not_available: no longer pending."),
+        },
+    )
+    def post(self, request, offer_id):
+        offer = offer_decline(offer_id=offer_id, rider=self.rider())
+        return Response(OfferOutputSerializer(offer).data)
 
 
 # --- Location pings: the hot path ----------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Writes for riders: the profile, approval, availability, and the locations their apps send.
 
-Lock order: a function that locks more than one row locks the Rider row first (orders, offers
-and earnings, added by the dispatch work, come after it).
+Lock order: Payment rows -> Order row -> Offer rows -> Rider row (delivery.services): a rider
+accepting an offer holds the order's lock before it locks the Rider. Nothing here locks more
+than the Rider row.
 """
 
 import logging
@@ -179,7 +180,9 @@ def _set_status(rider: Rider, new_status: str) -> None:
 def rider_go_online(*, rider: Rider) -> Rider:
     """Makes an approved rider available for offers. Locks the Rider row.
 
-    Idempotent: an online rider stays online, and a rider on a delivery stays on it.
+    Idempotent: an online rider stays online, and a rider on a delivery stays on it. After
+    commit, a rider who came online is matched with the few oldest orders searching nearby
+    (delivery.services.dispatch_rematch_for_rider).
     """
     with transaction.atomic():
         locked = Rider.objects.select_for_update().get(pk=rider.pk)
@@ -190,8 +193,16 @@ def rider_go_online(*, rider: Rider) -> Rider:
         if locked.status == Rider.Status.OFFLINE:
             _set_status(locked, Rider.Status.ONLINE)
             locked.save(update_fields=["status", "status_changed_at", "updated_at"])
+            # Orders that found nobody may be waiting near this rider: match them again.
+            transaction.on_commit(lambda: _rematch(locked.pk))
     locked.user = rider.user
     return locked
+
+
+def _rematch(rider_id) -> None:
+    from delivery.services import dispatch_rematch_for_rider
+
+    dispatch_rematch_for_rider(rider_id=rider_id)
 
 
 def rider_go_offline(*, rider: Rider) -> Rider:

@@ -2,7 +2,15 @@
 
 from django.urls import path
 
-from riders.apis import RiderLocationApi, RiderMeApi, RiderOfflineApi, RiderOnlineApi
+from riders.apis import (
+    RiderLocationApi,
+    RiderMeApi,
+    RiderOfferAcceptApi,
+    RiderOfferDeclineApi,
+    RiderOffersApi,
+    RiderOfflineApi,
+    RiderOnlineApi,
+)
 
 app_name = "riders"
 
@@ -11,4 +19,7 @@ urlpatterns = [
     path("me/online/", RiderOnlineApi.as_view(), name="online"),
     path("me/offline/", RiderOfflineApi.as_view(), name="offline"),
     path("me/location/", RiderLocationApi.as_view(), name="location"),
+    path("me/offers/", RiderOffersApi.as_view(), name="offers"),
+    path("offers/<uuid:offer_id>/accept/", RiderOfferAcceptApi.as_view(), name="offer-accept"),
+    path("offers/<uuid:offer_id>/decline/", RiderOfferDeclineApi.as_view(), name="offer-decline"),
 ]

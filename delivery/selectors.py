@@ -1,0 +1,141 @@
+"""Reads for dispatch: the riders nearest a pickup, a rider's live offers, orders left waiting."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.gis.geos import Point
+from django.db import connection
+from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
+
+from accounts.models import User
+from delivery.models import DispatchRound, Offer
+from orders.models import Order, OrderStatus
+from riders.models import Rider
+
+
+@dataclass(frozen=True)
+class Candidate:
+    rider_id: UUID
+    distance_m: int
+
+
+# The k nearest eligible riders by the GiST index on riders_rider.last_location: `<->` in the
+# ORDER BY is what lets PostgreSQL walk the index outward from the pickup (a KNN scan) instead of
+# computing every distance and sorting. ST_DWithin bounds the walk. Django's Distance annotation
+# orders by ST_Distance, which cannot use the index, hence raw SQL.
+_NEAREST_SQL = f"""
+SELECT rider.id, ST_Distance(rider.last_location, %(pickup)s::geography) AS distance_m
+FROM {Rider._meta.db_table} AS rider
+JOIN {User._meta.db_table} AS account ON account.id = rider.user_id
+WHERE rider.approved
+  AND rider.status = %(online)s
+  AND account.is_active AND account.is_rider
+  AND rider.last_location_at >= %(fresh_since)s
+  AND ST_DWithin(rider.last_location, %(pickup)s::geography, %(radius_m)s)
+  AND NOT EXISTS (
+    SELECT 1 FROM {Offer._meta.db_table} AS offered
+    WHERE offered.order_id = %(order_id)s AND offered.rider_id = rider.id
+  )
+  AND (
+    SELECT count(*) FROM {Offer._meta.db_table} AS live
+    WHERE live.rider_id = rider.id AND live.status = %(pending)s AND live.expires_at > %(now)s
+  ) < %(max_live)s
+ORDER BY rider.last_location <-> %(pickup)s::geography
+LIMIT %(limit)s
+"""  # noqa: S608 - the only interpolations are the models' table names; values are bound
+
+
+def _nearest_params(*, order_id, pickup: Point, radius_m: int, limit: int, now: datetime) -> dict:
+    return {
+        "pickup": pickup.ewkt,
+        "online": Rider.Status.ONLINE,
+        "fresh_since": now - timedelta(seconds=settings.RIDER_LOCATION_MAX_AGE_SECONDS),
+        "radius_m": radius_m,
+        "order_id": order_id,
+        "pending": Offer.Status.PENDING,
+        "now": now,
+        "max_live": settings.DISPATCH_MAX_LIVE_OFFERS_PER_RIDER,
+        "limit": limit,
+    }
+
+
+def riders_nearest_eligible(
+    *, order_id, pickup: Point, radius_m: int, limit: int, now: datetime | None = None
+) -> list[Candidate]:
+    """Approved, online, freshly located riders within radius_m of pickup, nearest first.
+
+    Skips riders already offered this order and riders holding their maximum of live offers.
+    """
+    params = _nearest_params(
+        order_id=order_id, pickup=pickup, radius_m=radius_m, limit=limit, now=now or timezone.now()
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_NEAREST_SQL, params)
+        return [Candidate(rider_id, round(distance)) for rider_id, distance in cursor.fetchall()]
+
+
+def riders_nearest_eligible_plan(*, order_id, pickup: Point, radius_m: int, limit: int) -> str:
+    """EXPLAIN of riders_nearest_eligible: tests check it walks the GiST index (KNN)."""
+    params = _nearest_params(
+        order_id=order_id, pickup=pickup, radius_m=radius_m, limit=limit, now=timezone.now()
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + _NEAREST_SQL, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def offers_live_for_rider(*, rider: Rider) -> QuerySet[Offer]:
+    """The rider's pending, unexpired offers, soonest to expire first, with their orders' trips.
+
+    An order cancelled while its offers were out leaves them pending until they expire; they
+    are not shown (accepting one would be refused anyway).
+    """
+    return (
+        Offer.objects.filter(
+            rider=rider,
+            status=Offer.Status.PENDING,
+            expires_at__gt=timezone.now(),
+            order__status=OrderStatus.SEARCHING_RIDER,
+        )
+        .select_related("order__quote")
+        .order_by("expires_at")
+    )
+
+
+def orders_waiting_for_dispatch(*, limit: int = 200) -> list[UUID]:
+    """Orders searching for a rider with no live offer whose last round is old enough to retry.
+
+    The sweep's safety net: covers a lost task, a round that found nobody, and offers that ran
+    out without their expiry task. Oldest orders first.
+    """
+    now = timezone.now()
+    live_offer = Offer.objects.filter(
+        order=OuterRef("pk"), status=Offer.Status.PENDING, expires_at__gt=now
+    )
+    recent_round = DispatchRound.objects.filter(
+        order=OuterRef("pk"),
+        created_at__gt=now - timedelta(seconds=settings.DISPATCH_RETRY_SECONDS),
+    )
+    return list(
+        Order.objects.filter(status=OrderStatus.SEARCHING_RIDER)
+        .filter(~Exists(live_offer), ~Exists(recent_round))
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def orders_searching_near(*, point: Point, limit: int) -> list[UUID]:
+    """The oldest orders searching for a rider whose pickup is within the widest radius of point."""
+    from django.contrib.gis.measure import D
+
+    return list(
+        Order.objects.filter(
+            status=OrderStatus.SEARCHING_RIDER,
+            quote__pickup_location__dwithin=(point, D(m=settings.DISPATCH_MAX_RADIUS_M)),
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
