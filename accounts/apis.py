@@ -4,7 +4,7 @@ import ipaddress
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -25,24 +25,7 @@ from accounts.throttles import (
     OtpVerifyIpThrottle,
     OtpVerifyPhoneThrottle,
 )
-
-ERROR_SCHEMA = inline_serializer(
-    "ApiError",
-    {
-        "error": inline_serializer(
-            "ApiErrorBody",
-            {
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "fields": serializers.DictField(required=False),
-            },
-        )
-    },
-)
-
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(ERROR_SCHEMA, description=description)
+from core.openapi import error_response
 
 
 def _client_ip(request) -> str | None:
@@ -101,8 +84,8 @@ class OtpRequestApi(PublicAuthApi):
         request=InputSerializer,
         responses={
             202: OutputSerializer,
-            400: _error("Invalid phone number."),
-            429: _error("otp_cooldown or throttled; see Retry-After."),
+            400: error_response("Invalid phone number."),
+            429: error_response("otp_cooldown or throttled; see Retry-After."),
         },
         auth=[],
     )
@@ -137,9 +120,11 @@ class OtpVerifyApi(PublicAuthApi):
         request=InputSerializer,
         responses={
             200: OutputSerializer,
-            400: _error("otp_invalid, otp_expired (ask again), otp_locked (5 wrong tries)."),
-            403: _error("not_staff or account_disabled."),
-            429: _error("throttled; see Retry-After."),
+            400: error_response(
+                "otp_invalid, otp_expired (ask again), otp_locked (5 wrong tries)."
+            ),
+            403: error_response("not_staff or account_disabled."),
+            429: error_response("throttled; see Retry-After."),
         },
         auth=[],
     )
@@ -165,8 +150,8 @@ class TokenRefreshApi(PublicAuthApi):
         request=InputSerializer,
         responses={
             200: OutputSerializer,
-            400: _error("No refresh token given."),
-            401: _error("token_not_valid: invalid, expired or already used."),
+            400: error_response("No refresh token given."),
+            401: error_response("token_not_valid: invalid, expired or already used."),
         },
         auth=[],
     )
@@ -187,8 +172,8 @@ class LogoutApi(APIView):
         request=InputSerializer,
         responses={
             204: OpenApiResponse(description="Logged out."),
-            400: _error("token_not_valid: not a refresh token of yours."),
-            401: _error("Not signed in."),
+            400: error_response("token_not_valid: not a refresh token of yours."),
+            401: error_response("Not signed in."),
         },
     )
     def post(self, request):
@@ -212,7 +197,7 @@ class MeApi(APIView):
 
     @extend_schema(
         summary="The signed-in user",
-        responses={200: UserOutputSerializer, 401: _error("Not signed in.")},
+        responses={200: UserOutputSerializer, 401: error_response("Not signed in.")},
     )
     def get(self, request):
         return Response(UserOutputSerializer(request.user).data)
@@ -222,8 +207,8 @@ class MeApi(APIView):
         request=InputSerializer,
         responses={
             200: UserOutputSerializer,
-            400: _error("Invalid name, or a field other than name."),
-            401: _error("Not signed in."),
+            400: error_response("Invalid name, or a field other than name."),
+            401: error_response("Not signed in."),
         },
     )
     def patch(self, request):

@@ -10,9 +10,9 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.apis import _error
 from accounts.models import User
 from accounts.phone import mask_phone
+from core.openapi import error_response
 from orders.models import Order, PaymentMethod, PaymentStatus
 from orders.selectors import (
     order_delivery_code_for_user,
@@ -155,9 +155,9 @@ class QuoteCreateApi(APIView):
         request=InputSerializer,
         responses={
             201: OutputSerializer,
-            400: _error("invalid (field errors) or outside_service_area."),
-            401: _error("Not signed in."),
-            403: _error("not_customer."),
+            400: error_response("invalid (field errors) or outside_service_area."),
+            401: error_response("Not signed in."),
+            403: error_response("not_customer."),
         },
     )
     def post(self, request):
@@ -207,7 +207,7 @@ class OrderListCreateApi(APIView):
                     "results": OrderOutputSerializer(many=True),
                 },
             ),
-            401: _error("Not signed in."),
+            401: error_response("Not signed in."),
         },
     )
     def get(self, request):
@@ -224,12 +224,12 @@ class OrderListCreateApi(APIView):
         responses={
             201: OrderOutputSerializer,
             200: OrderOutputSerializer,
-            400: _error("invalid or quote_expired (field errors)."),
-            401: _error("Not signed in."),
-            403: _error("not_customer."),
-            409: _error("quote_already_used."),
-            422: _error("idempotency_key_reused."),
-            503: _error("payments_unavailable (razorpay without keys)."),
+            400: error_response("invalid or quote_expired (field errors)."),
+            401: error_response("Not signed in."),
+            403: error_response("not_customer."),
+            409: error_response("quote_already_used."),
+            422: error_response("idempotency_key_reused."),
+            503: error_response("payments_unavailable (razorpay without keys)."),
         },
     )
     def post(self, request):
@@ -253,7 +253,11 @@ class OrderListCreateApi(APIView):
 class OrderDetailApi(APIView):
     @extend_schema(
         summary="One of the caller's orders",
-        responses={200: OrderOutputSerializer, 401: _error("Not signed in."), 404: _error("")},
+        responses={
+            200: OrderOutputSerializer,
+            401: error_response("Not signed in."),
+            404: error_response(""),
+        },
     )
     def get(self, request, order_id):
         order = order_get_for_user(user=request.user, order_id=order_id)
@@ -271,11 +275,11 @@ class OrderCancelApi(APIView):
         request=InputSerializer,
         responses={
             200: OrderOutputSerializer,
-            400: _error("invalid."),
-            401: _error("Not signed in."),
-            403: _error("permission_denied (ops without cancel_any_order)."),
-            404: _error("Not the caller's order."),
-            409: _error("invalid_transition (after pickup, or already ended)."),
+            400: error_response("invalid."),
+            401: error_response("Not signed in."),
+            403: error_response("permission_denied (ops without cancel_any_order)."),
+            404: error_response("Not the caller's order."),
+            409: error_response("invalid_transition (after pickup, or already ended)."),
         },
     )
     def post(self, request, order_id):
@@ -306,10 +310,10 @@ class OrderRatingApi(APIView):
         request=InputSerializer,
         responses={
             201: OutputSerializer,
-            400: _error("invalid."),
-            401: _error("Not signed in."),
-            404: _error("Not the caller's order."),
-            409: _error("order_not_delivered or already_rated."),
+            400: error_response("invalid."),
+            401: error_response("Not signed in."),
+            404: error_response("Not the caller's order."),
+            409: error_response("order_not_delivered or already_rated."),
         },
     )
     def post(self, request, order_id):

@@ -8,7 +8,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.apis import _error
+from core.openapi import error_response
 from orders.apis import OrderOutputSerializer, order_output
 from payments.services import payment_create, payment_verify, webhook_receive
 
@@ -30,11 +30,11 @@ class RazorpayOrderCreateApi(APIView):
         request=InputSerializer,
         responses={
             200: OutputSerializer,
-            400: _error("invalid."),
-            401: _error("Not signed in."),
-            404: _error("Not the caller's order."),
-            409: _error("payment_not_expected: cash on delivery, paid, or cancelled."),
-            503: _error("payments_unavailable, or payment_provider_unavailable."),
+            400: error_response("invalid."),
+            401: error_response("Not signed in."),
+            404: error_response("Not the caller's order."),
+            409: error_response("payment_not_expected: cash on delivery, paid, or cancelled."),
+            503: error_response("payments_unavailable, or payment_provider_unavailable."),
         },
     )
     def post(self, request):
@@ -69,11 +69,11 @@ class RazorpayVerifyApi(APIView):
         request=InputSerializer,
         responses={
             200: OrderOutputSerializer,
-            400: _error("invalid or signature_invalid."),
-            401: _error("Not signed in."),
-            404: _error("Not the caller's payment."),
-            409: _error("payment_mismatch: amount or currency differ; refunded."),
-            503: _error("payments_unavailable, or payment_provider_unavailable."),
+            400: error_response("invalid or signature_invalid."),
+            401: error_response("Not signed in."),
+            404: error_response("Not the caller's payment."),
+            409: error_response("payment_mismatch: amount or currency differ; refunded."),
+            503: error_response("payments_unavailable, or payment_provider_unavailable."),
         },
     )
     def post(self, request):
@@ -104,8 +104,8 @@ class RazorpayWebhookApi(APIView):
                 "RazorpayWebhookAnswer",
                 {"status": serializers.ChoiceField(choices=["accepted", "duplicate"])},
             ),
-            400: _error("signature_invalid or invalid body."),
-            503: _error("payments_unavailable: no webhook secret configured."),
+            400: error_response("signature_invalid or invalid body."),
+            503: error_response("payments_unavailable: no webhook secret configured."),
         },
         auth=[],
     )

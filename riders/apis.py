@@ -14,8 +14,8 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
-from accounts.apis import _error
 from core.exceptions import api_exception_handler
+from core.openapi import error_response
 from delivery.selectors import offers_live_for_rider
 from delivery.services import offer_accept, offer_decline
 from orders.apis import PlaceOutputSerializer
@@ -77,8 +77,8 @@ class RiderMeApi(RiderApi):
         description="A rider's first visit creates the profile: unapproved and offline.",
         responses={
             200: RiderProfileOutputSerializer,
-            401: _error("Not signed in."),
-            403: _error("not_a_rider."),
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
         },
     )
     def get(self, request):
@@ -89,10 +89,10 @@ class RiderMeApi(RiderApi):
         request=InputSerializer,
         responses={
             200: RiderProfileOutputSerializer,
-            400: _error("Invalid field, or one that cannot be changed (status, approved)."),
-            401: _error("Not signed in."),
-            403: _error("not_a_rider."),
-            409: _error("rider_vehicle_locked: an approved rider's vehicle is fixed."),
+            400: error_response("Invalid field, or one that cannot be changed (status, approved)."),
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
+            409: error_response("rider_vehicle_locked: an approved rider's vehicle is fixed."),
         },
     )
     def put(self, request):
@@ -103,10 +103,10 @@ class RiderMeApi(RiderApi):
         request=InputSerializer,
         responses={
             200: RiderProfileOutputSerializer,
-            400: _error("Invalid field, or one that cannot be changed (status, approved)."),
-            401: _error("Not signed in."),
-            403: _error("not_a_rider."),
-            409: _error("rider_vehicle_locked: an approved rider's vehicle is fixed."),
+            400: error_response("Invalid field, or one that cannot be changed (status, approved)."),
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
+            409: error_response("rider_vehicle_locked: an approved rider's vehicle is fixed."),
         },
     )
     def patch(self, request):
@@ -126,8 +126,8 @@ class RiderOnlineApi(RiderApi):
         request=None,
         responses={
             200: RiderProfileOutputSerializer,
-            401: _error("Not signed in."),
-            403: _error("not_a_rider, rider_not_approved or rider_suspended."),
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider, rider_not_approved or rider_suspended."),
         },
     )
     def post(self, request):
@@ -141,9 +141,9 @@ class RiderOfflineApi(RiderApi):
         request=None,
         responses={
             200: RiderProfileOutputSerializer,
-            401: _error("Not signed in."),
-            403: _error("not_a_rider."),
-            409: _error("rider_on_delivery: finish the delivery first."),
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
+            409: error_response("rider_on_delivery: finish the delivery first."),
         },
     )
     def post(self, request):
@@ -187,8 +187,8 @@ class RiderOffersApi(RiderApi):
         'arrive on the rider WebSocket as `{"type": "offer", ...}`.',
         responses={
             200: OfferOutputSerializer(many=True),
-            401: _error("Not signed in."),
-            403: _error("not_a_rider."),
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
         },
     )
     def get(self, request):
@@ -204,10 +204,12 @@ class RiderOfferAcceptApi(RiderApi):
         request=None,
         responses={
             200: OfferOutputSerializer,
-            401: _error("Not signed in."),
-            403: _error("not_a_rider."),
-            404: _error("not_found: no such offer for this rider."),
-            409: _error("offer_not_available: taken, expired, withdrawn or answered already."),
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
+            404: error_response("not_found: no such offer for this rider."),
+            409: error_response(
+                "offer_not_available: taken, expired, withdrawn or answered already."
+            ),
         },
     )
     def post(self, request, offer_id):
@@ -221,10 +223,10 @@ class RiderOfferDeclineApi(RiderApi):
         request=None,
         responses={
             200: OfferOutputSerializer,
-            401: _error("Not signed in."),
-            403: _error("not_a_rider."),
-            404: _error("not_found: no such offer for this rider."),
-            409: _error("offer_not_available: no longer pending."),
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
+            404: error_response("not_found: no such offer for this rider."),
+            409: error_response("offer_not_available: no longer pending."),
         },
     )
     def post(self, request, offer_id):
@@ -297,9 +299,11 @@ class RiderLocationApi(APIView):
         request=InputSerializer,
         responses={
             202: OutputSerializer,
-            400: _error("invalid, location_stale, location_from_future, location_impossible_speed"),
-            401: _error("Not signed in."),
-            403: _error("not_a_rider."),
+            400: error_response(
+                "invalid, location_stale, location_from_future, location_impossible_speed"
+            ),
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
         },
     )
     async def post(self, request):
