@@ -1,7 +1,5 @@
 """Order endpoints: quotes, booking, the caller's orders, cancelling and rating."""
 
-import math
-
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -12,6 +10,7 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from accounts.phone import mask_phone
+from core.fields import FiniteFloatField
 from core.openapi import error_response
 from orders.models import Order, PaymentMethod, PaymentStatus
 from orders.selectors import (
@@ -25,19 +24,9 @@ from orders.state import Actor
 # --- Shared shapes --------------------------------------------------------------------------
 
 
-class CoordinateField(serializers.FloatField):
-    """A float that must be finite: NaN and infinity pass min/max checks, so refuse them here."""
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if not math.isfinite(value):
-            raise serializers.ValidationError("A valid number is required.")
-        return value
-
-
 class PlaceInputSerializer(serializers.Serializer):
-    lat = CoordinateField(min_value=-90, max_value=90)
-    lng = CoordinateField(min_value=-180, max_value=180)
+    lat = FiniteFloatField(min_value=-90, max_value=90)
+    lng = FiniteFloatField(min_value=-180, max_value=180)
     address = serializers.CharField(max_length=300)
 
 

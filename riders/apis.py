@@ -1,7 +1,6 @@
 """Rider endpoints: the profile, going online and offline, location pings, and offers."""
 
 import json
-import math
 
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
@@ -15,6 +14,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from core.exceptions import api_exception_handler
+from core.fields import FiniteFloatField
 from core.openapi import error_response
 from delivery.selectors import offers_live_for_rider
 from delivery.services import offer_accept, offer_decline
@@ -84,16 +84,18 @@ class RiderMeApi(RiderApi):
     def get(self, request):
         return Response(RiderProfileOutputSerializer(self.rider()).data)
 
+    PROFILE_UPDATE_RESPONSES = {
+        200: RiderProfileOutputSerializer,
+        400: error_response("Invalid field, or one that cannot be changed (status, approved)."),
+        401: error_response("Not signed in."),
+        403: error_response("not_a_rider."),
+        409: error_response("rider_vehicle_locked: an approved rider's vehicle is fixed."),
+    }
+
     @extend_schema(
         summary="Replace the rider's name and vehicle",
         request=InputSerializer,
-        responses={
-            200: RiderProfileOutputSerializer,
-            400: error_response("Invalid field, or one that cannot be changed (status, approved)."),
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
-            409: error_response("rider_vehicle_locked: an approved rider's vehicle is fixed."),
-        },
+        responses=PROFILE_UPDATE_RESPONSES,
     )
     def put(self, request):
         return self._update(request, partial=False)
@@ -101,13 +103,7 @@ class RiderMeApi(RiderApi):
     @extend_schema(
         summary="Change some of the rider's name and vehicle",
         request=InputSerializer,
-        responses={
-            200: RiderProfileOutputSerializer,
-            400: error_response("Invalid field, or one that cannot be changed (status, approved)."),
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
-            409: error_response("rider_vehicle_locked: an approved rider's vehicle is fixed."),
-        },
+        responses=PROFILE_UPDATE_RESPONSES,
     )
     def patch(self, request):
         return self._update(request, partial=True)
@@ -235,16 +231,6 @@ class RiderOfferDeclineApi(RiderApi):
 
 
 # --- Location pings: the hot path ----------------------------------------------------------------
-
-
-class FiniteFloatField(serializers.FloatField):
-    """NaN and infinity slip past min/max checks (and Python's json accepts them); refuse them."""
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if not math.isfinite(value):
-            raise serializers.ValidationError("A valid number is required.")
-        return value
 
 
 class AwareDateTimeField(serializers.DateTimeField):

@@ -1,0 +1,15 @@
+"""Serializer fields shared by the apps' APIs."""
+
+import math
+
+from rest_framework import serializers
+
+
+class FiniteFloatField(serializers.FloatField):
+    """NaN and infinity slip past min/max checks (and Python's json accepts them); refuse them."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            raise serializers.ValidationError("A valid number is required.")
+        return value
