@@ -516,6 +516,18 @@ if (
         "DISPATCH_RADIUS_M."
     )
 
+# Delivery steps: "arrived" is accepted only with a fresh position this close to the place.
+DELIVERY_GEOFENCE_M = env.int("DELIVERY_GEOFENCE_M", default=200)
+# Wrong delivery codes a rider may enter before the order needs ops.
+DELIVERY_CODE_MAX_ATTEMPTS = env.int("DELIVERY_CODE_MAX_ATTEMPTS", default=5)
+# Average speed behind the tracking ETA (straight-line distance / this speed).
+DELIVERY_ETA_SPEED_KMH = env.float("DELIVERY_ETA_SPEED_KMH", default=18.0)
+if min(DELIVERY_GEOFENCE_M, DELIVERY_CODE_MAX_ATTEMPTS, DELIVERY_ETA_SPEED_KMH) <= 0:
+    _problems.append(
+        "DELIVERY_GEOFENCE_M, DELIVERY_CODE_MAX_ATTEMPTS and DELIVERY_ETA_SPEED_KMH must be "
+        "positive."
+    )
+
 # --- Accounts: OTP, SMS and JWT --------------------------------------------------------------
 
 from datetime import timedelta  # noqa: E402

@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/v1/orders/", include("orders.urls")),
     path("api/v1/payments/", include("payments.urls")),
     path("api/v1/riders/", include("riders.urls")),
+    path("api/v1/delivery/", include("delivery.urls")),
     path("admin/", admin.site.urls),
     # Usually answered earlier by core.middleware.ProbeMiddleware (any Host, plain HTTP).
     path("metrics", metrics_view, name="prometheus-django-metrics"),

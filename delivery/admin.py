@@ -1,4 +1,5 @@
-"""The dispatch log in the admin: read-only. Manual assign/unassign is not built yet."""
+"""The dispatch log in the admin: read-only. Ops assign and unassign riders from the order's
+page (orders.admin), through delivery.services."""
 
 from django.contrib import admin
 
@@ -18,8 +19,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Offer)
 class OfferAdmin(ReadOnlyAdmin):
-    list_display = ["order", "rider", "round_number", "status", "distance_m", "created_at"]
-    list_filter = ["status"]
+    list_display = [
+        "order",
+        "rider",
+        "round_number",
+        "status",
+        "withdrawn_reason",
+        "distance_m",
+        "created_at",
+    ]
+    list_filter = ["status", "withdrawn_reason"]
     list_select_related = ["order", "rider__user"]
     search_fields = ["order__id", "rider__user__phone"]
     date_hierarchy = "created_at"

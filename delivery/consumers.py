@@ -1,4 +1,5 @@
-"""WebSocket consumers: the rider app's socket (/ws/rider/).
+"""WebSocket consumers: the rider app's socket (/ws/rider/) and an order's tracking socket
+(/ws/delivery/<order_id>/).
 
 Consumers translate frames to service calls and back, nothing more. Close codes: 4401 no or
 bad token, 4403 signed in but not allowed. They are sent after accepting the handshake: a
@@ -14,19 +15,19 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework.exceptions import ValidationError
 
 from core.exceptions import DEPENDENCY_ERRORS, ApiError, ServiceUnavailable
+from delivery import realtime
+from delivery.realtime import location_broadcast, order_group, rider_group
+from delivery.selectors import order_for_watcher
+from orders.models import TERMINAL_STATUSES, Order
 from riders.apis import RiderLocationApi
 from riders.services import rider_get_or_create, rider_location_record
 
 logger = logging.getLogger(__name__)
 
+CLOSE_NORMAL = 1000
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 MAX_FRAME_BYTES = 4096
-
-
-def rider_group(rider_id) -> str:
-    """The group every socket of one rider joins; dispatch sends offers to it."""
-    return f"rider.{rider_id}"
 
 
 class FrameError(Exception):
@@ -97,16 +98,95 @@ class RiderConsumer(AsyncWebsocketConsumer):
         except DEPENDENCY_ERRORS as error:
             logger.error("rider location not stored: %s: %s", type(error).__name__, error)
             raise FrameError(ServiceUnavailable.code, ServiceUnavailable.message) from None
+        await location_broadcast(receipt)  # committed by now
         output = RiderLocationApi.OutputSerializer(receipt).data
         return {"type": "location_ack", **output}
 
-    # Group messages from dispatch (part B of the realtime work): relayed to the app as they are.
+    # Group messages from dispatch, relayed to the app as they are.
 
     async def offer(self, event):
         await self.send(text_data=json.dumps(event))
 
     async def offer_withdrawn(self, event):
         await self.send(text_data=json.dumps(event))
+
+    async def assigned(self, event):
+        await self.send(text_data=json.dumps(event))
+
+    async def unassigned(self, event):
+        await self.send(text_data=json.dumps(event))
+
+
+class DeliveryConsumer(AsyncWebsocketConsumer):
+    """An order's live status and its rider's position, for its customer, its rider and ops.
+
+    Server-to-client only: {"type": "status", "seq", "status", ...} and
+    {"type": "location", "seq", "lat", "lng", "at"}. The first frame after connecting is the
+    current status with the current seq. A rider who is unassigned from the order hears the
+    status change and is then closed with 4403; so is anyone once the order has ended.
+    """
+
+    order_id = None
+    watching_as_rider_id = None
+
+    async def connect(self):
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        order = await database_sync_to_async(order_for_watcher, thread_sensitive=False)(
+            user=user, order_id=self.scope["url_route"]["kwargs"]["order_id"]
+        )
+        if order is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.order_id = order.pk
+        if order.rider is not None and order.rider.user_id == user.pk:
+            self.watching_as_rider_id = str(order.rider_id)
+        await self.channel_layer.group_add(order_group(self.order_id), self.channel_name)
+        # After joining: an event between the read and the join would otherwise be lost. The
+        # first frame may repeat a seq already sent; clients keep the highest.
+        current = await database_sync_to_async(_current_status, thread_sensitive=False)(
+            self.order_id
+        )
+        await self.send(text_data=json.dumps(current))
+        logger.info("order %s watched by user %s", self.order_id, user.pk)
+
+    async def disconnect(self, code):
+        if self.order_id is not None:
+            await self.channel_layer.group_discard(order_group(self.order_id), self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.order_id is None:
+            return
+        reply = {
+            "type": "error",
+            "code": "read_only",
+            "message": "This socket only sends; use the REST API to act on the order.",
+        }
+        await self.send(text_data=json.dumps(reply))
+
+    async def status(self, event):
+        await self.send(text_data=json.dumps(event))
+        if self.watching_as_rider_id is not None and event["rider_id"] != self.watching_as_rider_id:
+            await self.close(code=CLOSE_FORBIDDEN)  # the order is no longer this rider's
+        elif event["status"] in TERMINAL_STATUSES:
+            await self.close(code=CLOSE_NORMAL)  # nothing more will happen to this order
+
+    async def location(self, event):
+        await self.send(text_data=json.dumps(event))
+
+
+def _current_status(order_id) -> dict:
+    order = Order.objects.get(pk=order_id)
+    return realtime.status_message(
+        order_id=order.pk,
+        seq=order.tracking_seq,
+        status=order.status,
+        rider_id=order.rider_id,
+        at=order.updated_at,
+    )
 
 
 def _parse_frame(text_data: str | None, bytes_data: bytes | None) -> dict:

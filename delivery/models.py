@@ -37,7 +37,16 @@ class Offer(PublicModel):
         ACCEPTED = "accepted", "Accepted"
         DECLINED = "declined", "Declined"
         EXPIRED = "expired", "Expired"
-        WITHDRAWN = "withdrawn", "Withdrawn (another rider took the order)"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+        RELEASED = "released", "Released (accepted, then unassigned)"
+
+    class Reason(models.TextChoices):
+        """Why a pending offer was withdrawn."""
+
+        TAKEN = "taken", "Another rider took the order"
+        ASSIGNED_BY_OPS = "assigned_by_ops", "Ops assigned the order by hand"
+        ORDER_CLOSED = "order_closed", "The order was cancelled or stopped searching"
+        RIDER_UNAVAILABLE = "rider_unavailable", "The rider went offline or was suspended"
 
     order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="offers")
     rider = models.ForeignKey("riders.Rider", on_delete=models.PROTECT, related_name="offers")
@@ -47,6 +56,7 @@ class Offer(PublicModel):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     expires_at = models.DateTimeField()
     responded_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_reason = models.CharField(max_length=20, choices=Reason.choices, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -1,4 +1,5 @@
-"""Reads for dispatch: the riders nearest a pickup, a rider's live offers, orders left waiting."""
+"""Reads for dispatch and tracking: the riders nearest a pickup, a rider's live offers, orders
+left waiting, who may watch an order and where its rider is."""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from delivery.models import DispatchRound, Offer
-from orders.models import Order, OrderStatus
+from orders.models import CARRYING_STATUSES, Order, OrderStatus
 from riders.models import Rider
 
 
@@ -139,3 +140,54 @@ def orders_searching_near(*, point: Point, limit: int) -> list[UUID]:
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+def order_for_watcher(*, user: User, order_id) -> Order | None:
+    """The order if `user` may watch it: its customer, its current rider, or ops who see all
+    orders. None for anyone else, and for an order that does not exist: the two look alike."""
+    from orders.selectors import user_sees_all_orders
+
+    order = Order.objects.select_related("quote", "rider").filter(pk=order_id).first()
+    if order is None or not user.is_authenticated:
+        return None
+    if order.customer_id == user.pk or user_sees_all_orders(user):
+        return order
+    if order.rider is not None and order.rider.user_id == user.pk:
+        return order
+    return None
+
+
+@dataclass(frozen=True)
+class Tracking:
+    order: Order
+    rider_point: Point | None
+    rider_seen_at: datetime | None
+    eta_seconds: int | None
+
+
+def order_tracking(order: Order) -> Tracking:
+    """Where the order's rider is and a rough time to the drop, while the rider carries it.
+
+    The ETA is straight-line distance at DELIVERY_ETA_SPEED_KMH: through the pickup while the
+    package is not yet picked up, straight to the drop after.
+    """
+    rider = order.rider
+    if order.status not in CARRYING_STATUSES or rider is None or rider.last_location is None:
+        return Tracking(order=order, rider_point=None, rider_seen_at=None, eta_seconds=None)
+    quote = order.quote
+    here = rider.last_location
+    if order.status in {OrderStatus.RIDER_ASSIGNED, OrderStatus.AT_PICKUP}:
+        metres = _metres(here, quote.pickup_location) + quote.distance_m
+    else:
+        metres = _metres(here, quote.drop_location)
+    eta = round(metres / (settings.DELIVERY_ETA_SPEED_KMH / 3.6))
+    return Tracking(
+        order=order, rider_point=here, rider_seen_at=rider.last_location_at, eta_seconds=eta
+    )
+
+
+def _metres(a: Point, b: Point) -> float:
+    """Geodesic distance on the spheroid, as PostGIS measures geography."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT ST_Distance(%s::geography, %s::geography)", [a.ewkt, b.ewkt])
+        return cursor.fetchone()[0]

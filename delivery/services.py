@@ -13,21 +13,24 @@ Clients hear of offers only after commit (group messages to rider.<id>), and eve
 import logging
 from datetime import timedelta
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.gis.db.models.functions import Distance
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from rest_framework import status
 
 from core.exceptions import ApiError
+from delivery import realtime
 from delivery.models import DispatchRound, Offer
 from delivery.selectors import orders_searching_near, riders_nearest_eligible
 from orders.models import Order, OrderEvent, OrderStatus
+from orders.selectors import OrderNotFound, cash_to_collect_paise, place
 from orders.services import dispatch_request, order_cancel
-from orders.state import Action, Actor, order_transition
-from riders.models import Rider
+from orders.state import Action, Actor, InvalidTransition, order_transition
+from riders.models import Earning, Rider
+from riders.services import RiderUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -48,41 +51,35 @@ class OfferNotAvailable(ApiError):
     message = "This offer is no longer available."
 
 
-def _rider_group(rider_id) -> str:
-    from delivery.consumers import rider_group
-
-    return rider_group(rider_id)
-
-
 def _send_to_rider(rider_id, message: dict) -> None:
     """Best effort: a rider who is not connected sees live offers through me/offers/."""
-    try:
-        async_to_sync(get_channel_layer().group_send)(_rider_group(rider_id), message)
-    except Exception:  # the channel layer (Redis) down must not undo a committed decision
-        logger.exception("could not notify rider %s of %s", rider_id, message.get("type"))
-
-
-def _place(point, address: str) -> dict:
-    return {"lat": point.y, "lng": point.x, "address": address}
+    realtime.send(realtime.rider_group(rider_id), message)
 
 
 def offer_message(offer: Offer) -> dict:
-    """The offer frame: the trip and the pay, nothing about the customer."""
-    quote = offer.order.quote
+    """The offer frame: the trip, the pay and any cash to collect, nothing about the customer."""
+    order = offer.order
+    quote = order.quote
     return {
         "type": "offer",
         "offer_id": str(offer.pk),
         "order_id": str(offer.order_id),
-        "pickup": _place(quote.pickup_location, quote.pickup_address),
-        "drop": _place(quote.drop_location, quote.drop_address),
+        "pickup": place(quote.pickup_location, quote.pickup_address),
+        "drop": place(quote.drop_location, quote.drop_address),
         "distance_m": offer.distance_m,
         "pay_paise": offer.pay_paise,
+        "cash_to_collect_paise": cash_to_collect_paise(order),
         "expires_at": offer.expires_at.isoformat(),
     }
 
 
-def _withdrawn_message(offer: Offer) -> dict:
-    return {"type": "offer_withdrawn", "offer_id": str(offer.pk), "order_id": str(offer.order_id)}
+def _withdrawn_message(offer_id, order_id, reason: str) -> dict:
+    return {
+        "type": "offer_withdrawn",
+        "offer_id": str(offer_id),
+        "order_id": str(order_id),
+        "reason": reason,
+    }
 
 
 def _searching_since(order: Order):
@@ -191,11 +188,11 @@ def _lock_offer_and_order(*, offer_id, rider: Rider) -> tuple[Order, Offer]:
 def offer_accept(*, offer_id, rider: Rider) -> Offer:
     """The rider takes the order: exactly one of any number of concurrent accepts succeeds.
 
-    Locks the Order row first, then the Offer, then the Rider (see the module docstring). Under
-    the order lock only a pending, unexpired offer of an order still searching_rider wins; every
+    Locks the Order row first, then the Offer, then (in order_transition) the Rider. Under the
+    order lock only a pending, unexpired offer of an order still searching_rider wins; every
     later caller finds the offer or the order moved on and gets OfferNotAvailable (409). The
-    winner's order is assigned through order_transition, the rider goes on_delivery, and the
-    order's other pending offers are withdrawn (their riders told after commit).
+    winner's order is assigned through order_transition, which puts the rider on the delivery
+    and withdraws the order's other pending offers (their riders told after commit).
     """
     with transaction.atomic():
         order, offer = _lock_offer_and_order(offer_id=offer_id, rider=rider)
@@ -206,31 +203,17 @@ def offer_accept(*, offer_id, rider: Rider) -> Offer:
             or order.status != OrderStatus.SEARCHING_RIDER
         ):
             raise OfferNotAvailable()
-        locked_rider = Rider.objects.select_for_update().get(pk=rider.pk)
-        if locked_rider.status != Rider.Status.ONLINE or not locked_rider.approved:
-            raise OfferNotAvailable("Only an online, approved rider without a delivery can accept.")
         offer.status = Offer.Status.ACCEPTED
         offer.responded_at = now
         offer.save(update_fields=["status", "responded_at", "updated_at"])
-        order = order_transition(
-            order_id=order.pk,
-            action=Action.ASSIGN,
-            actor=Actor.rider(rider.user),
-            rider=locked_rider,
-        )
-        locked_rider.status = Rider.Status.ON_DELIVERY
-        locked_rider.status_changed_at = now
-        locked_rider.save(update_fields=["status", "status_changed_at", "updated_at"])
-        others = list(
-            Offer.objects.select_for_update().filter(order=order, status=Offer.Status.PENDING)
-        )
-        Offer.objects.filter(pk__in=[other.pk for other in others]).update(
-            status=Offer.Status.WITHDRAWN, updated_at=now
-        )
-        messages = [(other.rider_id, _withdrawn_message(other)) for other in others]
-        transaction.on_commit(
-            lambda: [_send_to_rider(rider_id, message) for rider_id, message in messages]
-        )
+        try:
+            order = order_transition(
+                order_id=order.pk, action=Action.ASSIGN, actor=Actor.rider(rider.user), rider=rider
+            )
+        except RiderUnavailable:
+            raise OfferNotAvailable(
+                "Only an online, approved rider without a delivery can accept."
+            ) from None
     logger.info("order %s accepted by rider %s (offer %s)", order.pk, rider.pk, offer.pk)
     offer.order = order
     return offer
@@ -287,13 +270,13 @@ def offers_expire(*, order_id=None) -> int:
 
 
 def dispatch_sweep() -> int:
-    """The periodic safety net: expire stale offers, re-dispatch orders left waiting.
-
-    Returns how many orders were handed to dispatch.
+    """The periodic safety net: expire stale offers, withdraw offers held by riders no longer
+    available, re-dispatch orders left waiting. Returns how many orders were handed to dispatch.
     """
     from delivery.selectors import orders_waiting_for_dispatch
 
     offers_expire()
+    offers_withdraw_from_unavailable_riders()
     waiting = orders_waiting_for_dispatch()
     for order_id in waiting:
         dispatch_request(order_id=order_id)
@@ -312,3 +295,284 @@ def dispatch_rematch_for_rider(*, rider_id) -> int:
     for order_id in order_ids:
         dispatch_request(order_id=order_id)
     return len(order_ids)
+
+
+# --- Offers following the order and the rider ----------------------------------------------------
+
+
+def offers_follow_transition(
+    *, order: Order, from_status: str, to_status: str, action: str, actor_kind: str
+) -> None:
+    """Called by order_transition, under the order's lock, for every move.
+
+    An order that stops searching withdraws its pending offers (taken by a rider, assigned by
+    ops, or closed); a released order marks its accepted offer released, so the rider who wins
+    it next can accept (offer_one_accepted_per_order allows one accepted offer per order).
+    """
+    if action == Action.RELEASE:
+        Offer.objects.filter(order=order, status=Offer.Status.ACCEPTED).update(
+            status=Offer.Status.RELEASED, updated_at=timezone.now()
+        )
+    if from_status != OrderStatus.SEARCHING_RIDER or to_status == OrderStatus.SEARCHING_RIDER:
+        return
+    if action == Action.ASSIGN:
+        reason = Offer.Reason.TAKEN if actor_kind == "rider" else Offer.Reason.ASSIGNED_BY_OPS
+    else:
+        reason = Offer.Reason.ORDER_CLOSED
+    _withdraw_locked(order=order, offers=Offer.objects.filter(order=order), reason=reason)
+
+
+def _withdraw_locked(*, order: Order, offers, reason: str) -> int:
+    """Withdraws the pending ones among `offers` of `order`, whose lock the caller holds."""
+    pending = list(
+        offers.filter(status=Offer.Status.PENDING).select_for_update().values_list("pk", "rider_id")
+    )
+    if not pending:
+        return 0
+    Offer.objects.filter(pk__in=[offer_id for offer_id, _ in pending]).update(
+        status=Offer.Status.WITHDRAWN, withdrawn_reason=reason, updated_at=timezone.now()
+    )
+    messages = [
+        (rider_id, _withdrawn_message(offer_id, order.pk, reason)) for offer_id, rider_id in pending
+    ]
+    transaction.on_commit(
+        lambda: [_send_to_rider(rider_id, message) for rider_id, message in messages]
+    )
+    return len(pending)
+
+
+def offers_withdraw_from_unavailable_riders(*, rider_id=None) -> int:
+    """Withdraws pending offers held by riders no longer online and approved (one rider's, or
+    everyone's); their orders go to the next round at once. Returns how many.
+
+    Called after a rider goes offline, is suspended or loses approval, and by the sweep as a
+    safety net. Each order is settled in its own transaction under its lock (Order, then
+    Offers), so an accept racing the withdrawal either wins first or finds the offer gone.
+    """
+    unavailable = Offer.objects.filter(status=Offer.Status.PENDING).exclude(
+        rider__status=Rider.Status.ONLINE, rider__approved=True
+    )
+    if rider_id is not None:
+        unavailable = unavailable.filter(rider_id=rider_id)
+    withdrawn = 0
+    for order_id in set(unavailable.values_list("order_id", flat=True)):
+        with transaction.atomic():
+            order = Order.objects.select_for_update().get(pk=order_id)
+            withdrawn += _withdraw_locked(
+                order=order,
+                offers=unavailable.filter(order=order),
+                reason=Offer.Reason.RIDER_UNAVAILABLE,
+            )
+            _next_round_when_unanswered(order)
+    if withdrawn:
+        logger.info("withdrew %d offer(s) from riders no longer available", withdrawn)
+    return withdrawn
+
+
+def offers_withdraw_for_rider(*, rider_id) -> int:
+    return offers_withdraw_from_unavailable_riders(rider_id=rider_id)
+
+
+# --- Ops: assigning and unassigning by hand -------------------------------------------------------
+
+
+class AssignPermissionDenied(ApiError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "permission_denied"
+    message = "You need the assign-rider permission."
+
+
+def _require_assign_permission(staff) -> None:
+    if not (staff.is_staff and staff.has_perm("orders.assign_rider")):
+        raise AssignPermissionDenied()
+
+
+def order_assign_by_staff(*, order_id, rider_id, staff, reason: str = "") -> Order:
+    """Ops give a searching order to a chosen rider, who must be online, approved and free.
+
+    The same move as a rider accepting (order_transition ASSIGN): pending offers are withdrawn,
+    the rider goes on the delivery and, after commit, hears of it on their socket
+    ({"type": "assigned", ...}, the offer frame's trip and pay).
+    """
+    _require_assign_permission(staff)
+    rider = Rider.objects.filter(pk=rider_id).first()
+    if rider is None:
+        raise ApiError(code="invalid", fields={"rider": ["No such rider."]})
+    with transaction.atomic():
+        order = order_transition(
+            order_id=order_id,
+            action=Action.ASSIGN,
+            actor=Actor.staff(staff),
+            rider=rider,
+            reason=reason or f"Assigned by hand by {staff.phone}",
+        )
+        order = Order.objects.select_related("quote").get(pk=order.pk)
+        message = {
+            "type": "assigned",
+            "order_id": str(order.pk),
+            "pickup": place(order.quote.pickup_location, order.quote.pickup_address),
+            "drop": place(order.quote.drop_location, order.quote.drop_address),
+            "pay_paise": settings.RIDER_FIXED_PAY_PER_ORDER_PAISE,
+            "cash_to_collect_paise": cash_to_collect_paise(order),
+        }
+        transaction.on_commit(lambda: _send_to_rider(rider.pk, message))
+    logger.info("order %s assigned by hand to rider %s by %s", order.pk, rider.pk, staff.pk)
+    return order
+
+
+def order_unassign_by_staff(*, order_id, staff, reason: str = "") -> Order:
+    """Ops take an assigned order back from its rider (before the pickup); it searches again.
+
+    The rider is free again and hears of it on their socket ({"type": "unassigned", ...}).
+    """
+    _require_assign_permission(staff)
+    with transaction.atomic():
+        rider_id = Order.objects.filter(pk=order_id).values_list("rider_id", flat=True).first()
+        order = order_transition(
+            order_id=order_id,
+            action=Action.RELEASE,
+            actor=Actor.staff(staff),
+            reason=reason or f"Unassigned by hand by {staff.phone}",
+        )
+        if rider_id is not None:
+            message = {"type": "unassigned", "order_id": str(order.pk)}
+            transaction.on_commit(lambda: _send_to_rider(rider_id, message))
+    logger.info("order %s unassigned from rider %s by %s", order.pk, rider_id, staff.pk)
+    return order
+
+
+# --- Delivery steps: only by the order's rider ----------------------------------------------------
+
+
+class LocationRequired(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "location_required"
+    message = "We have no recent position from you; send your location, then try again."
+
+
+class OutsideGeofence(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "outside_geofence"
+    message = "You are too far from the place to mark arrival."
+
+
+class DeliveryCodeInvalid(ApiError):
+    code = "delivery_code_invalid"
+    message = "That is not the customer's delivery code."
+
+
+class DeliveryCodeLocked(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "delivery_code_locked"
+    message = "Too many wrong delivery codes; ops must look at this delivery."
+
+
+def _rider_order(*, order_id, rider: Rider) -> Order:
+    """The order if it is assigned to this rider; 404 otherwise (other orders are not theirs
+    to know about)."""
+    order = Order.objects.select_related("quote").filter(pk=order_id, rider=rider).first()
+    if order is None:
+        raise OrderNotFound()
+    return order
+
+
+def _require_near(*, rider: Rider, point, place_name: str) -> None:
+    """The rider's last fresh position must lie within DELIVERY_GEOFENCE_M of point."""
+    fresh_since = timezone.now() - timedelta(seconds=settings.RIDER_LOCATION_MAX_AGE_SECONDS)
+    seen = (
+        Rider.objects.filter(pk=rider.pk, last_location_at__gte=fresh_since)
+        .annotate(distance=Distance("last_location", point))
+        .values_list("distance", flat=True)
+        .first()
+    )
+    if seen is None:
+        raise LocationRequired()
+    if seen.m > settings.DELIVERY_GEOFENCE_M:
+        raise OutsideGeofence(
+            f"You are {round(seen.m)} m from the {place_name}; come within "
+            f"{settings.DELIVERY_GEOFENCE_M} m and try again."
+        )
+
+
+def delivery_arrive_pickup(*, order_id, rider: Rider) -> Order:
+    order = _rider_order(order_id=order_id, rider=rider)
+    _require_near(rider=rider, point=order.quote.pickup_location, place_name="pickup")
+    return order_transition(
+        order_id=order.pk, action=Action.ARRIVE_PICKUP, actor=Actor.rider(rider.user)
+    )
+
+
+def delivery_pick_up(*, order_id, rider: Rider) -> Order:
+    order = _rider_order(order_id=order_id, rider=rider)
+    return order_transition(order_id=order.pk, action=Action.PICK_UP, actor=Actor.rider(rider.user))
+
+
+def delivery_arrive_drop(*, order_id, rider: Rider) -> Order:
+    order = _rider_order(order_id=order_id, rider=rider)
+    _require_near(rider=rider, point=order.quote.drop_location, place_name="drop")
+    return order_transition(
+        order_id=order.pk, action=Action.ARRIVE_DROP, actor=Actor.rider(rider.user)
+    )
+
+
+def delivery_fail(*, order_id, rider: Rider, reason: str) -> Order:
+    """The rider cannot complete the delivery (customer away, address wrong...): the order
+    fails with the rider's reason and the rider is free again. Money is left to ops."""
+    order = _rider_order(order_id=order_id, rider=rider)
+    return order_transition(
+        order_id=order.pk, action=Action.FAIL, actor=Actor.rider(rider.user), reason=reason
+    )
+
+
+def delivery_complete(*, order_id, rider: Rider, delivery_code: str) -> Order:
+    """Delivered, with the code the customer reads out: the rider is credited exactly once.
+
+    Locks the Order row. A wrong code counts against DELIVERY_CODE_MAX_ATTEMPTS (the count is
+    committed even though the request is refused); after that the order is locked for ops.
+    The Earning's unique order is the database's guarantee of one credit per delivery.
+    """
+    from orders.services import delivery_code_hmac
+
+    _rider_order(order_id=order_id, rider=rider)
+    tries_left = None
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order_id)
+        if order.status != OrderStatus.AT_DROPOFF:
+            raise InvalidTransition(
+                f"An order that is {order.get_status_display().lower()} cannot be delivered; "
+                "mark arrival at the drop first."
+            )
+        if order.delivery_code_attempts >= settings.DELIVERY_CODE_MAX_ATTEMPTS:
+            raise DeliveryCodeLocked()
+        expected = order.delivery_code_hmac
+        if constant_time_compare(
+            delivery_code_hmac(order_id=order.pk, code=delivery_code), expected
+        ):
+            order = order_transition(
+                order_id=order.pk, action=Action.DELIVER, actor=Actor.rider(rider.user)
+            )
+            Earning.objects.create(
+                rider_id=rider.pk,
+                order=order,
+                amount_paise=settings.RIDER_FIXED_PAY_PER_ORDER_PAISE,
+                cash_collected_paise=cash_to_collect_paise(order),
+            )
+        else:
+            order.delivery_code_attempts += 1
+            order.save(update_fields=["delivery_code_attempts", "updated_at"])
+            tries_left = settings.DELIVERY_CODE_MAX_ATTEMPTS - order.delivery_code_attempts
+    if tries_left is not None:  # raised after commit, so the wrong try is counted
+        logger.info("order %s: wrong delivery code, %d tries left", order_id, tries_left)
+        if tries_left == 0:
+            raise DeliveryCodeLocked()
+        raise DeliveryCodeInvalid(
+            fields={"delivery_code": [f"Wrong code; {tries_left} tries left."]}
+        )
+    logger.info("order %s delivered by rider %s", order.pk, rider.pk)
+    return order
+
+
+def delivery_code_attempts_reset(*, order_id, staff) -> None:
+    """Ops checked a locked delivery (called the customer) and let the rider try again."""
+    _require_assign_permission(staff)
+    Order.objects.filter(pk=order_id).update(delivery_code_attempts=0, updated_at=timezone.now())

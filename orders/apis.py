@@ -17,6 +17,7 @@ from orders.selectors import (
     order_delivery_code_for_user,
     order_get_for_user,
     order_list_for_user,
+    place,
 )
 from orders.services import Place, order_cancel, order_create, order_rate, quote_create
 from orders.state import Actor
@@ -73,10 +74,6 @@ class OrderOutputSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
-def _place(point, address: str) -> dict:
-    return {"lat": point.y, "lng": point.x, "address": address}
-
-
 def order_output(order: Order, user: User) -> dict:
     quote = order.quote
     rider = None
@@ -95,8 +92,8 @@ def order_output(order: Order, user: User) -> dict:
             "payment_method": order.payment_method,
             "amount_paise": order.amount_paise,
             "currency": order.currency,
-            "pickup": _place(quote.pickup_location, quote.pickup_address),
-            "drop": _place(quote.drop_location, quote.drop_address),
+            "pickup": place(quote.pickup_location, quote.pickup_address),
+            "drop": place(quote.drop_location, quote.drop_address),
             "package": {
                 "description": quote.package_description,
                 "weight_grams": quote.package_weight_grams,

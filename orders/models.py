@@ -121,6 +121,13 @@ class PaymentStatus(models.TextChoices):
 
 
 TERMINAL_STATUSES = frozenset({OrderStatus.DELIVERED, OrderStatus.CANCELLED, OrderStatus.FAILED})
+# The order is in a rider's hands: assigned, at the pickup, picked up, or at the drop.
+CARRYING_STATUSES = [
+    OrderStatus.RIDER_ASSIGNED,
+    OrderStatus.AT_PICKUP,
+    OrderStatus.PICKED_UP,
+    OrderStatus.AT_DROPOFF,
+]
 
 
 class Order(PublicModel):
@@ -150,6 +157,12 @@ class Order(PublicModel):
     notes = models.CharField(max_length=500, blank=True)
     delivery_code = models.CharField(max_length=4, blank=True)
     delivery_code_hmac = models.CharField(max_length=64)
+    delivery_code_attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Wrong delivery codes entered; DELIVERY_CODE_MAX_ATTEMPTS locks it."
+    )
+    # The number of the last event sent on /ws/delivery/<id>/ (status or location): apps that
+    # see a gap re-read the tracking snapshot, which carries the current value.
+    tracking_seq = models.PositiveIntegerField(default=0)
     idempotency_key = models.CharField(max_length=100, blank=True)
     request_fingerprint = models.CharField(
         max_length=64, blank=True, help_text="SHA-256 of the create request, for key reuse checks."
@@ -160,6 +173,7 @@ class Order(PublicModel):
         permissions = [
             ("cancel_any_order", "Can cancel any customer's order"),
             ("refund_order", "Can refund an order's payment"),
+            ("assign_rider", "Can assign and unassign an order's rider by hand"),
         ]
         indexes = [models.Index(fields=["customer", "-created_at"], name="order_customer_newest")]
         constraints = [

@@ -6,7 +6,7 @@ from rest_framework import status
 
 from accounts.models import User
 from core.exceptions import ApiError
-from orders.models import Order, ServiceArea
+from orders.models import Order, PaymentMethod, ServiceArea
 
 
 class OrderNotFound(ApiError):
@@ -59,3 +59,13 @@ def order_delivery_code_for_user(*, order: Order, user: User) -> str | None:
     if order.customer_id != user.pk or not order.delivery_code:
         return None
     return order.delivery_code
+
+
+def place(point, address: str) -> dict:
+    """A stored point and its address as the API shows it."""
+    return {"lat": point.y, "lng": point.x, "address": address}
+
+
+def cash_to_collect_paise(order: Order) -> int:
+    """What the rider collects at the door: the whole amount on cash on delivery, else 0."""
+    return order.amount_paise if order.payment_method == PaymentMethod.COD else 0

@@ -12,7 +12,7 @@ from rest_framework import status
 
 from accounts.models import User
 from core.exceptions import ApiError
-from orders.models import TERMINAL_STATUSES, ActorKind, Order, OrderEvent
+from orders.models import CARRYING_STATUSES, TERMINAL_STATUSES, ActorKind, Order, OrderEvent
 from orders.models import OrderStatus as S
 
 
@@ -32,7 +32,7 @@ class Action(models.TextChoices):
 
 C, R, T, Y = ActorKind.CUSTOMER, ActorKind.RIDER, ActorKind.STAFF, ActorKind.SYSTEM
 _BEFORE_PICKUP = [S.CREATED, S.PAYMENT_PENDING, S.SEARCHING_RIDER, S.RIDER_ASSIGNED, S.AT_PICKUP]
-_WITH_RIDER = [S.RIDER_ASSIGNED, S.AT_PICKUP, S.PICKED_UP, S.AT_DROPOFF]
+_WITH_RIDER = CARRYING_STATUSES
 
 # (from status, action) -> (to status, actor kinds allowed). A pair missing here is refused.
 TRANSITIONS: dict[tuple[str, str], tuple[str, frozenset[str]]] = {
@@ -122,9 +122,18 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
     Locks the order row (select_for_update) for the rest of the caller's transaction. Callers
     that also lock payments take them first: Payment rows, then the Order row (see
     payments.services). `rider` is the rider an ASSIGN gives the order (a rider accepting
-    assigns themself). Side effects run after commit.
+    assigns themself).
+
+    Besides the status, a move: bumps the order's tracking seq; on ASSIGN locks the rider (after
+    the order) and puts them on the delivery, refusing one who is not online and free; frees
+    the rider when the order leaves the rider's hands (released, delivered, failed, cancelled);
+    withdraws the pending offers of an order that stops searching. After commit it starts
+    dispatch for an order that (again) searches, and tells the order's sockets the new status.
     """
+    from delivery import realtime
+    from delivery.services import offers_follow_transition
     from orders.services import dispatch_request
+    from riders.services import rider_finish_delivery, rider_take_delivery
 
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order_id)
@@ -141,13 +150,16 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
             )
         _check_party(order, action, actor)
 
-        from_status = order.status
+        from_status, from_rider_id = order.status, order.rider_id
         order.status = to_status
-        fields = ["status", "updated_at"]
+        order.tracking_seq += 1
+        fields = ["status", "tracking_seq", "updated_at"]
         if action == Action.ASSIGN:
-            order.rider = rider if rider is not None else getattr(actor.user, "rider", None)
-            if order.rider is None:
+            rider = rider if rider is not None else getattr(actor.user, "rider", None)
+            if rider is None:
                 raise InvalidTransition("Assigning needs a rider.")
+            # Locks the Rider row after the Order row, the project's lock order.
+            order.rider = rider_take_delivery(rider_id=rider.pk)
             fields.append("rider")
         elif action == Action.RELEASE:
             order.rider = None
@@ -166,6 +178,25 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
             actor=actor.user,
             reason=reason[:500],
         )
+        offers_follow_transition(
+            order=order,
+            from_status=from_status,
+            to_status=to_status,
+            action=action,
+            actor_kind=actor.kind,
+        )
+        if from_rider_id is not None and to_status not in _WITH_RIDER:
+            rider_finish_delivery(rider_id=from_rider_id)
         if to_status == S.SEARCHING_RIDER:
             transaction.on_commit(lambda: dispatch_request(order_id=order.pk))
+        realtime.send_on_commit(
+            realtime.order_group(order.pk),
+            realtime.status_message(
+                order_id=order.pk,
+                seq=order.tracking_seq,
+                status=to_status,
+                rider_id=order.rider_id,
+                at=order.updated_at,
+            ),
+        )
     return order

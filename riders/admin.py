@@ -1,8 +1,7 @@
 from django.contrib import admin, messages
-from django.utils import timezone
 
-from riders.models import Rider, RiderLocation
-from riders.services import rider_approve
+from riders.models import Earning, Rider, RiderLocation
+from riders.services import rider_approve, rider_status_set_by_ops
 
 
 @admin.register(Rider)
@@ -17,7 +16,7 @@ class RiderAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if "status" in form.changed_data:  # ops suspending or reinstating a rider
-            obj.status_changed_at = timezone.now()
+            rider_status_set_by_ops(rider=obj, new_status=obj.status)
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Approve the selected riders", permissions=["change"])
@@ -55,4 +54,24 @@ class RiderLocationAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Earning)
+class EarningAdmin(admin.ModelAdmin):
+    """Earnings are written once, by the delivery that earned them; nobody edits them here."""
+
+    list_display = ["rider", "order", "amount_paise", "cash_collected_paise", "created_at"]
+    list_select_related = ["rider__user"]
+    search_fields = ["rider__user__phone", "order__id"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["rider", "order", "amount_paise", "cash_collected_paise", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

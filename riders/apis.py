@@ -5,8 +5,15 @@ import json
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import exceptions, serializers, status
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,10 +23,13 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from core.exceptions import api_exception_handler
 from core.fields import FiniteFloatField
 from core.openapi import error_response
+from delivery.realtime import location_broadcast
 from delivery.selectors import offers_live_for_rider
 from delivery.services import offer_accept, offer_decline
 from orders.apis import PlaceOutputSerializer
+from orders.selectors import cash_to_collect_paise, place
 from riders.models import Rider
+from riders.selectors import earnings_for_rider
 from riders.services import (
     NotARider,
     rider_get_or_create,
@@ -159,21 +169,23 @@ class OfferOutputSerializer(serializers.Serializer):
     drop = serializers.SerializerMethodField()
     distance_m = serializers.IntegerField(help_text="From the rider to the pickup when offered.")
     pay_paise = serializers.IntegerField()
+    cash_to_collect_paise = serializers.SerializerMethodField(
+        help_text="Cash the rider collects from the customer (cash on delivery), else 0."
+    )
     expires_at = serializers.DateTimeField()
+
+    def get_cash_to_collect_paise(self, offer) -> int:
+        return cash_to_collect_paise(offer.order)
 
     @extend_schema_field(PlaceOutputSerializer)
     def get_pickup(self, offer) -> dict:
         quote = offer.order.quote
-        return _place(quote.pickup_location, quote.pickup_address)
+        return place(quote.pickup_location, quote.pickup_address)
 
     @extend_schema_field(PlaceOutputSerializer)
     def get_drop(self, offer) -> dict:
         quote = offer.order.quote
-        return _place(quote.drop_location, quote.drop_address)
-
-
-def _place(point, address: str) -> dict:
-    return {"lat": point.y, "lng": point.x, "address": address}
+        return place(quote.drop_location, quote.drop_address)
 
 
 class RiderOffersApi(RiderApi):
@@ -228,6 +240,97 @@ class RiderOfferDeclineApi(RiderApi):
     def post(self, request, offer_id):
         offer = offer_decline(offer_id=offer_id, rider=self.rider())
         return Response(OfferOutputSerializer(offer).data)
+
+
+# --- Earnings ----------------------------------------------------------------------------------
+
+
+class EarningOutputSerializer(serializers.Serializer):
+    order_id = serializers.UUIDField()
+    amount_paise = serializers.IntegerField()
+    cash_collected_paise = serializers.IntegerField(
+        help_text="Cash taken from the customer on a cash-on-delivery order; owed back to ops."
+    )
+    created_at = serializers.DateTimeField()
+
+
+MAX_EARNINGS_RANGE_DAYS = 366
+
+
+class RiderEarningsApi(RiderApi):
+    class FilterSerializer(serializers.Serializer):
+        date_from = serializers.DateField(
+            required=False, help_text="First day (YYYY-MM-DD), default: `to`."
+        )
+        date_to = serializers.DateField(required=False, help_text="Last day, default: today.")
+
+        def validate(self, attrs):
+            attrs.setdefault("date_to", timezone.localdate())
+            attrs.setdefault("date_from", attrs["date_to"])
+            days = (attrs["date_to"] - attrs["date_from"]).days
+            if days < 0:
+                raise serializers.ValidationError({"from": ["Must not be after `to`."]})
+            if days >= MAX_EARNINGS_RANGE_DAYS:
+                raise serializers.ValidationError(
+                    {"from": [f"Ask for at most {MAX_EARNINGS_RANGE_DAYS} days at a time."]}
+                )
+            return attrs
+
+    class Pagination(PageNumberPagination):
+        page_size = 50
+
+    @extend_schema(
+        summary="The rider's earnings over a range of days",
+        description="One entry per delivered order (RIDER_FIXED_PAY_PER_ORDER each), newest "
+        "first, with the totals over the whole range. Days are whole days in the service's "
+        "time zone, both ends included.",
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATE, required=False),
+            OpenApiParameter("to", OpenApiTypes.DATE, required=False),
+            OpenApiParameter("page", OpenApiTypes.INT, required=False),
+        ],
+        responses={
+            200: inline_serializer(
+                "EarningsPage",
+                {
+                    "from": serializers.DateField(),
+                    "to": serializers.DateField(),
+                    "total_paise": serializers.IntegerField(),
+                    "cash_collected_paise": serializers.IntegerField(),
+                    "count": serializers.IntegerField(),
+                    "next": serializers.URLField(allow_null=True),
+                    "previous": serializers.URLField(allow_null=True),
+                    "results": EarningOutputSerializer(many=True),
+                },
+            ),
+            400: error_response("Bad dates (field errors on from/to)."),
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
+        },
+    )
+    def get(self, request):
+        query = {
+            "date_from": request.query_params.get("from"),
+            "date_to": request.query_params.get("to"),
+        }
+        filters = self.FilterSerializer(data={k: v for k, v in query.items() if v is not None})
+        if not filters.is_valid():
+            names = {"date_from": "from", "date_to": "to"}
+            raise serializers.ValidationError(
+                {names.get(field, field): messages for field, messages in filters.errors.items()}
+            )
+        period = earnings_for_rider(rider=self.rider(), **filters.validated_data)
+        paginator = self.Pagination()
+        page = paginator.paginate_queryset(period.entries, request, self)
+        response = paginator.get_paginated_response(EarningOutputSerializer(page, many=True).data)
+        response.data = {
+            "from": filters.validated_data["date_from"],
+            "to": filters.validated_data["date_to"],
+            "total_paise": period.total_paise,
+            "cash_collected_paise": period.cash_collected_paise,
+            **response.data,
+        }
+        return response
 
 
 # --- Location pings: the hot path ----------------------------------------------------------------
@@ -299,6 +402,7 @@ class RiderLocationApi(APIView):
         receipt = await sync_to_async(rider_location_record)(
             user_id=user_id, **serializer.validated_data
         )
+        await location_broadcast(receipt)  # committed by now
         return JsonResponse(self.OutputSerializer(receipt).data, status=status.HTTP_202_ACCEPTED)
 
     async def dispatch(self, request, *args, **kwargs):

@@ -90,3 +90,36 @@ class RiderLocation(models.Model):
 
     def __str__(self):
         return f"{self.rider_id} at {self.recorded_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Earning(models.Model):
+    """What a rider earned for one delivered order: written once, never changed.
+
+    The unique order is the database's guarantee that a delivery pays exactly once, however
+    many times the deliver request is retried or raced. `cash_collected_paise` is the cash the
+    rider took from the customer on a cash-on-delivery order, which they owe back to ops.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    rider = models.ForeignKey(Rider, on_delete=models.PROTECT, related_name="earnings")
+    order = models.OneToOneField("orders.Order", on_delete=models.PROTECT, related_name="earning")
+    amount_paise = models.PositiveIntegerField()
+    cash_collected_paise = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["rider", "-created_at"], name="earning_rider_newest")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount_paise__gt=0), name="earning_amount_positive"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.amount_paise} paise to {self.rider_id} for {self.order_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ValueError("Earnings are immutable; record a new entry instead.")
+        super().save(*args, **kwargs)

@@ -18,6 +18,8 @@ from rest_framework import status
 
 from accounts.models import User
 from core.exceptions import ApiError
+from orders.models import CARRYING_STATUSES as CARRYING
+from orders.models import Order
 from riders.models import Rider, RiderLocation
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,12 @@ class RiderOnDelivery(ApiError):
     status_code = status.HTTP_409_CONFLICT
     code = "rider_on_delivery"
     message = "Finish the delivery in hand before going offline."
+
+
+class RiderUnavailable(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "rider_unavailable"
+    message = "That rider is not online and free to take an order."
 
 
 class RiderVehicleLocked(ApiError):
@@ -146,6 +154,7 @@ def rider_approve(*, rider: Rider, approved: bool = True) -> Rider:
         if not approved and locked.status == Rider.Status.ONLINE:
             _set_status(locked, Rider.Status.OFFLINE)
             fields += ["status", "status_changed_at"]
+            transaction.on_commit(lambda: _withdraw_offers(locked.pk))
         locked.save(update_fields=fields)
     logger.info("rider %s %s", locked.pk, "approved" if approved else "approval withdrawn")
     return locked
@@ -205,10 +214,18 @@ def _rematch(rider_id) -> None:
     dispatch_rematch_for_rider(rider_id=rider_id)
 
 
+def _withdraw_offers(rider_id) -> None:
+    """After commit: the rider's pending offers go back to dispatch (offers_withdraw_for_rider)."""
+    from delivery.services import offers_withdraw_for_rider
+
+    offers_withdraw_for_rider(rider_id=rider_id)
+
+
 def rider_go_offline(*, rider: Rider) -> Rider:
     """Stops offers to the rider. Locks the Rider row; refused in the middle of a delivery.
 
-    Idempotent for an offline rider; a suspended rider stays suspended.
+    Idempotent for an offline rider; a suspended rider stays suspended. The rider's pending
+    offers are withdrawn after commit, so their orders move on to the next rider at once.
     """
     with transaction.atomic():
         locked = Rider.objects.select_for_update().get(pk=rider.pk)
@@ -217,8 +234,43 @@ def rider_go_offline(*, rider: Rider) -> Rider:
         if locked.status == Rider.Status.ONLINE:
             _set_status(locked, Rider.Status.OFFLINE)
             locked.save(update_fields=["status", "status_changed_at", "updated_at"])
+            transaction.on_commit(lambda: _withdraw_offers(locked.pk))
     locked.user = rider.user
     return locked
+
+
+def rider_status_set_by_ops(*, rider: Rider, new_status: str) -> None:
+    """Ops changed a rider's status in the admin (suspending, reinstating): time it, and take
+    back the offers of a rider who is no longer online."""
+    rider.status_changed_at = timezone.now()
+    if new_status != Rider.Status.ONLINE:
+        transaction.on_commit(lambda: _withdraw_offers(rider.pk))
+
+
+# --- Deliveries: called by orders.state.order_transition, under the order's lock ---------------
+
+
+def rider_take_delivery(*, rider_id) -> Rider:
+    """Puts an online, approved, free rider on a delivery; RiderUnavailable for anyone else.
+
+    Locks the Rider row; the caller holds the order's lock already (the project's lock order).
+    """
+    locked = Rider.objects.select_for_update(of=("self",)).select_related("user").get(pk=rider_id)
+    if locked.status != Rider.Status.ONLINE or not locked.approved or not locked.user.is_active:
+        raise RiderUnavailable()
+    _set_status(locked, Rider.Status.ON_DELIVERY)
+    locked.save(update_fields=["status", "status_changed_at", "updated_at"])
+    return locked
+
+
+def rider_finish_delivery(*, rider_id) -> None:
+    """The order left the rider's hands: a rider on a delivery is online (free) again, and is
+    matched with waiting orders after commit. A rider suspended meanwhile stays suspended."""
+    locked = Rider.objects.select_for_update().get(pk=rider_id)
+    if locked.status == Rider.Status.ON_DELIVERY:
+        _set_status(locked, Rider.Status.ONLINE)
+        locked.save(update_fields=["status", "status_changed_at", "updated_at"])
+        transaction.on_commit(lambda: _rematch(rider_id))
 
 
 # --- Locations ---------------------------------------------------------------------------------
@@ -230,6 +282,12 @@ class LocationReceipt:
     recorded_at: datetime
     # False when the fix is older than the rider's latest one: kept in the trail only.
     is_latest: bool
+    lat: float = 0.0
+    lng: float = 0.0
+    # The order the rider is carrying, and the tracking seq this fix took on it; None when the
+    # rider carries nothing or the fix is not the latest (nobody is told of it).
+    order_id: UUID | None = None
+    seq: int | None = None
 
 
 _POINT_SQL = "ST_SetSRID(ST_MakePoint(%(lng)s, %(lat)s), 4326)::geography"
@@ -255,8 +313,18 @@ WHERE rider.user_id = %(user_id)s
         + %(jitter_m)s
     )
   )
-RETURNING rider.id, rider.last_location_at = %(recorded_at)s
+RETURNING rider.id, rider.last_location_at = %(recorded_at)s, rider.status
 """  # noqa: S608 - the only interpolations are the models' table names; values are bound
+
+# The order a rider on a delivery carries takes the next tracking seq for the new position.
+# Run after the location's transaction commits: it locks the Order row, and holding the Rider
+# row at the same time would invert the project's lock order (Order before Rider).
+_TRACKING_SEQ_SQL = f"""
+UPDATE {Order._meta.db_table}
+SET tracking_seq = tracking_seq + 1
+WHERE rider_id = %(rider_id)s AND status = ANY(%(carrying)s)
+RETURNING id, tracking_seq
+"""  # noqa: S608 - the only interpolation is the model's table name; values are bound
 
 
 def rider_location_record(
@@ -275,7 +343,9 @@ def rider_location_record(
     time between them. A fix older than the latest one joins the trail without moving
     Rider.last_location. Takes `user_id` rather than a user so that the HTTP endpoint need not
     load the user first: the UPDATE checks the role itself. Two statements in one transaction:
-    the UPDATE (which locks the Rider row) and the INSERT into the trail.
+    the UPDATE (which locks the Rider row) and the INSERT into the trail. For a rider on a
+    delivery, a third statement after commit gives the fix its place in the order's tracking
+    sequence; the caller broadcasts it (delivery.realtime.location_message).
     """
     now = timezone.now()
     if recorded_at < now - timedelta(seconds=settings.RIDER_LOCATION_MAX_AGE_SECONDS):
@@ -302,7 +372,7 @@ def rider_location_record(
                 row = cursor.fetchone()
             if row is None:  # someone else's fix got there first and this one is now too far
                 raise LocationImpossibleSpeed()
-        rider_id, is_latest = row
+        rider_id, is_latest, rider_status = row
         # bulk_create for ON CONFLICT DO NOTHING: a resent fix is already in the trail.
         RiderLocation.objects.bulk_create(
             [
@@ -317,7 +387,25 @@ def rider_location_record(
             ],
             ignore_conflicts=True,
         )
-    return LocationReceipt(rider_id=rider_id, recorded_at=recorded_at, is_latest=is_latest)
+    order_id = seq = None
+    if is_latest and rider_status == Rider.Status.ON_DELIVERY:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _TRACKING_SEQ_SQL,
+                {"rider_id": rider_id, "carrying": [str(status) for status in CARRYING]},
+            )
+            tracked = cursor.fetchone()
+        if tracked is not None:
+            order_id, seq = tracked
+    return LocationReceipt(
+        rider_id=rider_id,
+        recorded_at=recorded_at,
+        is_latest=is_latest,
+        lat=lat,
+        lng=lng,
+        order_id=order_id,
+        seq=seq,
+    )
 
 
 def _location_refusal(*, user_id: UUID) -> None:

@@ -20,9 +20,11 @@ def set_idle_riders_offline() -> int:
     Silent means no location for that long (none at all since going online: updated_at), and
     not having come online in that time either (status_changed_at). A rider on a delivery is
     never touched. The WHERE clause is re-checked by PostgreSQL on each row it locks, so a
-    rider whose ping lands while this runs stays online. Telling the rider app over its
-    WebSocket arrives with the dispatch work.
+    rider whose ping lands while this runs stays online. Their pending offers are withdrawn,
+    so the orders move on to other riders.
     """
+    from delivery.services import offers_withdraw_from_unavailable_riders
+
     now = timezone.now()
     cutoff = now - timedelta(minutes=settings.RIDER_IDLE_OFFLINE_MINUTES)
     no_recent_fix = Q(last_location_at__lt=cutoff) | Q(
@@ -35,4 +37,5 @@ def set_idle_riders_offline() -> int:
     )
     if count:
         logger.info("set %d idle rider(s) offline (silent since before %s)", count, cutoff)
+        offers_withdraw_from_unavailable_riders()
     return count

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from riders.apis import (
+    RiderEarningsApi,
     RiderLocationApi,
     RiderMeApi,
     RiderOfferAcceptApi,
@@ -20,6 +21,7 @@ urlpatterns = [
     path("me/offline/", RiderOfflineApi.as_view(), name="offline"),
     path("me/location/", RiderLocationApi.as_view(), name="location"),
     path("me/offers/", RiderOffersApi.as_view(), name="offers"),
+    path("me/earnings/", RiderEarningsApi.as_view(), name="earnings"),
     path("offers/<uuid:offer_id>/accept/", RiderOfferAcceptApi.as_view(), name="offer-accept"),
     path("offers/<uuid:offer_id>/decline/", RiderOfferDeclineApi.as_view(), name="offer-decline"),
 ]

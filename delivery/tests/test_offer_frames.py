@@ -47,6 +47,7 @@ async def test_a_connected_rider_gets_the_offer_and_then_its_withdrawal(settings
             "drop": {"lat": DROP["lat"], "lng": DROP["lng"], "address": "Koramangala"},
             "distance_m": offer.distance_m,
             "pay_paise": settings.RIDER_FIXED_PAY_PER_ORDER_PAISE,
+            "cash_to_collect_paise": order.amount_paise,  # a cash-on-delivery order
             "expires_at": offer.expires_at.isoformat(),
         }
 
@@ -58,6 +59,7 @@ async def test_a_connected_rider_gets_the_offer_and_then_its_withdrawal(settings
             "type": "offer_withdrawn",
             "offer_id": str(offer.pk),
             "order_id": str(order.pk),
+            "reason": "taken",
         }
     finally:
         await socket.disconnect()

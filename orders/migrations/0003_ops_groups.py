@@ -5,8 +5,9 @@ support:    watches orders and payments, cancels any order, refunds.
 finance:    watches orders, payments and webhooks, refunds, edits service areas and tariffs.
 """
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from core.permissions import grant
 
 GROUPS = {
     "dispatcher": [
@@ -47,20 +48,7 @@ GROUPS = {
 
 
 def create_groups(apps, schema_editor):
-    # Permissions are normally made after all migrations (post_migrate); make them now.
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for name, codes in GROUPS.items():
-        group, _ = Group.objects.get_or_create(name=name)
-        for code in codes:
-            app_label, codename = code.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+    grant(apps, GROUPS)
 
 
 def delete_groups(apps, schema_editor):

@@ -11,7 +11,15 @@ from django.contrib.gis.geos import MultiPolygon, Point, Polygon
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
-from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus, Quote, ServiceArea
+from orders.models import (
+    CARRYING_STATUSES,
+    Order,
+    OrderStatus,
+    PaymentMethod,
+    PaymentStatus,
+    Quote,
+    ServiceArea,
+)
 from orders.services import delivery_code_hmac
 from riders.models import Rider
 
@@ -41,6 +49,7 @@ class RiderFactory(factory.django.DjangoModelFactory):
 
     user = factory.SubFactory(UserFactory, is_customer=False, is_rider=True)
     approved = True
+    status = Rider.Status.ONLINE  # free to be assigned
     vehicle_number = factory.Sequence(lambda n: f"KA01AB{1000 + n}")
 
 
@@ -74,6 +83,12 @@ _NEEDS_RIDER = {
 }
 
 
+def _rider_status(order_status: str) -> str:
+    """A rider carrying the order is on the delivery; after it ended they are free again."""
+    carrying = order_status in CARRYING_STATUSES
+    return Rider.Status.ON_DELIVERY if carrying else Rider.Status.ONLINE
+
+
 class OrderFactory(factory.django.DjangoModelFactory):
     """An order already in `status` (written directly, not through the state machine)."""
 
@@ -92,7 +107,9 @@ class OrderFactory(factory.django.DjangoModelFactory):
     )
     status = OrderStatus.SEARCHING_RIDER
     delivery_code = "4321"
-    rider = factory.LazyAttribute(lambda o: RiderFactory() if o.status in _NEEDS_RIDER else None)
+    rider = factory.LazyAttribute(
+        lambda o: RiderFactory(status=_rider_status(o.status)) if o.status in _NEEDS_RIDER else None
+    )
 
     @factory.post_generation
     def code_hmac(obj, create, extracted, **kwargs):

@@ -9,9 +9,10 @@ import itertools
 import pytest
 
 from accounts.tests.factories import UserFactory
-from orders.models import TERMINAL_STATUSES, ActorKind, OrderEvent, OrderStatus
+from orders.models import CARRYING_STATUSES, TERMINAL_STATUSES, ActorKind, OrderEvent, OrderStatus
 from orders.state import Action, Actor, InvalidTransition, NotOrderParty, order_transition
 from orders.tests.factories import OrderFactory, RiderFactory
+from riders.models import Rider
 
 pytestmark = pytest.mark.django_db
 
@@ -67,6 +68,7 @@ def _actor(kind: str, order) -> Actor:
 def test_each_triple_moves_and_records_or_is_refused_and_changes_nothing(status, action, kind):
     # given an order in `status`
     order = OrderFactory(status=status)
+    carrier_id = order.rider_id
     actor = _actor(kind, order)
     staff_rider = RiderFactory() if (action == "assign" and kind in {STAFF, SYSTEM}) else None
     expected = EXPECTED.get((status, action))
@@ -83,10 +85,14 @@ def test_each_triple_moves_and_records_or_is_refused_and_changes_nothing(status,
         event = OrderEvent.objects.get(order=order)
         assert (event.from_status, event.to_status, event.action) == (status, expected[0], action)
         assert (event.actor_kind, event.actor, event.reason) == (kind, actor.user, "test")
+        assert order.tracking_seq == 1
         if expected[0] == "rider_assigned":
-            assert order.rider is not None
+            assert order.rider.status == Rider.Status.ON_DELIVERY
         if expected[0] == "searching_rider" and status == "rider_assigned":
             assert order.rider is None
+        if status in CARRYING_STATUSES and expected[0] not in CARRYING_STATUSES:
+            carrier = Rider.objects.get(pk=carrier_id)
+            assert carrier.status == Rider.Status.ONLINE  # free for the next order
     else:
         # when / then
         with pytest.raises(InvalidTransition):

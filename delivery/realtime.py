@@ -1,0 +1,86 @@
+"""What goes out over the WebSockets, and to which group.
+
+Groups: `rider.<rider id>` (every socket of one rider: offers, assignments) and
+`order.<order id>` (the order's customer, its rider and staff: status and location events).
+Each order event carries the order's `seq` (Order.tracking_seq), one higher than the last, so a
+client that sees a gap knows to re-read the REST snapshot. Messages go out only after the
+change is committed, carry the minimum personal data, and are best effort: a channel layer
+(Redis) that is down is logged and never undoes a committed change.
+"""
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+
+def rider_group(rider_id) -> str:
+    return f"rider.{rider_id}"
+
+
+def order_group(order_id) -> str:
+    return f"order.{order_id}"
+
+
+def status_message(*, order_id, seq: int, status: str, rider_id, at) -> dict:
+    """An order changed status. `rider_id` lets a rider's socket notice it was unassigned."""
+    return {
+        "type": "status",
+        "order_id": str(order_id),
+        "seq": seq,
+        "status": status,
+        "rider_id": str(rider_id) if rider_id else None,
+        "at": at.isoformat(),
+    }
+
+
+def location_message(*, order_id, seq: int, lat: float, lng: float, at) -> dict:
+    """The order's rider moved."""
+    return {
+        "type": "location",
+        "order_id": str(order_id),
+        "seq": seq,
+        "lat": lat,
+        "lng": lng,
+        "at": at.isoformat(),
+    }
+
+
+def send(group: str, message: dict) -> None:
+    """Sends from synchronous code (services, tasks); call it from transaction.on_commit."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(group, message)
+    except Exception:  # the channel layer down must not undo or fail a committed change
+        logger.exception("could not send %s to %s", message.get("type"), group)
+
+
+async def send_async(group: str, message: dict) -> None:
+    """The same from async code (the location view and the rider socket)."""
+    try:
+        await get_channel_layer().group_send(group, message)
+    except Exception:
+        logger.exception("could not send %s to %s", message.get("type"), group)
+
+
+def send_on_commit(group: str, message: dict) -> None:
+    transaction.on_commit(lambda: send(group, message))
+
+
+async def location_broadcast(receipt) -> None:
+    """Tells the order's sockets where its rider is, for a fix that took a tracking seq
+    (riders.services.LocationReceipt). Call it once the fix is committed."""
+    if receipt.order_id is None:
+        return
+    await send_async(
+        order_group(receipt.order_id),
+        location_message(
+            order_id=receipt.order_id,
+            seq=receipt.seq,
+            lat=receipt.lat,
+            lng=receipt.lng,
+            at=receipt.recorded_at,
+        ),
+    )
