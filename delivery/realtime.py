@@ -13,6 +13,7 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def status_message(*, order_id, seq: int, status: str, rider_id, at) -> dict:
         "seq": seq,
         "status": status,
         "rider_id": str(rider_id) if rider_id else None,
-        "at": at.isoformat(),
+        "at": _time(at),
     }
 
 
@@ -45,8 +46,13 @@ def location_message(*, order_id, seq: int, lat: float, lng: float, at) -> dict:
         "seq": seq,
         "lat": lat,
         "lng": lng,
-        "at": at.isoformat(),
+        "at": _time(at),
     }
+
+
+def _time(moment) -> str:
+    """ISO 8601 in the service's time zone, as the REST API renders times."""
+    return timezone.localtime(moment).isoformat()
 
 
 def send(group: str, message: dict) -> None:

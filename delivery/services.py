@@ -25,10 +25,10 @@ from core.exceptions import ApiError
 from delivery import realtime
 from delivery.models import DispatchRound, Offer
 from delivery.selectors import orders_searching_near, riders_nearest_eligible
-from orders.models import Order, OrderEvent, OrderStatus
+from orders.models import ActorKind, Order, OrderEvent, OrderStatus
 from orders.selectors import OrderNotFound, cash_to_collect_paise, place
 from orders.services import dispatch_request, order_cancel
-from orders.state import Action, Actor, InvalidTransition, order_transition
+from orders.state import Action, Actor, InvalidTransition, order_transition, transition_allowed
 from riders.models import Earning, Rider
 from riders.services import RiderUnavailable
 
@@ -423,21 +423,17 @@ def order_assign_by_staff(*, order_id, rider_id, staff, reason: str = "") -> Ord
 def order_unassign_by_staff(*, order_id, staff, reason: str = "") -> Order:
     """Ops take an assigned order back from its rider (before the pickup); it searches again.
 
-    The rider is free again and hears of it on their socket ({"type": "unassigned", ...}).
+    The rider is free again and hears of it on their socket ({"type": "unassigned", ...},
+    sent by order_transition).
     """
     _require_assign_permission(staff)
-    with transaction.atomic():
-        rider_id = Order.objects.filter(pk=order_id).values_list("rider_id", flat=True).first()
-        order = order_transition(
-            order_id=order_id,
-            action=Action.RELEASE,
-            actor=Actor.staff(staff),
-            reason=reason or f"Unassigned by hand by {staff.phone}",
-        )
-        if rider_id is not None:
-            message = {"type": "unassigned", "order_id": str(order.pk)}
-            transaction.on_commit(lambda: _send_to_rider(rider_id, message))
-    logger.info("order %s unassigned from rider %s by %s", order.pk, rider_id, staff.pk)
+    order = order_transition(
+        order_id=order_id,
+        action=Action.RELEASE,
+        actor=Actor.staff(staff),
+        reason=reason or f"Unassigned by hand by {staff.phone}",
+    )
+    logger.info("order %s unassigned by %s", order.pk, staff.pk)
     return order
 
 
@@ -494,25 +490,28 @@ def _require_near(*, rider: Rider, point, place_name: str) -> None:
         )
 
 
-def delivery_arrive_pickup(*, order_id, rider: Rider) -> Order:
+def _arrive(*, order_id, rider: Rider, action: str, place_name: str) -> Order:
+    """An arrival: the geofence is checked only for a move the order's state allows, so an
+    arrival out of order is an invalid_transition wherever the rider stands."""
     order = _rider_order(order_id=order_id, rider=rider)
-    _require_near(rider=rider, point=order.quote.pickup_location, place_name="pickup")
-    return order_transition(
-        order_id=order.pk, action=Action.ARRIVE_PICKUP, actor=Actor.rider(rider.user)
-    )
+    if transition_allowed(from_status=order.status, action=action, actor_kind=ActorKind.RIDER):
+        quote = order.quote
+        point = quote.pickup_location if place_name == "pickup" else quote.drop_location
+        _require_near(rider=rider, point=point, place_name=place_name)
+    return order_transition(order_id=order.pk, action=action, actor=Actor.rider(rider.user))
+
+
+def delivery_arrive_pickup(*, order_id, rider: Rider) -> Order:
+    return _arrive(order_id=order_id, rider=rider, action=Action.ARRIVE_PICKUP, place_name="pickup")
+
+
+def delivery_arrive_drop(*, order_id, rider: Rider) -> Order:
+    return _arrive(order_id=order_id, rider=rider, action=Action.ARRIVE_DROP, place_name="drop")
 
 
 def delivery_pick_up(*, order_id, rider: Rider) -> Order:
     order = _rider_order(order_id=order_id, rider=rider)
     return order_transition(order_id=order.pk, action=Action.PICK_UP, actor=Actor.rider(rider.user))
-
-
-def delivery_arrive_drop(*, order_id, rider: Rider) -> Order:
-    order = _rider_order(order_id=order_id, rider=rider)
-    _require_near(rider=rider, point=order.quote.drop_location, place_name="drop")
-    return order_transition(
-        order_id=order.pk, action=Action.ARRIVE_DROP, actor=Actor.rider(rider.user)
-    )
 
 
 def delivery_fail(*, order_id, rider: Rider, reason: str) -> Order:
@@ -575,4 +574,9 @@ def delivery_complete(*, order_id, rider: Rider, delivery_code: str) -> Order:
 def delivery_code_attempts_reset(*, order_id, staff) -> None:
     """Ops checked a locked delivery (called the customer) and let the rider try again."""
     _require_assign_permission(staff)
-    Order.objects.filter(pk=order_id).update(delivery_code_attempts=0, updated_at=timezone.now())
+    reset = Order.objects.filter(pk=order_id).update(
+        delivery_code_attempts=0, updated_at=timezone.now()
+    )
+    if not reset:
+        raise OrderNotFound()
+    logger.info("order %s: delivery-code tries reset by staff %s", order_id, staff.pk)

@@ -126,7 +126,8 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
 
     Besides the status, a move: bumps the order's tracking seq; on ASSIGN locks the rider (after
     the order) and puts them on the delivery, refusing one who is not online and free; frees
-    the rider when the order leaves the rider's hands (released, delivered, failed, cancelled);
+    the rider when the order leaves the rider's hands (released, delivered, failed, cancelled),
+    telling their rider socket when someone else took it from them;
     withdraws the pending offers of an order that stops searching. After commit it starts
     dispatch for an order that (again) searches, and tells the order's sockets the new status.
     """
@@ -187,6 +188,11 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
         )
         if from_rider_id is not None and to_status not in _WITH_RIDER:
             rider_finish_delivery(rider_id=from_rider_id)
+            if actor.kind != ActorKind.RIDER:  # unassigned or cancelled under the rider
+                realtime.send_on_commit(
+                    realtime.rider_group(from_rider_id),
+                    {"type": "unassigned", "order_id": str(order.pk), "status": to_status},
+                )
         if to_status == S.SEARCHING_RIDER:
             transaction.on_commit(lambda: dispatch_request(order_id=order.pk))
         realtime.send_on_commit(
