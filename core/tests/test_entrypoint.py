@@ -32,11 +32,11 @@ import time
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from django.conf import settings
 
 from core.management.commands.migrate_locked import MIGRATION_LOCK_KEY
+from core.tests.postgres import NOBODY_GID, NOBODY_UID, PgCluster, as_nobody
 from core.tests.servers import (
     LOCALHOST,
     PROJECT_DIR,
@@ -49,13 +49,6 @@ pytestmark = pytest.mark.slow
 
 ENTRYPOINT = PROJECT_DIR / "entrypoint.sh"
 HEALTHCHECK = PROJECT_DIR / "deploy" / "docker" / "healthcheck.sh"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-NOBODY_UID = 65534
-NOBODY_GID = 65534
-
-
-def _as_nobody() -> dict:
-    return {"user": NOBODY_UID, "group": NOBODY_GID, "extra_groups": []}
 
 
 class Sandbox:
@@ -142,59 +135,6 @@ class Sandbox:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-class PgCluster:
-    """A throwaway PostgreSQL 15 (with PostGIS available) run by `nobody` on a free port."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.port = free_port()
-        self.dir = sandbox.owned_dir("pg")
-        self.data = self.dir / "data"
-        subprocess.run(
-            [PG_BIN / "initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-            **_as_nobody(),
-        )
-
-    def start(self) -> None:
-        subprocess.run(
-            [
-                PG_BIN / "pg_ctl",
-                *("-D", self.data, "-l", self.dir / "server.log", "-w", "-t", "60"),
-                "-o",
-                f"-p {self.port} -k {self.dir} -c listen_addresses={LOCALHOST} -c fsync=off",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=90,
-            **_as_nobody(),
-        )
-
-    def stop(self) -> None:
-        subprocess.run(
-            [PG_BIN / "pg_ctl", "-D", self.data, "-m", "immediate", "stop"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-            **_as_nobody(),
-        )
-
-    def url(self, database: str, user: str = "postgres") -> str:
-        return f"postgis://{user}@{LOCALHOST}:{self.port}/{database}"
-
-    def connect(self, database: str = "postgres") -> psycopg.Connection:
-        return psycopg.connect(
-            host=LOCALHOST, port=self.port, user="postgres", dbname=database, autocommit=True
-        )
-
-    def execute(self, sql: str, database: str = "postgres") -> list[tuple]:
-        with self.connect(database) as connection:
-            cursor = connection.execute(sql)
-            return cursor.fetchall() if cursor.description else []
-
-
 class Entrypoint:
     """One run of entrypoint.sh as `nobody`, output (stdout + stderr) in a file."""
 
@@ -211,7 +151,7 @@ class Entrypoint:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own group: the finalizer kills its children with it
-            **({} if as_root else _as_nobody()),
+            **({} if as_root else as_nobody()),
         )
 
     @property
@@ -273,7 +213,7 @@ def sandbox():
 @pytest.fixture(scope="module")
 def cluster(sandbox):
     """Initialised but NOT started: the first test starts it while an entrypoint waits."""
-    pg = PgCluster(sandbox)
+    pg = PgCluster(sandbox.owned_dir("pg"))
     yield pg
     pg.stop()
 
@@ -534,7 +474,7 @@ def test_bad_settings_are_refused_before_anything_starts(sandbox, changes, args,
         capture_output=True,
         text=True,
         timeout=60,
-        **_as_nobody(),
+        **as_nobody(),
     )
     assert result.returncode == 1
     assert message in result.stderr, result.stdout + result.stderr
@@ -549,7 +489,7 @@ def test_bad_settings_are_refused_before_anything_starts(sandbox, changes, args,
             capture_output=True,
             text=True,
             timeout=60,
-            **_as_nobody(),
+            **as_nobody(),
         )
         assert coloured.returncode == 1
         assert "\x1b[1;31m" in coloured.stderr

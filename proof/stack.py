@@ -1,0 +1,165 @@
+"""The whole service running on loopback, as deployed: the stack the proof suite attacks.
+
+gunicorn with uvicorn workers (production settings, DEBUG off, JSON logs), a Celery worker on
+all three queues and beat, over the tests' PostgreSQL/PostGIS database and a throwaway
+redis-server of their own, with Razorpay faked on a local port. Everything listens on
+127.0.0.1 and is stopped at the end. The server shares this process's secret key, so access
+tokens minted here (riders.tests.factories.access_token) are the ones login would issue.
+"""
+
+import contextlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+from django.db import connections
+from pytest_httpserver import HTTPServer
+
+from core.tests import servers
+from core.tests.celery_processes import CELERY, CeleryProcess, wait_for
+from payments.tests.fake_razorpay import KEY_ID, KEY_SECRET, WEBHOOK_SECRET, FakeRazorpay
+
+
+def stack_env(*, redis_url: str, database_url: str, razorpay_base: str, **changes) -> dict:
+    """The production environment of every process of the stack."""
+    return servers.local_production_env(
+        DJANGO_SECRET_KEY=settings.SECRET_KEY,
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        RAZORPAY_KEY_ID=KEY_ID,
+        RAZORPAY_KEY_SECRET=KEY_SECRET,
+        RAZORPAY_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        RAZORPAY_API_BASE=razorpay_base,
+        SMS_PROVIDER="dummy",
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+        # Many sign-ins come from 127.0.0.1 in the load run; the per-phone limits still hold.
+        THROTTLE_OTP_REQUEST_IP="100000/hour",
+        THROTTLE_OTP_VERIFY_IP="100000/hour",
+        REMAP_SIGTERM="SIGQUIT",
+        IS_PRIMARY="1",
+        **changes,
+    )
+
+
+@dataclass
+class Stack:
+    work_dir: Path
+    redis: servers.RedisServer
+    razorpay_http: HTTPServer
+    razorpay: FakeRazorpay
+    env: dict
+    web: servers.Server | None = None
+    worker: CeleryProcess | None = None
+    beat: CeleryProcess | None = None
+    _closers: list = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.web.base_url
+
+    def ws_url(self, path: str, token: str | None = None) -> str:
+        query = f"?token={token}" if token is not None else ""
+        return f"ws://{servers.LOCALHOST}:{self.web.port}{path}{query}"
+
+    @property
+    def origin(self) -> str:
+        return f"http://{servers.LOCALHOST}:{self.web.port}"
+
+    def client(self, token: str | None = None, **kwargs) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=15, **kwargs)
+
+    def start_web(self, workers: int = 2) -> None:
+        self.web = servers.start_server(self.env, self.work_dir / "web", workers=workers)
+
+    def start_worker(self) -> None:
+        name = f"proof-{uuid.uuid4().hex[:8]}"
+        self.worker = CeleryProcess(
+            [
+                *(CELERY, "-A", "config", "worker", "-Q", "high,default,low", "-n", f"{name}@%h"),
+                *("--concurrency", "2", "--loglevel", "INFO", "--without-mingle"),
+                "--without-gossip",
+            ],
+            self.env,
+            self.work_dir / f"{name}.log",
+        )
+        self.worker.wait_for_output(" ready.", 60)
+
+    def start_beat(self) -> None:
+        self.beat = CeleryProcess(
+            [CELERY, "-A", "config", "beat", "--loglevel", "INFO"],
+            self.env,
+            self.work_dir / f"beat-{uuid.uuid4().hex[:8]}.log",
+        )
+
+    def healthy(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return self.web.get("/health/", timeout=5).status_code == 200
+        return False
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        wait_for(self.healthy, timeout, "/health/ to answer 200")
+
+    def server_errors(self) -> list[dict]:
+        """Every JSON log line of the web processes at ERROR or above (a 500 logs one)."""
+        errors = []
+        for line in self.web.stdout().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("levelname") in {"ERROR", "CRITICAL"}:
+                    errors.append(record)
+        return errors
+
+    def stop(self) -> None:
+        for process in (self.beat, self.worker):
+            if process is not None:
+                process.close()
+        if self.web is not None:
+            self.web.stop()
+        self.razorpay_http.clear()
+        if self.razorpay_http.is_running():
+            self.razorpay_http.stop()
+        self.redis.kill()
+
+
+def start_stack(
+    work_dir: Path,
+    *,
+    database_url: str | None = None,
+    web_workers: int = 2,
+    worker: bool = True,
+    beat: bool = True,
+    **env_changes,
+) -> Stack:
+    """Starts Redis, fake Razorpay, web, worker and beat; the caller stops the stack."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    redis = servers.RedisServer(work_dir / "redis")
+    redis.start()
+    razorpay_http = HTTPServer(host=servers.LOCALHOST, port=servers.free_port())
+    razorpay_http.start()
+    razorpay = FakeRazorpay()
+    razorpay.install(razorpay_http)
+    env = stack_env(
+        redis_url=redis.url,
+        database_url=database_url or servers.database_url(connections["default"].settings_dict),
+        razorpay_base=f"http://{servers.LOCALHOST}:{razorpay_http.port}/v1",
+        **env_changes,
+    )
+    stack = Stack(work_dir, redis, razorpay_http, razorpay, env)
+    try:
+        stack.start_web(workers=web_workers)
+        if worker:
+            stack.start_worker()
+        if beat:
+            stack.start_beat()
+        started = time.monotonic()
+        stack.wait_healthy(timeout=60 - (time.monotonic() - started))
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
