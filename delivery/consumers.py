@@ -123,7 +123,8 @@ class DeliveryConsumer(AsyncWebsocketConsumer):
     Server-to-client only: {"type": "status", "seq", "status", ...} and
     {"type": "location", "seq", "lat", "lng", "at"}. The first frame after connecting is the
     current status with the current seq. A rider who is unassigned from the order hears the
-    status change and is then closed with 4403; so is anyone once the order has ended.
+    status change and is then closed with 4403; everyone is closed with 1000 once the order has
+    ended (at once, after that first frame, on an order that ended before).
     """
 
     order_id = None
@@ -152,6 +153,8 @@ class DeliveryConsumer(AsyncWebsocketConsumer):
         )
         await self.send(text_data=json.dumps(current))
         logger.info("order %s watched by user %s", self.order_id, user.pk)
+        if current["status"] in TERMINAL_STATUSES:
+            await self.close(code=CLOSE_NORMAL)  # it ended before this socket opened
 
     async def disconnect(self, code):
         if self.order_id is not None:

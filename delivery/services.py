@@ -392,7 +392,8 @@ def order_assign_by_staff(*, order_id, rider_id, staff, reason: str = "") -> Ord
 
     The same move as a rider accepting (order_transition ASSIGN): pending offers are withdrawn,
     the rider goes on the delivery and, after commit, hears of it on their socket
-    ({"type": "assigned", ...}, the offer frame's trip and pay).
+    ({"type": "assigned", ...}, the offer frame's trip and pay). The offer log gets an accepted
+    offer of round 0 for it.
     """
     _require_assign_permission(staff)
     rider = Rider.objects.filter(pk=rider_id).first()
@@ -407,6 +408,19 @@ def order_assign_by_staff(*, order_id, rider_id, staff, reason: str = "") -> Ord
             reason=reason or f"Assigned by hand by {staff.phone}",
         )
         order = Order.objects.select_related("quote").get(pk=order.pk)
+        # The offer log records manual assignments too (round 0), accepted at once: the rider
+        # is then never offered this order again, as after a release of an accepted offer.
+        now = timezone.now()
+        Offer.objects.create(
+            order=order,
+            rider=rider,
+            round_number=0,
+            distance_m=_metres_to_pickup(rider, order),
+            pay_paise=settings.RIDER_FIXED_PAY_PER_ORDER_PAISE,
+            status=Offer.Status.ACCEPTED,
+            expires_at=now,
+            responded_at=now,
+        )
         message = {
             "type": "assigned",
             "order_id": str(order.pk),
@@ -418,6 +432,16 @@ def order_assign_by_staff(*, order_id, rider_id, staff, reason: str = "") -> Ord
         transaction.on_commit(lambda: _send_to_rider(rider.pk, message))
     logger.info("order %s assigned by hand to rider %s by %s", order.pk, rider.pk, staff.pk)
     return order
+
+
+def _metres_to_pickup(rider: Rider, order: Order) -> int:
+    distance = (
+        Rider.objects.filter(pk=rider.pk)
+        .annotate(metres=Distance("last_location", order.quote.pickup_location))
+        .values_list("metres", flat=True)
+        .first()
+    )
+    return round(distance.m) if distance is not None else 0
 
 
 def order_unassign_by_staff(*, order_id, staff, reason: str = "") -> Order:

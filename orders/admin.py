@@ -252,7 +252,7 @@ class OrderAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 service(order)
                 succeeded += 1
             except ApiError as refusal:
-                self.message_user(request, f"{order.pk}: {refusal.message}", messages.WARNING)
+                self.message_user(request, f"Order {order.pk}: {refusal.message}", messages.WARNING)
         if succeeded:
             self.message_user(request, f"{succeeded} order(s) {done}.", messages.SUCCESS)
 

@@ -193,8 +193,6 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
                     realtime.rider_group(from_rider_id),
                     {"type": "unassigned", "order_id": str(order.pk), "status": to_status},
                 )
-        if to_status == S.SEARCHING_RIDER:
-            transaction.on_commit(lambda: dispatch_request(order_id=order.pk))
         realtime.send_on_commit(
             realtime.order_group(order.pk),
             realtime.status_message(
@@ -205,4 +203,6 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
                 at=order.updated_at,
             ),
         )
+        if to_status == S.SEARCHING_RIDER:  # after the messages: a new offer comes after them
+            transaction.on_commit(lambda: dispatch_request(order_id=order.pk))
     return order

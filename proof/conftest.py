@@ -8,30 +8,18 @@ runs them after every database test, so nothing they leave behind reaches anothe
 """
 
 from dataclasses import dataclass
-from importlib import import_module
 
 import pytest
 from django.apps import apps
 
 from accounts.models import User
 from accounts.tests.factories import UserFactory
-from core.permissions import grant
 from orders.models import Order
 from orders.tests.factories import OrderFactory, ServiceAreaFactory
+from orders.tests.support import ensure_ops_groups
 from proof.stack import Stack, start_stack
 from riders.models import Rider
 from riders.tests.factories import RiderFactory, access_token
-
-OPS_GROUP_MIGRATIONS = [
-    ("orders.migrations.0003_ops_groups", "GROUPS"),
-    ("orders.migrations.0005_ops_assign_riders_and_see_earnings", "GRANTS"),
-]
-
-
-def ensure_ops_groups() -> None:
-    """The ops groups as the migrations made them (a transactional test's flush empties them)."""
-    for module, name in OPS_GROUP_MIGRATIONS:
-        grant(apps, getattr(import_module(module), name))
 
 
 @pytest.fixture(scope="session")

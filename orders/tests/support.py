@@ -1,10 +1,14 @@
 """Helpers for the orders and payments tests: signed-in clients and booking through the API."""
 
+from importlib import import_module
+
+from django.apps import apps
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.tests.factories import UserFactory
+from core.permissions import grant
 from orders.tests.factories import DROP, PICKUP
 
 QUOTE_URL = "/api/v1/orders/quote/"
@@ -22,8 +26,26 @@ def client_for(user) -> APIClient:
     return client
 
 
+# The data migrations that make the ops groups, and the name of each one's grants.
+OPS_GROUP_MIGRATIONS = [
+    ("orders.migrations.0003_ops_groups", "GROUPS"),
+    ("orders.migrations.0005_ops_assign_riders_and_see_earnings", "GRANTS"),
+]
+
+
+def ensure_ops_groups() -> None:
+    """The ops groups as the migrations made them.
+
+    The flush after a transactional test empties auth_group (post_migrate brings back only
+    content types and permissions), so a test running after one would find no groups.
+    """
+    for module, name in OPS_GROUP_MIGRATIONS:
+        grant(apps, getattr(import_module(module), name))
+
+
 def ops_user(*groups: str, **fields):
     """A staff member whose rights come only from the named ops groups."""
+    ensure_ops_groups()
     user = UserFactory(is_staff=True, is_customer=False, **fields)
     user.groups.set(Group.objects.filter(name__in=groups))
     return user
