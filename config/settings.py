@@ -340,11 +340,21 @@ else:
     _cache_backend = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 CACHES = {"default": _cache_backend}
 
+# Redis connections one process's channel layer may hold at once. redis-py's asyncio pool
+# refuses the next one ("Too many connections") rather than waiting, and every socket that
+# connects, joins a group or is sent to takes one for a moment: the pool's default of 100 was
+# exhausted by 200 sockets opening at once in the load test, dropping them.
+CHANNEL_LAYER_MAX_CONNECTIONS = env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000)
+if CHANNEL_LAYER_MAX_CONNECTIONS <= 0:
+    _problems.append("CHANNEL_LAYER_MAX_CONNECTIONS must be positive.")
 if USE_REDIS:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "delivery:asgi"},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "max_connections": CHANNEL_LAYER_MAX_CONNECTIONS}],
+                "prefix": "delivery:asgi",
+            },
         }
     }
 else:

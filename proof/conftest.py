@@ -1,13 +1,17 @@
 """The proof suite's running stack and the people who use it.
 
-The stack is started once per session and shared by the fuzzing, authorization and
-hostile-input tests; the fault tests start stacks of their own, since they break them. These
-tests use no pytest-django database marker: the service's own processes write the database,
-and the test process reads and seeds it through `django_db_blocker.unblock()`. pytest-django
-runs them after every database test, so nothing they leave behind reaches another test.
+The stack is started once per session and shared by the fuzzing, authorization, hostile-input
+and load tests; the fault tests start stacks of their own, since they break them.
+
+Every proof test is marked django_db(transaction=True) here: pytest-django creates the test
+database only when a collected test carries a django_db marker (django_db_setup alone does
+not), and without it the stack would run on the developer's own database. Transactional, so
+the stack's processes see what a test commits; the tables are emptied after each test, and
+`_seeded` puts back what every test needs (the ops groups, a service area).
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from django.apps import apps
@@ -21,22 +25,31 @@ from proof.stack import Stack, start_stack
 from riders.models import Rider
 from riders.tests.factories import RiderFactory, access_token
 
+PROOF_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if PROOF_DIR in Path(item.path).parents and not item.get_closest_marker("django_db"):
+            item.add_marker(pytest.mark.django_db(transaction=True))
+
 
 @pytest.fixture(scope="session")
-def stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Stack:
-    with django_db_blocker.unblock():
-        ensure_ops_groups()
-        ServiceAreaFactory()
+def stack(django_db_setup, tmp_path_factory) -> Stack:
     stack = start_stack(tmp_path_factory.mktemp("proof-stack"))
     yield stack
     stack.stop()
 
 
+@pytest.fixture(autouse=True)
+def _seeded(transactional_db):
+    ensure_ops_groups()
+    ServiceAreaFactory()
+
+
 @pytest.fixture
-def db_access(django_db_blocker):
-    """Seeding and reading the stack's database from the test (no transaction around it)."""
-    with django_db_blocker.unblock():
-        yield
+def db_access(transactional_db):
+    """Seeding and reading the stack's database from the test; committed at once."""
 
 
 @dataclass

@@ -106,13 +106,17 @@ class Stack:
         wait_for(self.healthy, timeout, "/health/ to answer 200")
 
     def server_errors(self) -> list[dict]:
-        """Every JSON log line of the web processes at ERROR or above (a 500 logs one)."""
+        """Every log line of the web processes at ERROR or above, from stdout (the app's JSON
+        lines: a 500 logs one) and stderr (gunicorn's and uvicorn's, e.g. "Exception in ASGI
+        application" when a socket's consumer raises)."""
         errors = []
-        for line in self.web.stdout().splitlines():
-            with contextlib.suppress(ValueError):
+        for line in self.web.output().splitlines():
+            try:
                 record = json.loads(line)
-                if isinstance(record, dict) and record.get("levelname") in {"ERROR", "CRITICAL"}:
-                    errors.append(record)
+            except ValueError:
+                record = {"level": "ERROR", "message": line} if "Traceback" in line else None
+            if isinstance(record, dict) and record.get("level") in {"ERROR", "CRITICAL"}:
+                errors.append(record)
         return errors
 
     def stop(self) -> None:

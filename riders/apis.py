@@ -2,7 +2,7 @@
 
 import json
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.http import JsonResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -306,6 +306,7 @@ class RiderEarningsApi(RiderApi):
             400: error_response("Bad dates (field errors on from/to)."),
             401: error_response("Not signed in."),
             403: error_response("not_a_rider."),
+            404: error_response("Invalid page: not a page number, or past the last page."),
         },
     )
     def get(self, request):
@@ -399,7 +400,10 @@ class RiderLocationApi(APIView):
         user_id = _bearer_user_id(request)
         serializer = self.InputSerializer(data=_json_body(request))
         serializer.is_valid(raise_exception=True)
-        receipt = await sync_to_async(rider_location_record)(
+        # Not thread-sensitive: under ASGI every sync view of this worker shares one thread,
+        # and pings must not queue behind them (or each other). database_sync_to_async hands
+        # the connection back to the pool when the call returns, as the rider socket does.
+        receipt = await database_sync_to_async(rider_location_record, thread_sensitive=False)(
             user_id=user_id, **serializer.validated_data
         )
         await location_broadcast(receipt)  # committed by now
