@@ -22,6 +22,7 @@ from rest_framework import status
 
 from accounts.models import User
 from core.exceptions import ApiError
+from core.queueing import queue_task
 from orders.models import (
     ActorKind,
     Order,
@@ -286,7 +287,12 @@ def dispatch_request(*, order_id) -> None:
 
     Queues delivery.tasks.dispatch_order on the high queue, which runs one dispatch round
     (delivery.services.dispatch_round); declines, expiry and the sweep queue the later rounds.
+
+    Best effort: it runs after the change is committed, so a broker (Redis) that is down must
+    not turn that change into an error (a 500 for an order that was in fact booked). The order
+    is left searching with no round, which is what the sweep (delivery.tasks.sweep_stale_offers,
+    every 10 s) looks for once the broker is back.
     """
     from delivery.tasks import dispatch_order
 
-    dispatch_order.delay(str(order_id))
+    queue_task(dispatch_order, str(order_id), recovered_by="the dispatch sweep")

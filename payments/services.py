@@ -19,6 +19,7 @@ from rest_framework import status
 
 from accounts.models import User
 from core.exceptions import ApiError
+from core.queueing import queue_task
 from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus
 from orders.selectors import order_get_for_customer
 from orders.state import Action, Actor, order_transition
@@ -336,7 +337,7 @@ def refund_request(
 def _queue_refund(refund_id) -> None:
     from payments.tasks import send_refund
 
-    send_refund.delay(str(refund_id))
+    queue_task(send_refund, str(refund_id), recovered_by="the payments reconciler")
 
 
 def _settle_order_after_refund(order: Order) -> None:
@@ -485,7 +486,7 @@ def webhook_receive(*, raw_body: bytes, signature: str, event_id: str) -> tuple[
 def _queue_webhook(event_pk: int) -> None:
     from payments.tasks import process_webhook_event
 
-    process_webhook_event.delay(event_pk)
+    queue_task(process_webhook_event, event_pk, recovered_by="the payments reconciler")
 
 
 def _entity(payload: dict, name: str) -> dict:
@@ -544,6 +545,27 @@ def webhook_process(*, event_pk: int) -> WebhookEvent:
 
 
 # --- Reconciliation -------------------------------------------------------------------------
+
+
+def payments_requeue_stranded(*, older_than: timedelta) -> int:
+    """Queues again the refunds and webhook events whose task was never queued (the broker was
+    down when they were saved) or was lost; returns how many. Both tasks are safe to run twice:
+    a refund keeps its idempotency key, a processed event is skipped.
+    """
+    from payments.tasks import process_webhook_event, send_refund
+
+    cutoff = timezone.now() - older_than
+    refunds = Refund.objects.filter(status=Refund.Status.PENDING, created_at__lte=cutoff)
+    events = WebhookEvent.objects.filter(processed_at__isnull=True, received_at__lte=cutoff)
+    queued = 0
+    for refund_id in refunds.values_list("pk", flat=True)[:RECONCILE_BATCH]:
+        queued += queue_task(send_refund, str(refund_id), recovered_by="the next reconcile")
+    for event_pk in events.values_list("pk", flat=True)[:RECONCILE_BATCH]:
+        queued += queue_task(process_webhook_event, event_pk, recovered_by="the next reconcile")
+    if queued:
+        logger.info("requeued %d stranded refund(s) and webhook event(s)", queued)
+    return queued
+
 
 RECONCILE_BATCH = 200
 RECONCILE_GIVE_UP_AFTER = timedelta(days=3)

@@ -43,13 +43,17 @@ def send_refund(refund_id: str) -> None:
 
 @shared_task(ignore_result=True)
 def reconcile_pending_payments() -> None:
-    """Every 10 min: ask Razorpay about payments still pending and settle their captures.
+    """Every 10 min: ask Razorpay about payments still pending and settle their captures, after
+    queueing again the refunds and webhook events whose task never ran (broker down).
 
     Applies the one locked mark_paid used by verify and the webhook, so a capture that was
     already settled is a no-op and one that arrived for a cancelled order is refunded.
     """
-    from payments.services import payments_reconcile
+    from payments.services import payments_reconcile, payments_requeue_stranded
 
+    payments_requeue_stranded(
+        older_than=timedelta(minutes=settings.PAYMENT_RECONCILE_AFTER_MINUTES)
+    )
     applied = payments_reconcile(
         older_than=timedelta(minutes=settings.PAYMENT_RECONCILE_AFTER_MINUTES)
     )

@@ -18,7 +18,8 @@ NOT_CONFIGURATION = {"DJANGO_SETTINGS_MODULE"}
 
 def _variables_read_by_code() -> set[str]:
     sources = [ROOT / "gunicorn_conf.py", *ROOT.glob("config/*.py")]
-    sources += [p for p in ROOT.glob("*/*.py") if "tests" not in p.parts]
+    # Test code and the proof suite (whose knobs, like LOAD_SECONDS, are not the service's).
+    sources += [p for p in ROOT.glob("*/*.py") if not {"tests", "proof"} & set(p.parts)]
     names = set()
     for source in sources:
         text = source.read_text()

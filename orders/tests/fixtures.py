@@ -17,14 +17,14 @@ def dispatched(monkeypatch) -> list[str]:
 
     calls: list[str] = []
     lock = threading.Lock()
-    original = tasks.dispatch_order.delay
+    original = tasks.dispatch_order.apply_async
 
-    def record(order_id):
+    def record(args=None, kwargs=None, **options):
         with lock:
-            calls.append(str(order_id))
-        return original(order_id)
+            calls.append(str(args[0]))
+        return original(args, kwargs, **options)
 
-    monkeypatch.setattr(tasks.dispatch_order, "delay", record)
+    monkeypatch.setattr(tasks.dispatch_order, "apply_async", record)
     return calls
 
 

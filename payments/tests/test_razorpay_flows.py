@@ -392,3 +392,32 @@ def test_the_reconciler_settles_captures_nobody_reported(checkout, razorpay, dis
     with time_machine.travel(timezone.now() + timedelta(minutes=30)), on_commit():
         reconcile_pending_payments.delay()
     assert _mark_paid_events(order["id"]) == 1
+
+
+def test_a_refund_and_a_webhook_whose_tasks_never_ran_are_picked_up_by_the_reconciler(
+    checkout, razorpay, api_client, on_commit
+):
+    # given a paid order cancelled, and a webhook received, while the broker was down: both
+    # are saved, but their tasks never reached a worker (no on-commit work runs here)
+    client, order, rzp_order_id = checkout
+    payment = razorpay.capture(rzp_order_id)
+    with on_commit():
+        _verify(client, rzp_order_id, payment["id"])
+    assert client.post(order_url(order["id"], "cancel"), {}, format="json").status_code == 200
+    post_webhook(api_client, webhook_body("payment.failed", payment=payment), "evt_lost")
+    refund = Refund.objects.get()
+    assert (refund.status, razorpay.refund_requests) == (Refund.Status.PENDING, [])
+    assert WebhookEvent.objects.get(event_id="evt_lost").processed_at is None
+
+    # when the reconciler runs while they are still young, nothing is sent twice in a hurry
+    with on_commit():
+        reconcile_pending_payments.delay()
+    assert razorpay.refund_requests == []
+
+    # and when it runs after PAYMENT_RECONCILE_AFTER_MINUTES, both are done, once
+    with time_machine.travel(timezone.now() + timedelta(minutes=16)), on_commit():
+        reconcile_pending_payments.delay()
+    assert Refund.objects.get().status == Refund.Status.PROCESSED
+    assert len(razorpay.refund_requests) == 1
+    assert WebhookEvent.objects.get(event_id="evt_lost").processed_at is not None
+    assert Order.objects.get(pk=order["id"]).payment_status == PaymentStatus.REFUNDED

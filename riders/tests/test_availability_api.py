@@ -115,6 +115,7 @@ def test_coming_back_online_with_yesterdays_fix_is_not_swept_offline_at_once(api
     assert rider.status == Rider.Status.OFFLINE
 
 
+@pytest.mark.django_db(transaction=True)  # the ping's service runs in a worker thread
 def test_a_ping_keeps_an_online_rider_online(api_client, settings):
     # given an online rider who came online long ago and whose last fix is old
     settings.RIDER_IDLE_OFFLINE_MINUTES = 10
