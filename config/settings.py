@@ -402,6 +402,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Public like /health/ and /api/config/: no credential is read, so an app or a browser
+    # holding an expired token still gets the schema and the docs instead of a 401.
+    "SERVE_AUTHENTICATION": [],
     # Docs assets come from drf-spectacular-sidecar: no CDN, works offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
