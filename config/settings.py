@@ -352,7 +352,18 @@ if USE_REDIS:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "max_connections": CHANNEL_LAYER_MAX_CONNECTIONS}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": CHANNEL_LAYER_MAX_CONNECTIONS,
+                        # Each process's receive loop blocks in BZPOPMIN for 5 s. redis-py 8
+                        # reads with a 5 s socket timeout by default, so an idle wait could
+                        # end in TimeoutError and tear the sockets' consumers down
+                        # (django/channels_redis#422): read longer than the block lasts.
+                        "socket_timeout": REDIS_SOCKET_TIMEOUT + 5,
+                        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+                    }
+                ],
                 "prefix": "delivery:asgi",
             },
         }
@@ -388,7 +399,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's, refusing JSON nested past the recursion limit with a 400 instead of a 500.
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     # Names the components of nested Input/OutputSerializers after their API class.

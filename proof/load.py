@@ -74,6 +74,7 @@ class Report:
     orders_delivered: set[str] = field(default_factory=set)
     watchers_peak: int = 0
     reconnects: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    retried: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     drop_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _watching: int = 0
 
@@ -132,7 +133,8 @@ class Report:
             f"{self.error_rate:.4%}, orders booked {len(self.orders_booked)}, delivered in "
             f"the run {len(self.orders_delivered)}, watchers at peak {self.watchers_peak}, "
             f"frames {dict(self.frames)}, sockets dropped by the server and reconnected "
-            f"{dict(self.reconnects)} {dict(self.drop_reasons)}"
+            f"{dict(self.reconnects)} {dict(self.drop_reasons)}, requests retried once on a "
+            f"fresh connection {dict(self.retried)}"
         )
         return "\n".join(lines)
 
@@ -182,12 +184,21 @@ class Run:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         headers.update(kw.pop("headers", {}))
         started = time.monotonic()
-        try:
-            response = await self.http.request(method, path, headers=headers, **kw)
-        except httpx.HTTPError as error:
-            self.report.record(kind, time.monotonic() - started, 0)
-            self.report.failures.append(f"{kind}: {type(error).__name__}: {error}")
-            return None
+        for attempt in (1, 2):
+            try:
+                response = await self.http.request(method, path, headers=headers, **kw)
+                break
+            except httpx.TransportError as error:
+                # A kept-alive connection the server closed as the request went out (a worker
+                # recycled after GUNICORN_MAX_REQUESTS): mobile HTTP stacks such as OkHttp try
+                # once more on a fresh connection, and so does this. Every request here is
+                # safe to repeat (pings by recorded_at, bookings by Idempotency-Key, steps
+                # answer 409 once taken).
+                if attempt == 2:
+                    self.report.record(kind, time.monotonic() - started, 0)
+                    self.report.failures.append(f"{kind}: {type(error).__name__}: {error}")
+                    return None
+                self.report.retried[f"{kind}: {type(error).__name__}"] += 1
         self.report.record(kind, time.monotonic() - started, response.status_code)
         return response
 

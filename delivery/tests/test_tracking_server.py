@@ -134,6 +134,29 @@ def test_the_customer_sees_the_riders_ping_within_a_second(server):
     assert order.tracking_seq == 5
 
 
+def test_an_idle_socket_outlives_the_channel_layers_blocking_reads(server):
+    # given a customer watching an order nothing happens to for 12 s: the channel layer's
+    # receive loop blocks in BZPOPMIN for 5 s at a time, over and over
+    order = OrderFactory(status="rider_assigned")
+    rider = located(order.rider, lat=PICKUP["lat"], lng=PICKUP["lng"], seconds_ago=20)
+    rider_headers = {"Authorization": f"Bearer {access_token(rider.user)}"}
+    with connect(server, f"/ws/delivery/{order.pk}/", access_token(order.customer)) as socket:
+        frames_until(socket, "status")
+        with pytest.raises(TimeoutError):
+            socket.recv(timeout=12)
+
+        # when the rider moves
+        body = fix(PICKUP["lat"] + 0.0005, PICKUP["lng"], seconds_ago=1)
+        response = server.request(
+            "POST", "/api/v1/riders/me/location/", json=body, headers=rider_headers
+        )
+        assert response.status_code == 202, response.text
+
+        # then the same socket still hears it, and no consumer died in between
+        assert frames_until(socket, "location", timeout=5)["seq"] == 1
+    assert "Exception in ASGI application" not in server.output()
+
+
 def test_from_sign_in_to_delivered_and_earned_through_the_api_only(server, worker):
     # given a service area (ops' set-up)
     ServiceAreaFactory(area=AREA)
