@@ -50,7 +50,8 @@ class PhoneRateThrottle(FailClosedRateThrottle):
         except ValidationError:
             phone = raw.strip()[:32]
         # Hashed: throttle keys in Redis should not be a list of customers' phone numbers.
-        ident = hashlib.sha256(phone.encode()).hexdigest()[:32]
+        # surrogatepass: JSON may carry a lone surrogate ("\ud800"), which UTF-8 cannot encode.
+        ident = hashlib.sha256(phone.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 

@@ -8,6 +8,7 @@ import logging
 import sys
 
 import redis.exceptions
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import exceptions as drf_exceptions
@@ -91,6 +92,13 @@ def api_exception_handler(exc, context):
             error_body(exc.code, exc.message, exc.fields),
             status=exc.status_code,
             headers={"Retry-After": str(retry_after)} if retry_after else None,
+        )
+    if isinstance(exc, RequestDataTooBig):
+        # A body over DATA_UPLOAD_MAX_MEMORY_SIZE read through request.body (the location and
+        # webhook views). Django would answer 400 and log it at ERROR as a security event.
+        return Response(
+            error_body("payload_too_large", "The request body is too large."),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, DEPENDENCY_ERRORS):
         _log_dependency_error(exc)

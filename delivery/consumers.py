@@ -199,7 +199,7 @@ def _parse_frame(text_data: str | None, bytes_data: bytes | None) -> dict:
         raise FrameError("frame_too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes.")
     try:
         frame = json.loads(text_data)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
         raise FrameError("invalid_json", "The frame is not valid JSON.") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise FrameError("invalid_frame", 'A frame is a JSON object with a "type".')

@@ -194,6 +194,7 @@ class OrderListCreateApi(APIView):
                 },
             ),
             401: error_response("Not signed in."),
+            404: error_response("Invalid page: not a page number, or past the last page."),
         },
     )
     def get(self, request):

@@ -98,7 +98,8 @@ class RazorpayWebhookApi(APIView):
             OpenApiParameter("X-Razorpay-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER),
             OpenApiParameter("X-Razorpay-Event-Id", OpenApiTypes.STR, OpenApiParameter.HEADER),
         ],
-        request=OpenApiTypes.OBJECT,
+        # By media type: with no parser classes, a bare type would leave the body undocumented.
+        request={"application/json": OpenApiTypes.OBJECT},
         responses={
             200: inline_serializer(
                 "RazorpayWebhookAnswer",

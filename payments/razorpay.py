@@ -97,6 +97,12 @@ def _hmac_sha256(secret: str, message: bytes) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
+def _same_signature(expected: str, given: str | None) -> bool:
+    # As bytes: hmac.compare_digest raises TypeError for a str with non-ASCII characters, and
+    # the signature comes from the client (a header, or checkout's JSON).
+    return hmac.compare_digest(expected.encode(), (given or "").encode("utf-8", "surrogatepass"))
+
+
 def checkout_signature_valid(
     *, razorpay_order_id: str, razorpay_payment_id: str, signature: str
 ) -> bool:
@@ -106,7 +112,7 @@ def checkout_signature_valid(
     expected = _hmac_sha256(
         settings.RAZORPAY_KEY_SECRET, f"{razorpay_order_id}|{razorpay_payment_id}".encode()
     )
-    return hmac.compare_digest(expected, signature or "")
+    return _same_signature(expected, signature)
 
 
 def webhook_signature_valid(*, raw_body: bytes, signature: str) -> bool:
@@ -114,4 +120,4 @@ def webhook_signature_valid(*, raw_body: bytes, signature: str) -> bool:
     if not settings.RAZORPAY_WEBHOOK_SECRET:
         return False
     expected = _hmac_sha256(settings.RAZORPAY_WEBHOOK_SECRET, raw_body)
-    return hmac.compare_digest(expected, signature or "")
+    return _same_signature(expected, signature)

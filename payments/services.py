@@ -466,10 +466,14 @@ def webhook_receive(*, raw_body: bytes, signature: str, event_id: str) -> tuple[
     if not razorpay.webhook_signature_valid(raw_body=raw_body, signature=signature):
         raise SignatureInvalid("The webhook signature does not match.")
     try:
-        payload = json.loads(raw_body)
-    except ValueError:
+        payload = json.loads(raw_body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # not UTF-8 or not JSON; nested thousands deep
         payload = None
-    if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("event"), str)
+        or not _storable(payload)
+    ):
         raise ApiError("The webhook body is not a Razorpay event.", code="invalid")
     # Razorpay always sends the id; should one ever be missing, the body itself dedupes.
     event_id = event_id.strip()[:100] or "sha256:" + hashlib.sha256(raw_body).hexdigest()
@@ -481,6 +485,33 @@ def webhook_receive(*, raw_body: bytes, signature: str, event_id: str) -> tuple[
         if created:
             transaction.on_commit(lambda: _queue_webhook(event.pk))
     return event, created
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # json.loads would take NaN and Infinity
+
+
+def _storable(payload) -> bool:
+    """Whether PostgreSQL can keep it: jsonb and text hold no NUL and no lone surrogate."""
+    pending = [payload]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str) and ("\x00" in value or _has_lone_surrogate(value)):
+            return False
+    return True
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _queue_webhook(event_pk: int) -> None:

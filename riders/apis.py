@@ -72,7 +72,12 @@ class RiderMeApi(RiderApi):
         )
 
         def validate_vehicle_number(self, value: str) -> str:
-            return "".join(value.split()).upper()  # "ka 01 ab 1234" is KA01AB1234
+            value = "".join(value.split()).upper()  # "ka 01 ab 1234" is KA01AB1234
+            # Uppercasing can lengthen it ("ß" -> "SS"): check the column's limit again.
+            limit = Rider._meta.get_field("vehicle_number").max_length
+            if len(value) > limit:
+                raise serializers.ValidationError(f"At most {limit} characters, uppercased.")
+            return value
 
         def validate(self, attrs):
             others = sorted(set(self.initial_data) - set(self.fields))
@@ -445,9 +450,14 @@ def _bearer_user_id(request):
 
 
 def _json_body(request) -> dict:
+    # As DRF's JSON parser would: another declared type (or none) is a 415, not read as JSON.
+    if request.content_type != "application/json":
+        raise exceptions.UnsupportedMediaType(request.content_type or "(none)")
     try:
         data = json.loads(request.body or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):
+        # ValueError: not UTF-8, not JSON, or an integer past Python's 4300-digit limit;
+        # RecursionError: nested thousands of levels deep.
         raise exceptions.ParseError("The body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise exceptions.ParseError("The body must be a JSON object.")
