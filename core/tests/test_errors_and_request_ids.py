@@ -229,7 +229,7 @@ def send_tokens_in_query_strings(server: servers.Server) -> str:
     with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
         # A path no consumer serves: refused at the handshake, and uvicorn logs the path.
         websockets.sync.client.connect(
-            f"ws://127.0.0.1:{server.port}/ws/delivery/{uuid.uuid4()}/?token={SECRET}",
+            f"ws://127.0.0.1:{server.port}/ws/nowhere/{uuid.uuid4()}/?token={SECRET}",
             open_timeout=5,
         ).close()
     assert refused.value.response.status_code == 403
