@@ -10,11 +10,14 @@ the stack's processes see what a test commits; the tables are emptied after each
 `_seeded` puts back what every test needs (the ops groups, a service area).
 """
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from django.apps import apps
+from django.db import OperationalError, connection
+from django.test import TransactionTestCase
 
 from accounts.models import User
 from accounts.tests.factories import UserFactory
@@ -34,15 +37,49 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.django_db(transaction=True))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_retries_deadlocks():
+    """After each test the tables are emptied (TRUNCATE) while the stack's own processes may
+    still be querying them (beat's 10 s sweep, a task a test queued); PostgreSQL can then pick
+    the TRUNCATE as a deadlock victim. It is tried again, a few times."""
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self):
+        for attempt in range(1, 6):
+            try:
+                return original(self)
+            except OperationalError as error:
+                if "deadlock detected" not in str(error) or attempt == 5:
+                    raise
+                time.sleep(0.5 * attempt)
+
+    TransactionTestCase._fixture_teardown = teardown
+    yield
+    TransactionTestCase._fixture_teardown = original
+
+
 @pytest.fixture(scope="session")
 def stack(django_db_setup, tmp_path_factory) -> Stack:
-    stack = start_stack(tmp_path_factory.mktemp("proof-stack"))
+    """The stack the fuzzing, hostile-input and authorization tests share. Its workers are
+    not recycled (GUNICORN_MAX_REQUESTS): a recycle drops sockets and refuses handshakes for a
+    moment, which the load test measures on a stack with the production default."""
+    stack = start_stack(tmp_path_factory.mktemp("proof-stack"), GUNICORN_MAX_REQUESTS="1000000")
     yield stack
     stack.stop()
 
 
+def assert_on_test_database(stack: Stack | None = None) -> None:
+    """Never seed, read or serve the developer's own database."""
+    settings = connection.settings_dict
+    name, test_name = settings["NAME"], settings["TEST"]["NAME"]
+    assert (name == test_name) if test_name else name.startswith("test_"), f"{name}: not a test db"
+    if stack is not None:
+        assert stack.env["DATABASE_URL"].endswith(f"/{name}"), "the stack serves another database"
+
+
 @pytest.fixture(autouse=True)
 def _seeded(transactional_db):
+    assert_on_test_database()
     ensure_ops_groups()
     ServiceAreaFactory()
 

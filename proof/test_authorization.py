@@ -40,7 +40,6 @@ import httpx
 import pytest
 import websockets.sync.client
 from django.contrib.gis.geos import Point
-from django.db import connection
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
@@ -54,7 +53,7 @@ from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus, Rati
 from orders.tests.factories import QuoteFactory
 from payments.models import Payment
 from payments.tests.fake_razorpay import checkout_signature, webhook_body, webhook_signature
-from proof.conftest import Person, customer, order_for, rider, staff
+from proof.conftest import Person, assert_on_test_database, customer, order_for, rider, staff
 from riders.models import Rider
 from riders.tests.factories import located
 
@@ -760,9 +759,7 @@ def _diff(before: dict, after: dict) -> dict:
 @pytest.fixture
 def shared(stack, db_access) -> dict[str, Person]:
     """Everyone but the order's rider (made per cell); the tables are emptied after each test."""
-    # Never the developer's own database (pytest-django switches only for django_db tests).
-    name, test_name = connection.settings_dict["NAME"], connection.settings_dict["TEST"]["NAME"]
-    assert (name == test_name) if test_name else name.startswith("test_"), f"{name}: not a test db"
+    assert_on_test_database(stack)
     return {
         "customer_a": customer(),
         "customer_b": customer(),

@@ -29,7 +29,6 @@ from datetime import timedelta
 
 import pytest
 import schemathesis
-from django.db import connection
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, Phase, given, settings
@@ -46,8 +45,8 @@ from schemathesis.specs.openapi.checks import (
 from delivery.models import Offer
 from orders.tests.factories import DROP, PICKUP
 from payments.tests.fake_razorpay import webhook_body, webhook_signature
-from proof.conftest import customer, order_for, rider
-from proof.stack import Stack
+from proof.conftest import assert_on_test_database, customer, order_for, rider
+from proof.stack import LogWindow
 from riders.tests.factories import located
 
 CHECKS = [
@@ -92,50 +91,12 @@ def _operations(document: dict) -> list[tuple[str, str]]:
 OPERATIONS = _operations(_code_schema())
 
 
-class LogWindow:
-    """The web server's log lines written since this window opened, stdout and stderr both."""
-
-    def __init__(self, stack: Stack):
-        self.stack = stack
-        self.offsets = (len(stack.web.stdout()), len(stack.web.stderr()))
-
-    def lines(self) -> list[str]:
-        stdout, stderr = self.stack.web.stdout(), self.stack.web.stderr()
-        return (stdout[self.offsets[0] :] + "\n" + stderr[self.offsets[1] :]).splitlines()
-
-    def errors(self) -> list[dict]:
-        """Records at ERROR or above (the JSON formatter names the field "level"), and any
-        traceback printed outside the JSON logs (an exception in a socket's consumer)."""
-        found = []
-        for line in self.lines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                if "Traceback" in line:
-                    found.append({"level": "ERROR", "message": line})
-                continue
-            level = record.get("level") if isinstance(record, dict) else None
-            if level in {"ERROR", "CRITICAL"}:
-                found.append(record)
-        return found
-
-    def server_error_answers(self) -> list[str]:
-        """Access-log lines of 5xx answers."""
-        return [line for line in self.lines() if "uvicorn.access" in line and '" 5' in line]
-
-
 # --- Fixtures ---------------------------------------------------------------------------------
-
-
-def _assert_on_test_database(stack: Stack) -> None:
-    name = connection.creation._get_test_db_name()
-    assert connection.settings_dict["NAME"] == name, "seeding would write a non-test database"
-    assert stack.env["DATABASE_URL"].endswith(f"/{name}"), "the stack serves a non-test database"
 
 
 @pytest.fixture(scope="module")
 def log_window(stack) -> LogWindow:
-    return LogWindow(stack)
+    return stack.log_window()
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +113,7 @@ class Caller:
 @pytest.fixture
 def callers(stack, log_window, db_access) -> dict[str, Caller]:
     """Seeded for each test: proof/conftest.py empties the tables after every test."""
-    _assert_on_test_database(stack)
+    assert_on_test_database(stack)
     buyer = customer()
     carrier = rider()
     searching = order_for(buyer, "searching_rider")
@@ -250,7 +211,7 @@ def call(live_schema, stack, person, method, path, *, expect, **case_fields):
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_success_answers_of_a_customer_match_the_schema(stack, live_schema, db_access):
-    _assert_on_test_database(stack)
+    assert_on_test_database(stack)
     buyer = customer()
     unpaid = order_for(buyer, "payment_pending", payment_method="razorpay")
     refresh = str(RefreshToken.for_user(buyer.user))
@@ -337,7 +298,7 @@ def test_success_answers_of_a_customer_match_the_schema(stack, live_schema, db_a
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_success_answers_of_a_rider_match_the_schema(stack, live_schema, db_access):
-    _assert_on_test_database(stack)
+    assert_on_test_database(stack)
     courier = rider()
     offered = order_for(customer(), "searching_rider")
     request = lambda method, path, expect, **fields: call(  # noqa: E731

@@ -19,7 +19,6 @@ import jwt
 import pytest
 import websockets.sync.client
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -30,8 +29,8 @@ from orders.models import Order, OrderStatus, PaymentStatus, Quote
 from orders.tests.factories import DROP, PICKUP
 from payments.models import Payment, WebhookEvent
 from payments.tests.fake_razorpay import WEBHOOK_SECRET, webhook_body, webhook_signature
-from proof.conftest import customer, order_for, rider
-from proof.stack import Stack
+from proof.conftest import assert_on_test_database, customer, order_for, rider
+from proof.stack import LogWindow, Stack
 from riders.models import Rider
 
 pytestmark = pytest.mark.slow
@@ -58,40 +57,9 @@ ODD_TEXT = {
 # --- Helpers ----------------------------------------------------------------------------------
 
 
-class LogWindow:
-    """The web server's log lines written since this window opened, stdout and stderr both."""
-
-    def __init__(self, stack: Stack):
-        self.stack = stack
-        self.offsets = (len(stack.web.stdout()), len(stack.web.stderr()))
-
-    def lines(self) -> list[str]:
-        stdout, stderr = self.stack.web.stdout(), self.stack.web.stderr()
-        return (stdout[self.offsets[0] :] + "\n" + stderr[self.offsets[1] :]).splitlines()
-
-    def errors(self) -> list[dict]:
-        """Records at ERROR or above (the JSON formatter names the field "level"), and any
-        traceback printed outside the JSON logs (an exception in a socket's consumer)."""
-        found = []
-        for line in self.lines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                if "Traceback" in line:
-                    found.append({"level": "ERROR", "message": line})
-                continue
-            level = record.get("level") if isinstance(record, dict) else None
-            if level in {"ERROR", "CRITICAL"}:
-                found.append(record)
-        return found
-
-    def server_error_answers(self) -> list[str]:
-        return [line for line in self.lines() if "uvicorn.access" in line and '" 5' in line]
-
-
 @pytest.fixture(scope="module")
 def log_window(stack) -> LogWindow:
-    return LogWindow(stack)
+    return stack.log_window()
 
 
 @pytest.fixture
@@ -101,15 +69,9 @@ def healthy_after(stack, log_window):
     assert stack.healthy(), "the server stopped answering /health/"
 
 
-def _assert_on_test_database(stack: Stack) -> None:
-    name = connection.creation._get_test_db_name()
-    assert connection.settings_dict["NAME"] == name
-    assert stack.env["DATABASE_URL"].endswith(f"/{name}")
-
-
 @pytest.fixture
 def people(stack, db_access, healthy_after):
-    _assert_on_test_database(stack)
+    assert_on_test_database(stack)
     buyer = customer()
     courier = rider()
     return buyer, courier
