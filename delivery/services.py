@@ -369,10 +369,6 @@ def offers_withdraw_from_unavailable_riders(*, rider_id=None) -> int:
     return withdrawn
 
 
-def offers_withdraw_for_rider(*, rider_id) -> int:
-    return offers_withdraw_from_unavailable_riders(rider_id=rider_id)
-
-
 # --- Ops: assigning and unassigning by hand -------------------------------------------------------
 
 

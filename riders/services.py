@@ -215,10 +215,10 @@ def _rematch(rider_id) -> None:
 
 
 def _withdraw_offers(rider_id) -> None:
-    """After commit: the rider's pending offers go back to dispatch (offers_withdraw_for_rider)."""
-    from delivery.services import offers_withdraw_for_rider
+    """After commit: the rider's pending offers go back to dispatch."""
+    from delivery.services import offers_withdraw_from_unavailable_riders
 
-    offers_withdraw_for_rider(rider_id=rider_id)
+    offers_withdraw_from_unavailable_riders(rider_id=rider_id)
 
 
 def rider_go_offline(*, rider: Rider) -> Rider:
