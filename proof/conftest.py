@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from django.apps import apps
+from django.core.management.base import CommandError
 from django.db import OperationalError, connection
 from django.test import TransactionTestCase
 
@@ -41,16 +42,20 @@ def pytest_collection_modifyitems(items):
 def _flush_retries_deadlocks():
     """After each test the tables are emptied (TRUNCATE) while the stack's own processes may
     still be querying them (beat's 10 s sweep, a task a test queued); PostgreSQL can then pick
-    the TRUNCATE as a deadlock victim. It is tried again, a few times."""
+    the TRUNCATE as a deadlock victim. It is tried again, a few times, on any error of the
+    database's own (not on a bug in the SQL)."""
     original = TransactionTestCase._fixture_teardown
 
     def teardown(self):
         for attempt in range(1, 6):
             try:
                 return original(self)
-            except OperationalError as error:
-                if "deadlock detected" not in str(error) or attempt == 5:
+            except (CommandError, OperationalError) as error:
+                # `flush` wraps the database's error in a CommandError
+                cause = error.__cause__ if isinstance(error, CommandError) else error
+                if not isinstance(cause, OperationalError) or attempt == 5:
                     raise
+                print(f"flush retried ({attempt}): {cause}")
                 time.sleep(0.5 * attempt)
 
     TransactionTestCase._fixture_teardown = teardown
