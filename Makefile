@@ -1,5 +1,5 @@
 # The two commands of the README, and a few helpers. Every target bootstraps what it needs.
-.PHONY: run test bootstrap lint format lock
+.PHONY: run test bench bootstrap lint format lock
 
 run: bootstrap
 	@mkdir -p .local
@@ -7,6 +7,11 @@ run: bootstrap
 
 test: bootstrap
 	scripts/test.sh $(ARGS)
+
+# The hot paths against their targets on loopback (docs/performance.md); its own database and
+# Redis, about three minutes. Writes bench/results.json.
+bench: bootstrap
+	.venv/bin/python -m bench.run $(ARGS)
 
 bootstrap:
 	scripts/bootstrap.sh

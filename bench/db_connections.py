@@ -41,7 +41,7 @@ def prepare_table() -> None:
         "CREATE TABLE IF NOT EXISTS bench_row (id int PRIMARY KEY, hits bigint NOT NULL);"
         "INSERT INTO bench_row VALUES (1, 0) ON CONFLICT (id) DO NOTHING;"
     )
-    subprocess.run(  # noqa: S603
+    subprocess.run(
         [str(PYTHON_BIN / "python"), "manage.py", "dbshell", "--", "-c", sql],
         cwd=ROOT,
         check=True,
@@ -66,7 +66,7 @@ def start_server(name: str, port: int, workers: int) -> subprocess.Popen:
     if setup["worker"]:
         command += ["--worker-class", setup["worker"]]
     command += ["--access-logfile", "/dev/null", setup["app"]]
-    server = subprocess.Popen(  # noqa: S603
+    server = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 30
@@ -82,8 +82,8 @@ def start_server(name: str, port: int, workers: int) -> subprocess.Popen:
 
 def run_wrk(port: int, seconds: int, connections: int) -> tuple[float, int]:
     url = f"http://127.0.0.1:{port}/bench/update/"
-    subprocess.run(["wrk", "-t1", "-c4", "-d2s", url], capture_output=True, check=True)  # noqa: S603,S607 - warm-up
-    result = subprocess.run(  # noqa: S603
+    subprocess.run(["wrk", "-t1", "-c4", "-d2s", url], capture_output=True, check=True)  # noqa: S607 - warm-up
+    result = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url],  # noqa: S607
         capture_output=True,
         text=True,

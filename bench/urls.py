@@ -3,6 +3,7 @@
 import logging
 import time
 
+from channels.db import database_sync_to_async
 from django.db import connection
 from django.http import JsonResponse
 from django.urls import include, path
@@ -23,6 +24,22 @@ def plain_json(request):
     return JsonResponse({"ok": True})
 
 
+async def plain_json_async(request):
+    return JsonResponse({"ok": True})
+
+
+def _update_row() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE bench_row SET hits = hits + 1 WHERE id = 1")
+
+
+async def one_row_update_async(request):
+    # As the rider-location view does its database work: outside the thread-sensitive thread,
+    # the connection handed back to the pool when the call returns.
+    await database_sync_to_async(_update_row, thread_sensitive=False)()
+    return JsonResponse({"ok": True})
+
+
 def slow(request):
     """Answers after ?seconds= (at most SLOW_VIEW_MAX_SECONDS): a request in flight on demand.
 
@@ -40,6 +57,8 @@ def slow(request):
 urlpatterns = [
     path("bench/update/", one_row_update),
     path("bench/json/", plain_json),
+    path("bench/async/update/", one_row_update_async),
+    path("bench/async/json/", plain_json_async),
     path("bench/slow/", slow),
     path("", include("config.urls")),
 ]

@@ -142,6 +142,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last: under ASGI the chain runs in one thread per request instead of hopping between
+    # threads at every middleware (core.middleware.SyncChainMiddleware, docs/performance.md).
+    "core.middleware.SyncChainMiddleware",
 ]
 
 # GDAL before 3.9 (Debian 12 ships 3.6) cannot block file and network access while parsing

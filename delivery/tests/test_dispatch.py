@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from delivery.models import DispatchRound, Offer
-from delivery.selectors import riders_nearest_eligible_plan
+from delivery.selectors import riders_nearest_eligible, riders_nearest_eligible_plan
 from delivery.services import dispatch_round, dispatch_sweep, offers_expire
 from delivery.tests.support import rider_near_pickup, searching_order
 from orders.models import OrderEvent, OrderStatus, PaymentMethod, PaymentStatus
@@ -339,3 +339,37 @@ def test_a_rider_coming_online_is_offered_a_waiting_order_nearby(
 
     # then
     assert [offer.rider_id for offer in pending_offers(order)] == [rider.pk]
+
+
+def show(setting: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SHOW {setting}")
+        return cursor.fetchone()[0]
+
+
+def test_the_knn_planner_settings_end_with_the_query_inside_a_callers_transaction():
+    # given a caller's transaction (each test here runs in one)
+    assert connection.in_atomic_block
+    before = (show("enable_bitmapscan"), show("jit"))
+
+    # when dispatch's query runs in it
+    riders_nearest_eligible(
+        order_id=searching_order().pk, pickup=PICKUP_POINT, radius_m=3000, limit=3
+    )
+
+    # then the planner settings it needed do not outlive the query in that transaction
+    assert (show("enable_bitmapscan"), show("jit")) == before == ("on", before[1])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_knn_planner_settings_end_with_the_query_in_autocommit():
+    # given no transaction around the call (a Celery task, autocommit)
+    order_id = searching_order().pk
+    assert not connection.in_atomic_block
+    before = (show("enable_bitmapscan"), show("jit"))
+
+    # when
+    riders_nearest_eligible(order_id=order_id, pickup=PICKUP_POINT, radius_m=3000, limit=3)
+
+    # then the query's own transaction took its SET LOCALs with it
+    assert (show("enable_bitmapscan"), show("jit")) == before == ("on", before[1])

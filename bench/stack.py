@@ -1,0 +1,343 @@
+"""The processes `make bench` runs on loopback: its own Redis, its own database, the servers.
+
+Nothing here touches the developer's database (`delivery`) or the machine's shared Redis: the
+benchmark gets a `<name>_bench` database next to the developer's one (or run.py's
+--database-url; created with PostGIS by `manage.py ensure_database`, migrated, emptied before
+each run) and a throwaway redis-server on a free port (core.tests.servers.RedisServer).
+"""
+
+import math
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from core.tests import servers
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+DEFAULT_DATABASE_URL = "postgis://delivery:delivery@127.0.0.1:5432/delivery"
+BENCH_SUFFIX = "_bench"
+# Workers are never recycled during a run: GUNICORN_MAX_REQUESTS (1000 in production) would
+# restart each worker every second or two at these rates, dropping its sockets, and the memory
+# figure would describe a fresh worker instead of one that served the whole run.
+NO_RECYCLING = {"GUNICORN_MAX_REQUESTS": "1000000000", "GUNICORN_MAX_REQUESTS_JITTER": "1"}
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def developer_database_url() -> str:
+    """DATABASE_URL from the environment, else from .env, else the development default."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    env_file = ROOT / ".env"
+    if not url and env_file.is_file():
+        for line in env_file.read_text().splitlines():
+            name, _, value = line.strip().partition("=")
+            if name.strip() == "DATABASE_URL" and value.strip():
+                url = value.strip().strip("'\"")
+    return url or DEFAULT_DATABASE_URL
+
+
+def bench_database_url(url: str = "") -> str:
+    """`url` (run.py --database-url), or the developer's server with the database `<name>_bench`."""
+    developer = developer_database_url()
+    if not url:
+        parts = urlsplit(developer)
+        url = urlunsplit(parts._replace(path=parts.path.rstrip("/") + BENCH_SUFFIX))
+    if urlsplit(url).path.strip("/") == urlsplit(developer).path.strip("/"):
+        raise SystemExit(
+            "bench: the benchmark database must not be the developer's database; "
+            "pass --database-url with a throwaway one."
+        )
+    return url
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.strip("/")
+
+
+@dataclass
+class Environment:
+    """What every process of one benchmark run shares."""
+
+    database_url: str
+    redis_url: str
+    secret_key: str
+
+    def server_env(self, **changes: str) -> dict[str, str]:
+        """The production configuration of a web server on 127.0.0.1 (DEBUG off)."""
+        settings = {
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "DJANGO_SECRET_KEY": self.secret_key,
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "SMS_PROVIDER": "dummy",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "WARNING",
+            **NO_RECYCLING,
+        }
+        return servers.local_production_env(**{**settings, **changes})
+
+    def tool_env(self) -> dict[str, str]:
+        """For manage.py commands and this process's own Django: development mode, no .env."""
+        return servers.base_env(
+            DJANGO_SETTINGS_MODULE="bench.settings",
+            DJANGO_ENV="development",
+            DEBUG="false",
+            DJANGO_SECRET_KEY=self.secret_key,
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.redis_url,
+            LOG_LEVEL="WARNING",
+        )
+
+
+def new_environment(redis_url: str, database_url: str = "") -> Environment:
+    return Environment(bench_database_url(database_url), redis_url, secrets.token_urlsafe(45))
+
+
+def manage(env: Environment, *args: str) -> None:
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "manage.py", *args],
+        cwd=ROOT,
+        env=env.tool_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        output = result.stdout + result.stderr
+        raise SystemExit(f"bench: manage.py {' '.join(args)} failed:\n{output}")
+
+
+def prepare_database(env: Environment) -> None:
+    """Creates the benchmark database with PostGIS if missing, and migrates it."""
+    say(f"database {database_name(env.database_url)}: ensure_database, migrate")
+    manage(env, "ensure_database")
+    manage(env, "migrate", "--noinput", "-v", "0")
+
+
+def setup_django(env: Environment) -> None:
+    """Configures Django in this process against the benchmark database (seeding, KNN, JWTs)."""
+    os.environ.update(env.tool_env())
+    import django
+
+    django.setup()
+
+
+@dataclass
+class WebServer:
+    name: str
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{servers.LOCALHOST}:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers: children of the master."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces, so split after the last ")".
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                pids.append(int(entry.name))
+        return sorted(pids)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+
+def start_web(
+    name: str,
+    env: dict[str, str],
+    work_dir: Path,
+    *,
+    workers: int,
+    sync_wsgi: bool = False,
+    ready_path: str = "/bench/json/",
+) -> WebServer:
+    """gunicorn with gunicorn_conf.py: uvicorn workers serving the ASGI app, or (`sync_wsgi`)
+    sync workers serving the WSGI app, the baseline. Waits until `ready_path` answers 200."""
+    port = servers.free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / f"{name}.log"
+    full_env = {
+        **env,
+        "PORT": str(port),
+        "GUNICORN_WORKERS": str(workers),
+        "PROMETHEUS_MULTIPROC_DIR": str(work_dir / f"prometheus-{port}"),
+    }
+    command = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn_conf.py"]
+    if sync_wsgi:
+        command += ["--worker-class", "sync", "config.wsgi:application"]
+    else:
+        command += ["config.asgi:application"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = WebServer(name, process, port, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"bench: {name} exited:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(server.base_url + ready_path, timeout=5).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise SystemExit(f"bench: {name} did not answer {ready_path}:\n{log_path.read_text()[-4000:]}")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size (VmRSS) of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional set size: pages shared with the master and the other workers split."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def profile(pids: list[int], seconds: float, out_dir: Path, name: str) -> list[subprocess.Popen]:
+    """Starts py-spy on each process for `seconds`: collapsed stacks of the GIL holder."""
+    processes = []
+    for pid in pids:
+        output = out_dir / f"profile-{name}-{pid}.txt"
+        command = [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "250"]
+        command += ["--duration", str(math.ceil(seconds)), "--format", "raw", "--gil"]
+        command += ["--output", str(output)]
+        processes.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return processes
+
+
+def profile_summary(paths: list[Path], top: int = 30) -> str:
+    """The functions most often on the stack (inclusive) and on top of it (self), in percent of
+    the samples, from py-spy's collapsed stacks."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for path in paths:
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            samples = int(count)
+            total += samples
+            frames = [_short(frame) for frame in stack.split(";")]
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + samples
+            own[frames[-1]] = own.get(frames[-1], 0) + samples
+    if not total:
+        return "no samples"
+    lines = [f"{total} samples; inclusive %:"]
+    for frame, count in sorted(inclusive.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"  {100 * count / total:5.1f}  {frame}")
+    lines.append("self %:")
+    for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"  {100 * count / total:5.1f}  {frame}")
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    """'function (/long/path/site-packages/pkg/mod.py:12)' -> 'function (pkg/mod.py)'."""
+    function, _, location = frame.partition(" (")
+    location = location.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+        if marker in location:
+            location = location.split(marker, 1)[1]
+    return f"{function} ({location})"
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def postgres_pids(database: str) -> list[int]:
+    """The PostgreSQL backends serving `database` (their process titles name it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("postgres:") and f" {database} " in title:
+            pids.append(int(entry.name))
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds used by groups of processes between start() and stop()."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.before: dict[str, dict[int, float]] = {}
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        return {
+            name: {pid: cpu_seconds(pid) for pid in pids()} for name, pids in self.groups.items()
+        }
+
+    def start(self) -> None:
+        self.before = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        after = self._sample()
+        return {
+            name: sum(used - self.before.get(name, {}).get(pid, 0.0) for pid, used in pids.items())
+            for name, pids in after.items()
+        }
