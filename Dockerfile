@@ -56,7 +56,8 @@ RUN groupadd --gid 1000 appuser \
     && useradd --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin appuser
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-COPY --chown=appuser:appuser . /app
+# The code belongs to root: the app user can read it, not change it; it writes only below.
+COPY . /app
 RUN chmod 0755 /app/entrypoint.sh /app/deploy/docker/healthcheck.sh \
     && mkdir -p /app/staticfiles /app/media /tmp/prometheus \
     && chown appuser:appuser /app/staticfiles /app/media /tmp/prometheus

@@ -1,5 +1,5 @@
 # The two commands of the README, and a few helpers. Every target bootstraps what it needs.
-.PHONY: run test bench bootstrap lint format lock
+.PHONY: run test bench checklist bootstrap lint format lock
 
 run: bootstrap
 	@mkdir -p .local
@@ -12,6 +12,11 @@ test: bootstrap
 # Redis, about three minutes. Writes bench/results.json.
 bench: bootstrap
 	.venv/bin/python -m bench.run $(ARGS)
+
+# docs/checklist.md: every line of the user's checklist, its status and the tests behind it.
+checklist: bootstrap
+	CHECKLIST_RECORD=$(CURDIR)/.local/checklist .venv/bin/pytest --collect-only -q -p no:cacheprovider > /dev/null
+	CHECKLIST_RECORD=$(CURDIR)/.local/checklist .venv/bin/python -m checklist.report
 
 bootstrap:
 	scripts/bootstrap.sh

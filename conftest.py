@@ -6,6 +6,8 @@ from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
 
+pytest_plugins = ["checklist.pytest_plugin"]
+
 
 @pytest.fixture
 def api_client() -> APIClient:

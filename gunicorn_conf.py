@@ -128,12 +128,11 @@ def worker_abort(worker):
 
 
 def child_exit(server, worker):
+    # Logged by the master once the worker process is gone: gunicorn's worker_exit hook runs
+    # inside the worker, and a uvicorn worker stopped by SIGTERM exits before it logs.
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
-
-
-def worker_exit(server, worker):
     server.log.info("worker %s stopped", worker.pid)
 
 

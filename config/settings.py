@@ -299,6 +299,14 @@ if IS_PRODUCTION and not REDIS_URL:
 elif REDIS_URL and urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
     _problems.append("REDIS_URL must start with redis://, rediss:// or unix://.")
     REDIS_URL = ""
+elif urlsplit(REDIS_URL).scheme == "rediss" and "ssl_cert_reqs=" not in urlsplit(REDIS_URL).query:
+    # Celery's Redis result backend refuses a TLS URL that does not say how to verify the
+    # server's certificate, at the first task; say so at start-up instead.
+    _problems.append(
+        "REDIS_URL uses TLS (rediss://) but does not say how to verify the server: add "
+        "?ssl_cert_reqs=required (docs/deploy.md)."
+    )
+    REDIS_URL = ""
 REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=5.0)
 REDIS_HEALTH_CHECK_INTERVAL = 60
 

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.apis import ConfigApi, HealthApi
 from core.metrics import metrics_view
+from core.ops_apis import ReadinessApi
 
 urlpatterns = [
     path("health/", HealthApi.as_view(), name="health"),
@@ -17,6 +18,7 @@ urlpatterns = [
     path("api/v1/payments/", include("payments.urls")),
     path("api/v1/riders/", include("riders.urls")),
     path("api/v1/delivery/", include("delivery.urls")),
+    path("api/v1/ops/readiness/", ReadinessApi.as_view(), name="ops-readiness"),
     path("admin/", admin.site.urls),
     # Usually answered earlier by core.middleware.ProbeMiddleware (any Host, plain HTTP).
     path("metrics", metrics_view, name="prometheus-django-metrics"),

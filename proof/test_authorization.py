@@ -646,6 +646,19 @@ def table(stack) -> list[Row]:
             body=static({"reason": "customer not reachable"}),
             check=answered_the_order,
         ),
+        # Ops: the live readiness report (core/readiness/), for any staff member: it shows
+        # configuration and health, no one's data, like /health/ and /metrics in more detail.
+        Row(
+            "api/v1/ops/readiness/",
+            "GET",
+            cells(
+                (403, "not_staff"),
+                anonymous=401,
+                dispatcher=200,
+                finance=200,
+                staff_no_group=200,
+            ),
+        ),
     ]
 
 
@@ -817,6 +830,7 @@ def routed_pairs() -> set[str]:
     return pairs
 
 
+@pytest.mark.checklist("P9.8")
 def test_the_table_covers_every_route_and_method():
     keys = table_keys()
     assert len(keys) == len(set(keys)), "a (route, method) has two rows"
@@ -844,6 +858,7 @@ def test_the_socket_routes_are_the_two_known_ones():
 
 
 @pytest.mark.parametrize("row_id", table_keys())
+@pytest.mark.checklist("P9.8", "P10.11", "P10.12")
 def test_authorization_matrix(row_id, rows, http, shared, stack, db_access):
     row = rows[row_id]
     errors_before = len(stack.server_errors())
@@ -1004,6 +1019,7 @@ def socket_outcome(stack, path: str, token: str | None, *, say: str | None = Non
         return "refused", refused.response.status_code
 
 
+@pytest.mark.checklist("P9.10", "P9.12")
 def test_delivery_socket(stack, shared, db_access):
     world = carrying(OrderStatus.RIDER_ASSIGNED)(shared)
     path = f"/ws/delivery/{world.order.pk}/"

@@ -265,6 +265,7 @@ def restart_if_exited(stack: Stack) -> list[str]:
 REDIS_DOWN_SECONDS = 12.0  # longer than REDIS_FALLBACK_SECONDS (10): Redis is retried while down
 
 
+@pytest.mark.checklist("P1.25", "P11.18")
 @pytest.mark.timeout(180)
 @pytest.mark.django_db(transaction=True)
 def test_redis_stopped_and_restarted_under_load(tmp_path):
@@ -482,6 +483,7 @@ def pg_cluster():
         cluster.remove()
 
 
+@pytest.mark.checklist("P4.5", "P6.10", "P11.18")
 @pytest.mark.timeout(180)
 def test_postgres_stopped_and_restarted_under_load(pg_cluster, tmp_path):
     # given a database of the stack's own, made the way a deploy makes it, with customers
@@ -728,6 +730,7 @@ def _dispatch_outcome(order_id: str) -> tuple[list, list]:
     return rounds, offers
 
 
+@pytest.mark.checklist("P4.12", "P5.3")
 @pytest.mark.timeout(150)
 @pytest.mark.django_db(transaction=True)
 def test_worker_killed_during_dispatch_the_task_comes_back_and_offers_once(tmp_path):

@@ -210,6 +210,7 @@ def call(live_schema, stack, person, method, path, *, expect, **case_fields):
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
+@pytest.mark.checklist("P9.2", "P9.3", "P9.4", "P9.5", "P11.11", "P12.18")
 def test_success_answers_of_a_customer_match_the_schema(stack, live_schema, db_access):
     assert_on_test_database(stack)
     buyer = customer()
@@ -297,6 +298,7 @@ def test_success_answers_of_a_customer_match_the_schema(stack, live_schema, db_a
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
+@pytest.mark.checklist("P9.6", "P11.11")
 def test_success_answers_of_a_rider_match_the_schema(stack, live_schema, db_access):
     assert_on_test_database(stack)
     courier = rider()

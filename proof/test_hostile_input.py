@@ -502,6 +502,7 @@ def test_a_vehicle_number_that_grows_when_uppercased_is_refused_not_a_500(stack,
 
 
 @pytest.mark.parametrize("text", SQL_LIKE)
+@pytest.mark.checklist("P10.3")
 def test_sql_looking_parameters_are_refused_or_treated_as_data(stack, people, text):
     buyer, courier = people
     order = order_for(buyer, "searching_rider")
@@ -772,6 +773,7 @@ def test_a_disabled_users_valid_token_is_401(stack, people):
         assert close_code(socket) == 4401
 
 
+@pytest.mark.checklist("P9.12")
 def test_bad_tokens_close_both_sockets_with_4401(stack, people):
     buyer, courier = people
     order = order_for(buyer, "searching_rider")

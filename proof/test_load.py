@@ -95,6 +95,7 @@ def stack(transactional_db, tmp_path):
 
 
 @pytest.mark.timeout(SECONDS + 300)
+@pytest.mark.checklist("P9.11", "P11.17")
 def test_a_busy_city_for_two_minutes_keeps_every_order_whole(stack, db_access):
     # given riders on the road, some mid-delivery, each with a watching customer
     riders, watch, codes = seed(random.Random(11))

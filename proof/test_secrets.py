@@ -3,6 +3,8 @@
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from proof.secrets_scan import (
     BASELINE,
     audited_false_positives,
@@ -18,11 +20,13 @@ def _report(findings) -> str:
     )
 
 
+@pytest.mark.checklist("P1.2", "P10.1", "P7.3")
 def test_the_working_tree_holds_no_unaudited_secret():
     found = unexplained(scan_tree(), audited_false_positives())
     assert not found, _report(found)
 
 
+@pytest.mark.checklist("P1.2", "P10.1")
 def test_no_commit_in_the_history_added_an_unaudited_secret():
     found = unexplained(scan_history(), audited_false_positives())
     assert not found, _report(found)
@@ -46,6 +50,7 @@ def _git(repo: Path, *args: str) -> None:
     )
 
 
+@pytest.mark.checklist("P10.1")
 def test_the_scan_finds_secrets_planted_in_a_commit_and_deleted_after(tmp_path):
     # given a repository where one commit added real-looking secrets and the next deleted them
     # (built from pieces, so this file itself holds none)

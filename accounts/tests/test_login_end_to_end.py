@@ -23,6 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PHONE = "+919876543210"
 
 
+@pytest.mark.checklist("P9.3")
 def test_login_with_the_code_from_sms_outbox_then_refresh_and_logout(api_client, caplog):
     caplog.set_level(logging.DEBUG)
 

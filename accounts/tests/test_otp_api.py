@@ -149,6 +149,7 @@ def test_verify_as_rider_adds_the_rider_role_to_an_existing_customer(api_client)
     assert response.json()["user"]["roles"] == ["customer", "rider"]
 
 
+@pytest.mark.checklist("P7.17")
 def test_an_expired_code_is_refused(api_client):
     with time_machine.travel(timezone.now(), tick=False) as clock:
         # given
@@ -165,6 +166,7 @@ def test_an_expired_code_is_refused(api_client):
     assert not User.objects.filter(phone=PHONE).exists()
 
 
+@pytest.mark.checklist("P7.17")
 def test_a_code_still_works_one_second_before_it_expires(api_client):
     with time_machine.travel(timezone.now(), tick=False) as clock:
         request_code(api_client)

@@ -81,6 +81,7 @@ def test_production_refuses_a_provider_without_its_credentials(variables, missin
     assert not any(name in problem for name in present)
 
 
+@pytest.mark.checklist("P7.14")
 def test_production_with_the_dummy_provider_starts_with_a_loud_warning():
     result = start(**production(SMS_PROVIDER="dummy"))
 

@@ -60,6 +60,7 @@ def request_code(api_client, django_capture_on_commit_callbacks):
     return request
 
 
+@pytest.mark.checklist("P5.14", "P9.19")
 def test_send_sms_is_routed_to_the_high_queue():
     route = celery_app.amqp.router.route({}, send_sms.name)
 
@@ -120,6 +121,7 @@ def test_twilio_request_shape(twilio, request_code):
     assert sms.provider_message_id == "SM0123456789abcdef0123456789abcdef"
 
 
+@pytest.mark.checklist("P9.17")
 def test_a_provider_5xx_is_retried_and_the_retry_succeeds(msg91, request_code):
     # given: MSG91 is briefly unavailable, then recovers
     msg91.expect_ordered_request(MSG91_PATH, method="POST").respond_with_data(

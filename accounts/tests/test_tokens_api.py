@@ -68,6 +68,7 @@ def test_patch_me_refuses_any_field_but_name(api_client):
     assert (user.name, user.is_staff) == ("", False)
 
 
+@pytest.mark.checklist("P10.13")
 def test_access_tokens_are_short_lived(api_client):
     with time_machine.travel(timezone.now(), tick=False) as clock:
         tokens = sign_in(api_client, PHONE)
@@ -81,6 +82,7 @@ def test_access_tokens_are_short_lived(api_client):
     assert expired.json()["error"]["code"] == "token_not_valid"
 
 
+@pytest.mark.checklist("P10.13")
 def test_refresh_rotates_and_the_old_refresh_token_is_refused(api_client):
     # given
     tokens = sign_in(api_client, PHONE)
@@ -125,6 +127,7 @@ def test_refresh_of_garbage_is_401_not_500(api_client):
     assert response.json()["error"]["code"] == "token_not_valid"
 
 
+@pytest.mark.checklist("P10.13")
 def test_logout_blacklists_the_refresh_token(api_client):
     # given
     tokens = sign_in(api_client, PHONE)

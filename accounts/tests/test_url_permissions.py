@@ -77,6 +77,7 @@ def _refuses_anonymous(response) -> bool:
     return response.status_code in {401, 403, 405}
 
 
+@pytest.mark.checklist("P9.8", "P10.12")
 def test_every_url_but_the_public_ones_refuses_anonymous_callers():
     urls = sorted(set(_concrete_urls(get_resolver().url_patterns)))
     # Guards against a walk that silently finds nothing.
@@ -95,6 +96,7 @@ def test_every_url_but_the_public_ones_refuses_anonymous_callers():
     assert not open_doors, "reachable without signing in:\n" + "\n".join(open_doors)
 
 
+@pytest.mark.checklist("P9.8")
 def test_the_allow_list_names_only_real_public_urls():
     urls = set(_concrete_urls(get_resolver().url_patterns))
     stale = PUBLIC - NOT_YET_BUILT - urls

@@ -2,13 +2,15 @@
 
 import json
 import re
+import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 from django.conf import settings
 from django.db import connections
 
-from core.tests.servers import PROJECT_DIR, database_url, local_production_env
+from core.tests.servers import PROJECT_DIR, base_env, database_url, local_production_env
 
 PUBLIC_HOST = "api.example.com"
 WEB_ORIGIN = "https://app.example.com"
@@ -42,6 +44,21 @@ def run_python(
 
 def run_manage(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     return _run([sys.executable, "manage.py", *args], env, timeout)
+
+
+def collect_static(root: Path) -> Path:
+    """collectstatic into `root`, as the image build does (development settings, no Redis)."""
+    result = run_manage(
+        *("collectstatic", "--noinput", "-v", "0"),
+        env=base_env(
+            DJANGO_ENV="development",
+            DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+            REDIS_URL="",
+            STATIC_ROOT=str(root),
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    return root
 
 
 def _run(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:

@@ -35,6 +35,7 @@ def beats(django_db_setup, tmp_path):
         beat.close()
 
 
+@pytest.mark.checklist("P5.18", "P7.9")
 def test_beat_refuses_to_start_off_the_primary(django_db_setup):
     env = processes.process_env()
     env.pop("IS_PRIMARY", None)
@@ -54,6 +55,7 @@ def test_beat_refuses_to_start_off_the_primary(django_db_setup):
     )
 
 
+@pytest.mark.checklist("P5.18", "P9.20")
 def test_two_beats_started_together_send_one_schedule_and_the_second_takes_over(beats):
     # given two beats started at the same moment, with an entry due every second
     first, second = beats(IS_PRIMARY="1"), beats(IS_PRIMARY="1")

@@ -10,11 +10,16 @@ import os
 import secrets
 import subprocess
 import sys
+import uuid
 
 import pytest
 from celery.app.defaults import NAMESPACES, flatten
+from django.core.cache import cache
 
 from config.celery import HARD_TIME_LIMIT, app
+from core import health
+from core.health import BEAT_HEARTBEAT_KEY
+from core.tasks import beat_heartbeat
 
 CELERY_OPTIONS = {name for name, _ in flatten(NAMESPACES)}
 # Read by others than Celery's option table: the Redis result backend reads the first with
@@ -59,18 +64,43 @@ PERIODIC = {
 }
 
 
-@pytest.mark.parametrize("option", sorted(EXPECTED))
+# The checklist lines (checklist/lines.toml) that each setting's value proves.
+CHECKLIST_LINES = {
+    "broker_connection_retry_on_startup": ["P5.1"],
+    "result_expires": ["P5.2"],
+    "task_acks_late": ["P5.3"],
+    "worker_prefetch_multiplier": ["P5.4"],
+    "task_reject_on_worker_lost": ["P5.5"],
+    "broker_heartbeat": ["P5.6"],
+    "task_time_limit": ["P5.7", "P9.21"],
+    "task_soft_time_limit": ["P5.8", "P9.21"],
+    "worker_max_tasks_per_child": ["P5.9"],
+    "broker_connection_max_retries": ["P5.10"],
+}
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        pytest.param(option, marks=pytest.mark.checklist(*CHECKLIST_LINES[option]))
+        if option in CHECKLIST_LINES
+        else option
+        for option in sorted(EXPECTED)
+    ],
+)
 def test_each_setting_has_a_real_name_and_its_value(option):
     assert option in CELERY_OPTIONS | OPTIONS_READ_ELSEWHERE, f"{option} is not a Celery option"
     assert app.conf[option] == EXPECTED[option]
 
 
+@pytest.mark.checklist("P5.1", "P5.2", "P7.6")
 def test_broker_and_results_use_redis_url(settings):
     assert app.conf.broker_url == settings.REDIS_URL
     assert app.conf.result_backend == settings.REDIS_URL
     assert app.conf.redbeat_redis_url == settings.REDIS_URL
 
 
+@pytest.mark.checklist("P5.3", "P5.5")
 def test_every_task_acks_late_and_is_requeued_when_its_worker_is_lost():
     app.loader.import_default_modules()
     for name in [task for task, _ in PERIODIC.values()]:
@@ -79,6 +109,7 @@ def test_every_task_acks_late_and_is_requeued_when_its_worker_is_lost():
         assert task.reject_on_worker_lost is True
 
 
+@pytest.mark.checklist("P5.6")
 def test_the_broker_channel_uses_a_visibility_timeout_above_the_hard_time_limit():
     # The tests' own environment does not shorten it (only the worker-loss test's workers do).
     with app.connection_for_write() as connection:
@@ -89,6 +120,7 @@ def test_the_broker_channel_uses_a_visibility_timeout_above_the_hard_time_limit(
     assert not connection.supports_heartbeats  # why broker_heartbeat does nothing on Redis
 
 
+@pytest.mark.checklist("P5.14", "P9.19")
 def test_each_queue_has_its_own_routing_key():
     # A shared key would copy every message into all three queues.
     assert {queue.name: queue.routing_key for queue in app.conf.task_queues} == {
@@ -98,6 +130,7 @@ def test_each_queue_has_its_own_routing_key():
     }
 
 
+@pytest.mark.checklist("P5.11", "P5.13", "P5.14", "P9.20", "P11.3")
 def test_five_periodic_tasks_are_registered_routed_and_expire_before_their_next_run():
     app.loader.import_default_modules()
     schedule = app.conf.beat_schedule
@@ -108,6 +141,40 @@ def test_five_periodic_tasks_are_registered_routed_and_expire_before_their_next_
         assert task_name in app.tasks, f"{task_name} is not a registered task"
         assert app.amqp.router.route({}, task_name)["queue"].name == queue
         assert 0 < entry["options"]["expires"] < entry["schedule"]
+
+
+@pytest.mark.checklist("P5.2")
+def test_a_task_result_is_kept_in_redis_for_one_hour():
+    # when the result backend stores a task's result
+    task_id = f"checklist-{uuid.uuid4().hex}"
+    app.backend.store_result(task_id, {"answer": 42}, "SUCCESS")
+    try:
+        # then it sits in Redis under the task's key, and Redis forgets it after an hour
+        key = app.backend.get_key_for_task(task_id)
+        ttl = app.backend.client.ttl(key)
+        assert 3600 - 5 <= ttl <= 3600
+        assert app.AsyncResult(task_id).get(timeout=5) == {"answer": 42}
+    finally:
+        app.backend.forget(task_id)
+
+
+@pytest.mark.checklist("P5.12")
+def test_beat_sends_the_heartbeat_every_minute_and_health_reads_it(settings):
+    entry = app.conf.beat_schedule["beat-heartbeat"]
+    assert (entry["task"], entry["schedule"]) == ("core.tasks.beat_heartbeat", 60.0)
+    # one late heartbeat is not yet "stale"
+    assert entry["schedule"] < settings.BEAT_HEARTBEAT_MAX_AGE_SECONDS
+    cache.delete(BEAT_HEARTBEAT_KEY)
+    try:
+        assert health.check_celery_beat() == health.UNKNOWN
+
+        # when the task runs
+        beat_heartbeat.apply()
+
+        # then /health/'s beat check sees it
+        assert health.check_celery_beat() == health.OK
+    finally:
+        cache.delete(BEAT_HEARTBEAT_KEY)
 
 
 @pytest.mark.slow

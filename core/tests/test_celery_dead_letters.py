@@ -47,6 +47,7 @@ def _metrics_text() -> str:
     return metrics_view(RequestFactory().get("/metrics")).content.decode()
 
 
+@pytest.mark.checklist("P5.15", "P9.18")
 def test_retrying_a_dead_letter_publishes_its_task_to_its_queue():
     # given a dead letter of a task that failed on the "low" queue
     processes.flush_broker()
@@ -94,6 +95,7 @@ def test_metrics_include_the_table_gauge_under_gunicorn_multiprocess_mode(monkey
     assert 'delivery_dead_letters_open{task="core.tasks.beat_heartbeat"} 1.0' in _metrics_text()
 
 
+@pytest.mark.checklist("P6.21")
 def test_recording_a_dead_letter_counts_it_in_this_process_and_only_once_per_task_id():
     labels = {"task": "core.tests.celery_tasks.log_marker"}
     before = REGISTRY.get_sample_value("celery_dead_letters_total", labels) or 0

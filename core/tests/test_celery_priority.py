@@ -47,6 +47,7 @@ def _queue_low_tasks(seconds: float) -> None:
         record_done.apply_async(args=[f"low-{number}", seconds], queue="low")
 
 
+@pytest.mark.checklist("P5.4", "P5.14", "P9.19")
 def test_one_worker_for_all_queues_runs_a_high_task_next_not_after_the_queued_low_ones(
     django_db_setup, workers
 ):
@@ -71,6 +72,7 @@ def test_one_worker_for_all_queues_runs_a_high_task_next_not_after_the_queued_lo
     assert processes.redis_client().llen("low") >= LOW_TASKS - 10
 
 
+@pytest.mark.checklist("P5.14", "P9.19")
 def test_a_worker_for_the_high_queue_runs_a_high_task_while_the_others_are_busy(
     django_db_setup, workers
 ):

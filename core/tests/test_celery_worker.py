@@ -91,6 +91,7 @@ def _effects(key: str) -> int:
     return _count("SELECT count(*) FROM celery_test_effect WHERE key = %s", [key])
 
 
+@pytest.mark.checklist("P6.21", "P5.15", "P9.17", "P9.18")
 @override_settings(ROOT_URLCONF=__name__)
 def test_a_task_failing_after_its_retries_is_dead_lettered_once_and_an_admin_retry_runs_it(
     worker, client
@@ -148,6 +149,7 @@ def test_a_task_failing_after_its_retries_is_dead_lettered_once_and_an_admin_ret
     assert DeadLetter.objects.count() == 1  # the successful rerun left no new dead letter
 
 
+@pytest.mark.checklist("P6.21", "P5.7", "P5.15", "P9.21")
 def test_a_task_killed_at_its_hard_time_limit_is_dead_lettered(worker):
     # given a task that runs past its hard time limit
     key = f"limit-{uuid.uuid4().hex}"
@@ -170,6 +172,7 @@ def test_a_task_killed_at_its_hard_time_limit_is_dead_lettered(worker):
     assert letter.retries == 0
 
 
+@pytest.mark.checklist("P6.2", "P6.6", "P5.19")
 @override_settings(ROOT_URLCONF=__name__)
 def test_the_request_id_of_an_api_call_is_on_the_log_lines_of_the_task_it_queued(
     worker, api_client
@@ -203,6 +206,7 @@ def test_the_request_id_of_an_api_call_is_on_the_log_lines_of_the_task_it_queued
     assert outcome["request_id"] == request_id
 
 
+@pytest.mark.checklist("P5.20")
 def test_each_task_gets_a_fresh_database_connection_and_the_last_one_is_closed(worker):
     # when the same pool process runs two tasks, one after the other
     first = database_backend_pid.delay().get(timeout=15)

@@ -77,6 +77,7 @@ def _effects(key: str) -> list[tuple]:
         return cursor.fetchall()
 
 
+@pytest.mark.checklist("P5.5")
 def test_a_killed_pool_process_hands_its_task_back_and_the_effect_happens_once(workers):
     # given a worker busy with a task that has already written its effect
     worker = workers()
@@ -103,6 +104,7 @@ def test_a_killed_pool_process_hands_its_task_back_and_the_effect_happens_once(w
     assert not DeadLetter.objects.filter(task_id=result.id).exists()
 
 
+@pytest.mark.checklist("P5.3")
 def test_a_task_of_a_killed_worker_runs_on_a_new_worker_and_the_effect_happens_once(workers):
     # given a worker busy with a task that has already written its effect
     broker = processes.redis_client()
@@ -136,6 +138,7 @@ def test_a_task_of_a_killed_worker_runs_on_a_new_worker_and_the_effect_happens_o
     processes.wait_for(lambda: not broker.zcard("unacked_index"), 5, "the ack")
 
 
+@pytest.mark.checklist("P8.7")
 def test_a_deploy_sigterm_gives_the_task_the_soft_shutdown_then_requeues_it_at_once(workers):
     # given a worker with the production visibility timeout, busy with a task longer than the
     # 25 s soft shutdown

@@ -13,6 +13,7 @@ Each validator is also shown to reject a broken copy, so a pass means something.
 import copy
 import json
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def _stages() -> list[list[str]]:
     return stages
 
 
+@pytest.mark.checklist("P2.1", "P2.4", "P2.6", "P8.1", "P11.5")
 def test_hadolint_passes():
     result = subprocess.run(
         [BIN / "hadolint", "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True
@@ -52,6 +54,20 @@ def test_hadolint_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.checklist(
+    "P2.1",
+    "P2.2",
+    "P2.3",
+    "P2.4",
+    "P2.6",
+    "P2.10",
+    "P2.11",
+    "P6.13",
+    "P8.1",
+    "P8.8",
+    "P10.15",
+    "P11.5",
+)
 def test_dockerfile_shape():
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.12-slim", text, re.MULTILINE)
@@ -76,10 +92,25 @@ def test_dockerfile_shape():
     assert "nc -z" in healthcheck and "/health/" in healthcheck
 
 
+@pytest.mark.checklist("P10.16")
 def test_dockerignore_keeps_secrets_and_local_state_out():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     for entry in (".git", ".venv", ".tools", ".env", "media", "staticfiles", "**/__pycache__"):
         assert entry in ignored, entry
+
+
+@pytest.mark.checklist("P10.16")
+def test_the_image_code_is_roots_and_the_app_user_owns_only_what_it_writes():
+    runtime = (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+    copies = [line for line in runtime if line.startswith("COPY ") and "--from=" not in line]
+    # the code is copied without --chown: root's, readable, not writable by UID 1000
+    assert "COPY . /app" in copies and not [line for line in copies if "--chown" in line]
+    chown = next(line for line in runtime if "chown " in line)
+    owned = chown.split("chown appuser:appuser", 1)[1].split()
+    assert owned == ["/app/staticfiles", "/app/media", "/tmp/prometheus"], owned  # noqa: S108
+    assert runtime.index(next(line for line in runtime if line.startswith("USER "))) > max(
+        runtime.index(line) for line in copies
+    )
 
 
 # --- Compose ----------------------------------------------------------------------------------
@@ -91,6 +122,7 @@ def _check_jsonschema(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.checklist("P8.16", "P11.7")
 def test_compose_file_matches_the_compose_specification(tmp_path):
     result = _check_jsonschema("--builtin-schema", "vendor.compose-spec", "docker-compose.yml")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -103,6 +135,9 @@ def test_compose_file_matches_the_compose_specification(tmp_path):
     assert rejected.returncode == 1
 
 
+@pytest.mark.checklist(
+    "P8.16", "P8.17", "P8.18", "P8.19", "P8.20", "P8.21", "P8.22", "P8.23", "P11.7"
+)
 def test_compose_services():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
@@ -145,6 +180,7 @@ def test_railway_configs_match_the_schema(tmp_path):
     assert rejected.returncode == 1
 
 
+@pytest.mark.checklist("P8.1", "P8.6")
 def test_railway_roles():
     configs = {path.stem: json.loads(path.read_text())["deploy"] for path in RAILWAY_FILES}
     web = configs["web"]
@@ -165,13 +201,26 @@ TASK_DEFINITIONS = sorted((DEPLOY / "ecs").glob("*.json"))
 SERVICES = sorted((DEPLOY / "ecs" / "services").glob("*.json"))
 
 
+def _web_marked(path: Path, *line_ids: str):
+    """The web file's case carries the checklist lines only web's assertions prove."""
+    return (
+        pytest.param(path, marks=pytest.mark.checklist(*line_ids)) if path.stem == "web" else path
+    )
+
+
 def _validate_ecs(operation: str, params: dict) -> None:
     report = ParamValidator().validate(params, _ecs.operation_model(operation).input_shape)
     if report.has_errors():
         raise ParamValidationError(report=report.generate_report())
 
 
-@pytest.mark.parametrize("path", TASK_DEFINITIONS, ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    # web alone is behind the load balancer and its target group's health check
+    [_web_marked(path, "P8.10", "P8.15") for path in TASK_DEFINITIONS],
+    ids=lambda p: p.stem,
+)
+@pytest.mark.checklist("P8.8", "P8.9", "P8.13", "P8.14", "P12.4")
 def test_ecs_task_definition_matches_register_task_definition(path):
     definition = json.loads(path.read_text())
     _validate_ecs("RegisterTaskDefinition", definition)
@@ -193,6 +242,7 @@ def test_ecs_task_definition_matches_register_task_definition(path):
         assert "healthCheck" in container
 
 
+@pytest.mark.checklist("P8.8")
 def test_ecs_validation_rejects_a_broken_task_definition():
     broken = json.loads((DEPLOY / "ecs" / "web.json").read_text())
     del broken["containerDefinitions"][0]["name"]  # not required by the API, but misspelled:
@@ -205,7 +255,9 @@ def test_ecs_validation_rejects_a_broken_task_definition():
         _validate_ecs("RegisterTaskDefinition", broken)
 
 
-@pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [_web_marked(path, "P8.10") for path in SERVICES], ids=lambda p: p.stem
+)
 def test_ecs_service_matches_create_service(path):
     service = json.loads(path.read_text())
     _validate_ecs("CreateService", service)
@@ -228,6 +280,7 @@ def _resources() -> list[dict]:
     return [doc for path in K8S_FILES for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
+@pytest.mark.checklist("P6.14")
 def test_kubernetes_manifests_validate_strictly():
     assert len(K8S_FILES) >= 6
     for resource in _resources():
@@ -243,6 +296,7 @@ def test_kubernetes_manifests_validate_strictly():
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 
 
+@pytest.mark.checklist("P6.14", "P10.15", "P12.6")
 def test_kubernetes_roles():
     resources = _resources()
     by_kind_name = {(r["kind"], r["metadata"]["name"]): r for r in resources}
@@ -277,3 +331,194 @@ def test_kubernetes_roles():
     assert scaled == {"delivery-web", "delivery-worker"}  # never beat
     config = by_kind_name[("ConfigMap", "delivery-config")]["data"]
     assert config["IS_PRIMARY"] == "0"  # the migrate Job migrates, nobody else
+
+
+# --- Across platforms: the same roles, defaults and stop times everywhere ---------------------
+
+# How long each role needs to stop cleanly: gunicorn_conf.py's graceful_timeout default
+# (test_gunicorn_conf checks it) and Celery's soft shutdown (checked below, from the app).
+WEB_GRACEFUL_SECONDS = 30
+WORKER_SOFT_SHUTDOWN_SECONDS = 25
+WORKERS = ("worker", "worker-high")
+
+
+def _runtime_env() -> dict[str, str]:
+    """The ENV the runtime image starts every container with."""
+    _, runtime = _stages()
+    env: dict[str, str] = {}
+    for line in runtime:
+        if line.startswith("ENV "):
+            env.update(pair.partition("=")[::2] for pair in shlex.split(line[4:]))
+    return env
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
+def _ecs_container(stem: str) -> dict:
+    (container,) = json.loads((DEPLOY / "ecs" / f"{stem}.json").read_text())["containerDefinitions"]
+    return container
+
+
+def _ecs_service(stem: str) -> dict:
+    return json.loads((DEPLOY / "ecs" / "services" / f"{stem}.json").read_text())
+
+
+def _env(items: list[dict]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in items}
+
+
+def _k8s_deployment(name: str) -> dict:
+    return next(
+        r for r in _resources() if r["kind"] == "Deployment" and r["metadata"]["name"] == name
+    )
+
+
+def _k8s_container(name: str) -> dict:
+    (container,) = _k8s_deployment(name)["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _railway(stem: str) -> dict:
+    return json.loads((DEPLOY / "railway" / f"{stem}.json").read_text())["deploy"]
+
+
+def _seconds(duration: str) -> int:
+    assert re.fullmatch(r"\d+s", duration), duration
+    return int(duration[:-1])
+
+
+@pytest.mark.checklist("P7.1", "P7.8", "P7.10", "P8.1")
+def test_the_image_runs_production_web_on_port_5000_unless_a_service_says_otherwise():
+    env = _runtime_env()
+    assert (env["DJANGO_ENV"], env["PORT"], env["RUN_GUNICORN"]) == ("production", "5000", "1")
+    # set per service, never baked into the image: the primary, secrets, a debug switch
+    for name in ("IS_PRIMARY", "DEBUG", "DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL"):
+        assert name not in env, name
+    # and the platforms that name DJANGO_ENV themselves say production too
+    for path in TASK_DEFINITIONS:
+        assert _env(_ecs_container(path.stem)["environment"])["DJANGO_ENV"] == "production"
+    config = next(r for r in _resources() if r["kind"] == "ConfigMap")
+    assert config["data"]["DJANGO_ENV"] == "production"
+
+
+@pytest.mark.checklist("P5.16", "P12.10", "P12.11")
+def test_web_services_run_gunicorn_and_worker_services_run_celery_on_every_platform():
+    compose = _compose()
+    assert compose["web"]["command"] == ["web"]
+    assert compose["web"]["environment"]["RUN_GUNICORN"] == "1"
+    web = _ecs_container("web")
+    assert (web["command"], _env(web["environment"])["RUN_GUNICORN"]) == (["web"], "1")
+    k8s_web = _k8s_container("delivery-web")
+    assert (k8s_web["args"], _env(k8s_web["env"])["RUN_GUNICORN"]) == (["web"], "1")
+    assert _railway("web")["startCommand"].endswith("/app/entrypoint.sh web")
+    for name in WORKERS:
+        assert compose[name]["command"] == ["worker"], name
+        assert compose[name]["environment"]["RUN_GUNICORN"] == "0", name
+        worker = _ecs_container(name)
+        assert (worker["command"], _env(worker["environment"])["RUN_GUNICORN"]) == (
+            ["worker"],
+            "0",
+        )
+        k8s_worker = _k8s_container(f"delivery-{name}")
+        assert (k8s_worker["args"], _env(k8s_worker["env"])["RUN_GUNICORN"]) == (["worker"], "0")
+        assert _railway(name)["startCommand"].endswith("/app/entrypoint.sh worker"), name
+
+
+@pytest.mark.checklist("P12.9")
+def test_only_services_that_run_a_single_instance_are_primary():
+    replicas: dict[tuple[str, str], int] = {}
+    for name, service in _compose().items():
+        if service.get("environment", {}).get("IS_PRIMARY") == "1":
+            replicas[("compose", name)] = service.get("deploy", {}).get("replicas", 1)
+    for path in TASK_DEFINITIONS:
+        if _env(_ecs_container(path.stem)["environment"]).get("IS_PRIMARY") == "1":
+            replicas[("ecs", path.stem)] = _ecs_service(path.stem)["desiredCount"]
+    for resource in _resources():
+        if resource["kind"] == "Deployment":
+            (container,) = resource["spec"]["template"]["spec"]["containers"]
+            if _env(container.get("env", [])).get("IS_PRIMARY") == "1":
+                replicas[("k8s", resource["metadata"]["name"])] = resource["spec"]["replicas"]
+    for path in RAILWAY_FILES:
+        if "IS_PRIMARY=1 " in _railway(path.stem)["startCommand"]:
+            replicas[("railway", path.stem)] = _railway(path.stem)["numReplicas"]
+
+    # beat is the primary everywhere (it refuses to start otherwise) ...
+    for beat in (
+        ("compose", "beat"),
+        ("ecs", "beat"),
+        ("k8s", "delivery-beat"),
+        ("railway", "beat"),
+    ):
+        assert beat in replicas, beat
+    # ... and every primary is a single instance; scaled-out web never is primary (a migrate
+    # step migrates there), only Compose's one web container is
+    assert {place: count for place, count in replicas.items() if count != 1} == {}
+    assert set(replicas) - {("compose", "beat"), ("ecs", "beat")} == {
+        ("compose", "web"),
+        ("k8s", "delivery-beat"),
+        ("railway", "beat"),
+    }
+
+
+@pytest.mark.checklist("P12.12", "P12.13")
+def test_web_is_replaced_a_few_instances_at_a_time_behind_its_health_check():
+    # ECS: new tasks start before old ones stop, and a release that never turns healthy on
+    # the target group's /health/ is rolled back
+    ecs = _ecs_service("web")
+    deployment = ecs["deploymentConfiguration"]
+    assert ecs["desiredCount"] >= 2
+    assert (deployment["minimumHealthyPercent"], deployment["maximumPercent"]) == (100, 200)
+    assert deployment["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    assert ecs["healthCheckGracePeriodSeconds"] > 0
+    for name in WORKERS:
+        worker = _ecs_service(name)["deploymentConfiguration"]
+        assert worker["minimumHealthyPercent"] >= 50, name
+        assert worker["deploymentCircuitBreaker"]["rollback"] is True, name
+    # Kubernetes: one new pod at a time, none taken away before its replacement is ready
+    web = _k8s_deployment("delivery-web")["spec"]
+    assert web["replicas"] >= 2
+    assert web["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert _k8s_container("delivery-web")["readinessProbe"]["httpGet"]["path"] == "/health/"
+    budget = next(r for r in _resources() if r["kind"] == "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] >= 1
+    # Railway: the new deployment answers /health/ before traffic moves, old and new overlap
+    railway = _railway("web")
+    assert railway["numReplicas"] >= 2
+    assert railway["healthcheckPath"] == "/health/"
+    assert railway["overlapSeconds"] > 0
+
+
+@pytest.mark.checklist("P8.7")
+def test_every_platform_waits_longer_than_each_role_needs_to_stop_cleanly():
+    from config.celery import app
+
+    assert app.conf.worker_soft_shutdown_timeout == WORKER_SOFT_SHUTDOWN_SECONDS
+    compose = _compose()
+    stop_times = {
+        "web": [
+            _seconds(compose["web"]["stop_grace_period"]),
+            _railway("web")["drainingSeconds"],
+            _ecs_container("web")["stopTimeout"],
+            _k8s_deployment("delivery-web")["spec"]["template"]["spec"][
+                "terminationGracePeriodSeconds"
+            ],
+        ]
+    }
+    for name in WORKERS:
+        stop_times[name] = [
+            _seconds(compose[name]["stop_grace_period"]),
+            _railway(name)["drainingSeconds"],
+            _ecs_container(name)["stopTimeout"],
+            _k8s_deployment(f"delivery-{name}")["spec"]["template"]["spec"][
+                "terminationGracePeriodSeconds"
+            ],
+        ]
+    # strictly longer: a platform that kills at the same moment cuts the clean stop short
+    assert min(stop_times["web"]) > WEB_GRACEFUL_SECONDS, stop_times
+    for name in WORKERS:
+        assert min(stop_times[name]) > WORKER_SOFT_SHUTDOWN_SECONDS, stop_times

@@ -259,6 +259,32 @@ def web(sandbox, cluster, started):
         redis_server.kill()
 
 
+@pytest.mark.checklist(
+    "P1.18",
+    "P1.19",
+    "P1.20",
+    "P1.21",
+    "P1.23",
+    "P2.13",
+    "P2.14",
+    "P2.15",
+    "P2.18",
+    "P2.19",
+    "P2.20",
+    "P4.1",
+    "P4.6",
+    "P4.7",
+    "P4.13",
+    "P6.13",
+    "P8.15",
+    "P11.8",
+    "P11.9",
+    "P11.10",
+    "P11.16",
+    "P7.10",
+    "P12.16",
+    "P12.17",
+)
 def test_waits_for_postgresql_and_redis_then_migrates_and_serves(web, cluster):
     run, facts = web
     output = run.output()
@@ -317,6 +343,7 @@ def test_waits_for_postgresql_and_redis_then_migrates_and_serves(web, cluster):
     assert dead.returncode == 1 and "nothing listens" in dead.stdout
 
 
+@pytest.mark.checklist("P2.20", "P2.21", "P8.7")
 def test_sigterm_during_a_slow_request_lets_it_finish_and_exits_0(web):
     run, _ = web
     result = {}
@@ -346,6 +373,7 @@ def test_sigterm_during_a_slow_request_lets_it_finish_and_exits_0(web):
     assert "Handling signal: term" in run.output()
 
 
+@pytest.mark.checklist("P1.19", "P4.6", "P4.10", "P4.13")
 def test_two_primaries_started_together_migrate_once(sandbox, cluster, web, started):
     cluster.execute("CREATE DATABASE race")
     redis_url = settings.REDIS_URL
@@ -387,6 +415,7 @@ def test_two_primaries_started_together_migrate_once(sandbox, cluster, web, star
         assert run.wait(timeout=35) == 0
 
 
+@pytest.mark.checklist("P4.8", "P4.9", "P12.16")
 def test_a_failing_migration_exits_1_and_says_why(sandbox, cluster, web, started):
     # A role that may not create the postgis extension (superusers only), on a database
     # without it: the first migration step fails, as on a managed server missing PostGIS.
@@ -406,6 +435,7 @@ def test_a_failing_migration_exits_1_and_says_why(sandbox, cluster, web, started
     assert "starting gunicorn" not in output
 
 
+@pytest.mark.checklist("P2.22", "P4.9", "P5.12", "P5.16", "P5.17", "P7.10", "P11.13", "P12.20")
 def test_run_gunicorn_0_starts_a_worker_that_runs_a_task(sandbox, cluster, web, started):
     from django.core.cache import cache
 
@@ -446,12 +476,23 @@ def test_run_gunicorn_0_starts_a_worker_that_runs_a_task(sandbox, cluster, web, 
     assert code == 0, run.tail()
 
 
+@pytest.mark.checklist("P1.5", "P2.12", "P2.16", "P6.22")
 @pytest.mark.parametrize(
     ("changes", "args", "message"),
     [
         ({"PORT": "50x0"}, (), "PORT must be a port number (1-65535), not '50x0'"),
-        ({"RUN_GUNICORN": "2"}, (), "RUN_GUNICORN must be 1 (web) or 0 (Celery worker)"),
-        ({"IS_PRIMARY": "0"}, ("beat",), "celery beat runs on the primary only"),
+        pytest.param(
+            {"RUN_GUNICORN": "2"},
+            (),
+            "RUN_GUNICORN must be 1 (web) or 0 (Celery worker)",
+            marks=pytest.mark.checklist("P7.10"),
+        ),
+        pytest.param(
+            {"IS_PRIMARY": "0"},
+            ("beat",),
+            "celery beat runs on the primary only",
+            marks=pytest.mark.checklist("P5.18"),
+        ),
         ({"CELERY_QUEUES": "high;low"}, ("worker",), "CELERY_QUEUES must be queue names"),
         (
             {"DJANGO_SECRET_KEY": None, "ALLOWED_HOSTS": "*"},
@@ -495,6 +536,7 @@ def test_bad_settings_are_refused_before_anything_starts(sandbox, changes, args,
         assert "\x1b[1;31m" in coloured.stderr
 
 
+@pytest.mark.checklist("P2.6", "P2.7", "P2.17", "P10.15", "P10.16")
 def test_started_as_root_it_hands_the_directories_over_and_drops_to_the_app_user(sandbox):
     static_root = sandbox.root / "root-run" / "static"  # missing, under a root-owned directory
     media_root = sandbox.root / "root-run" / "media"
@@ -520,3 +562,65 @@ def test_started_as_root_it_hands_the_directories_over_and_drops_to_the_app_user
     )
     assert missing_user.returncode == 1
     assert "refusing to run the service as root" in missing_user.stderr
+
+
+@pytest.mark.checklist("P1.19", "P2.18", "P2.19", "P4.6", "P4.9")
+def test_a_non_primary_never_migrates_nor_collects_static_and_waits_for_the_schema(
+    sandbox, cluster, web, started
+):
+    # given an empty database and a web instance that is not the primary
+    cluster.execute("CREATE DATABASE unmigrated")
+    env = sandbox.env(
+        "replica",
+        IS_PRIMARY="0",
+        DATABASE_URL=cluster.url("unmigrated"),
+        REDIS_URL=settings.REDIS_URL,
+        MIGRATION_WAIT_TIMEOUT="4",
+    )
+
+    # when it starts and nobody migrates
+    run = started(env, "replica")
+    code = run.wait(timeout=60)
+
+    # then it waited for the schema, then refused to start; it never migrated or collected
+    output = run.output()
+    assert code == 1, output
+    assert "waiting for the primary to migrate" in output
+    assert "the schema is not current; not starting" in output
+    for never in ("[migrate_locked] applying", "collecting static files", "starting gunicorn"):
+        assert never not in output, output
+    assert cluster.execute("SELECT to_regclass('django_migrations')", "unmigrated") == [(None,)]
+    assert list(Path(env["STATIC_ROOT"]).iterdir()) == []
+
+
+@pytest.mark.checklist("P1.21", "P2.13", "P2.14", "P2.16")
+@pytest.mark.parametrize("dependency", ["PostgreSQL", "Redis"])
+def test_an_unreachable_dependency_stops_the_start_after_its_wait(
+    sandbox, cluster, web, dependency
+):
+    # given one dependency nobody listens for, and a 3 s wait for it
+    dead = f"{LOCALHOST}:{free_port()}"
+    env = sandbox.env(
+        "unreachable",
+        DATABASE_URL=(
+            f"postgis://postgres@{dead}/none"
+            if dependency == "PostgreSQL"
+            else cluster.url("delivery")
+        ),
+        REDIS_URL=f"redis://{dead}/0" if dependency == "Redis" else settings.REDIS_URL,
+        DB_WAIT_TIMEOUT="3",
+        REDIS_WAIT_TIMEOUT="3",
+    )
+
+    # when
+    started_at = time.monotonic()
+    result = subprocess.run(
+        [str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=60, **as_nobody()
+    )
+
+    # then it retried for 3 s, gave up with exit 1 and why, and started nothing
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert time.monotonic() - started_at < 30
+    assert f"waiting for {dependency} at" in result.stdout
+    assert f"{dead}" in result.stderr and "still unreachable after 3s" in result.stderr
+    assert "starting gunicorn" not in result.stdout + result.stderr

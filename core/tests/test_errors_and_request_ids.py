@@ -118,6 +118,7 @@ def test_unknown_url_is_a_json_404(client):
 @throwaway_urls
 @override_settings(DEBUG=False)
 @pytest.mark.parametrize("url", ["/crash/plain/", "/crash/api/"])
+@pytest.mark.checklist("P10.18")
 def test_unhandled_exception_is_a_json_500_that_reveals_nothing(client, url):
     # when
     response = client.get(url)
@@ -144,6 +145,7 @@ def test_validation_error_is_a_400_naming_each_field(client):
 @throwaway_urls
 @pytest.mark.parametrize("debug", [False, True])
 @pytest.mark.parametrize("url", ["/database/plain/", "/database/api/"])
+@pytest.mark.checklist("P10.18")
 def test_database_outage_in_a_view_is_a_503_with_retry_after(client, url, debug):
     # when a view's database connection is refused
     with override_settings(DEBUG=debug):
@@ -236,6 +238,7 @@ def send_tokens_in_query_strings(server: servers.Server) -> str:
     return marker
 
 
+@pytest.mark.checklist("P6.2", "P6.4")
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_request_id_is_echoed_and_on_the_log_lines_of_its_request(production_server):
@@ -272,6 +275,7 @@ def production_output_with_tokens(production_server) -> str:
     return production_server.wait_for_log(f"{marker}?token=[redacted]")
 
 
+@pytest.mark.checklist("P6.1", "P6.2", "P8.13", "P12.4")
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_production_logs_are_json_objects_and_access_lines_mask_tokens(

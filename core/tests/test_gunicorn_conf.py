@@ -35,6 +35,29 @@ def load_conf(tmp_path, **env) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.checklist(
+    "P3.1",
+    "P3.2",
+    "P3.3",
+    "P3.4",
+    "P3.5",
+    "P3.6",
+    "P3.7",
+    "P3.8",
+    "P3.9",
+    "P3.10",
+    "P3.11",
+    "P3.12",
+    "P3.13",
+    "P3.14",
+    "P2.21",
+    "P7.8",
+    "P7.11",
+    "P7.12",
+    "P7.13",
+    "P8.10",
+    "P11.2",
+)
 def test_defaults_follow_the_checklist(tmp_path):
     result = load_conf(tmp_path)
 
@@ -50,9 +73,10 @@ def test_defaults_follow_the_checklist(tmp_path):
     assert conf["preload_app"] is True
     assert (conf["accesslog"], conf["errorlog"]) == ("-", "-")  # stdout, stderr
     assert conf["loglevel"] == "info"
-    assert set(conf["hooks"]) >= {"on_starting", "when_ready", "worker_exit", "on_exit"}
+    assert set(conf["hooks"]) >= {"on_starting", "when_ready", "child_exit", "on_exit"}
 
 
+@pytest.mark.checklist("P3.3", "P3.13", "P7.8", "P7.11", "P7.12", "P7.13")
 def test_environment_overrides(tmp_path):
     result = load_conf(
         tmp_path,

@@ -74,6 +74,7 @@ def start(work_dir):
 # --- PostgreSQL down ---------------------------------------------------------------------------
 
 
+@pytest.mark.checklist("P4.5", "P6.10", "P6.12", "P9.1", "P11.18")
 def test_health_is_503_fast_when_nothing_listens_on_the_database_port(
     start, redis_server, database_url
 ):
@@ -105,6 +106,7 @@ def test_health_is_503_fast_when_nothing_listens_on_the_database_port(
     assert elapsed < 5.0 + 3.0  # DB_POOL_TIMEOUT (5 s) plus slack
 
 
+@pytest.mark.checklist("P4.5", "P6.10", "P6.12")
 def test_health_is_503_fast_when_the_database_accepts_but_never_answers(
     start, redis_server, silent_listener
 ):
@@ -132,6 +134,7 @@ def test_health_is_503_fast_when_the_database_accepts_but_never_answers(
 # --- Redis down --------------------------------------------------------------------------------
 
 
+@pytest.mark.checklist("P6.10", "P6.12")
 def test_health_is_503_fast_in_production_when_redis_refuses(start, database_url):
     # given production, which keeps Redis as its cache even when it is down at start-up
     server = start(
@@ -155,6 +158,7 @@ def test_health_is_503_fast_in_production_when_redis_refuses(start, database_url
     assert elapsed < FAST_SECONDS
 
 
+@pytest.mark.checklist("P1.24", "P6.10", "P6.12")
 def test_health_is_503_fast_in_production_when_redis_never_answers(
     start, database_url, silent_listener
 ):
@@ -181,6 +185,7 @@ def test_health_is_503_fast_in_production_when_redis_never_answers(
     assert elapsed < FAST_SECONDS
 
 
+@pytest.mark.checklist("P1.23", "P1.25")
 def test_development_without_redis_at_start_serves_from_memory_and_stays_healthy(
     start, database_url
 ):
@@ -206,6 +211,7 @@ def test_development_without_redis_at_start_serves_from_memory_and_stays_healthy
     assert server.get("/api/config/").status_code == 200
 
 
+@pytest.mark.checklist("P1.24", "P1.25", "P6.10", "P11.18")
 def test_redis_dying_later_neither_hangs_requests_nor_health_and_recovery_is_seen(
     start, database_url, work_dir
 ):

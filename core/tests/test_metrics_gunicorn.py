@@ -91,6 +91,7 @@ def worker_pids(server: servers.Server) -> set[int]:
     return pids
 
 
+@pytest.mark.checklist("P6.15", "P6.16", "P6.19")
 def test_both_workers_serve_and_every_scrape_counts_each_request_exactly_once(server):
     # given two workers and nothing sent to /api/config/ yet
     workers = worker_pids(server)

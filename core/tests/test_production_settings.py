@@ -23,53 +23,125 @@ NO_DATABASE = {"DATABASE_URL": None}  # and no POSTGRES_* either: production_env
 @pytest.mark.parametrize(
     ("changes", "named"),
     [
-        pytest.param({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY", id="secret-missing"),
-        pytest.param({"DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY", id="secret-empty"),
         pytest.param(
-            {"DJANGO_SECRET_KEY": secrets.token_urlsafe(30)}, "DJANGO_SECRET_KEY", id="secret-short"
+            {"DJANGO_SECRET_KEY": None},
+            "DJANGO_SECRET_KEY",
+            id="secret-missing",
+            marks=pytest.mark.checklist("P1.2", "P1.5", "P7.19", "P10.2"),
+        ),
+        pytest.param(
+            {"DJANGO_SECRET_KEY": ""},
+            "DJANGO_SECRET_KEY",
+            id="secret-empty",
+            marks=pytest.mark.checklist("P1.2", "P1.5", "P7.19"),
+        ),
+        pytest.param(
+            {"DJANGO_SECRET_KEY": secrets.token_urlsafe(30)},
+            "DJANGO_SECRET_KEY",
+            id="secret-short",
+            marks=pytest.mark.checklist("P1.2", "P1.5"),
         ),
         pytest.param(
             # Long and random, but the placeholder `startproject` writes.
             {"DJANGO_SECRET_KEY": "django-insecure-" + secrets.token_urlsafe(50)},
             "DJANGO_SECRET_KEY",
             id="secret-django-insecure",
+            marks=pytest.mark.checklist("P1.2", "P1.5"),
         ),
         pytest.param(
-            {"DJANGO_SECRET_KEY": "ab" * 40}, "DJANGO_SECRET_KEY", id="secret-few-characters"
+            {"DJANGO_SECRET_KEY": "ab" * 40},
+            "DJANGO_SECRET_KEY",
+            id="secret-few-characters",
+            marks=pytest.mark.checklist("P1.2", "P1.5"),
         ),
-        pytest.param({"ALLOWED_HOSTS": None}, "ALLOWED_HOSTS", id="hosts-missing"),
-        pytest.param({"ALLOWED_HOSTS": " , "}, "ALLOWED_HOSTS", id="hosts-blank"),
-        pytest.param({"ALLOWED_HOSTS": "*"}, "ALLOWED_HOSTS", id="hosts-star"),
         pytest.param(
-            {"ALLOWED_HOSTS": f"{PUBLIC_HOST},*"}, "ALLOWED_HOSTS", id="hosts-star-among-others"
+            {"ALLOWED_HOSTS": None},
+            "ALLOWED_HOSTS",
+            id="hosts-missing",
+            marks=pytest.mark.checklist("P1.3", "P1.6", "P7.20"),
         ),
-        pytest.param({"CORS_ALLOWED_ORIGINS": None}, "CORS_ALLOWED_ORIGINS", id="cors-missing"),
-        pytest.param({"CORS_ALLOWED_ORIGINS": "*"}, "CORS_ALLOWED_ORIGINS", id="cors-star"),
+        pytest.param(
+            {"ALLOWED_HOSTS": " , "},
+            "ALLOWED_HOSTS",
+            id="hosts-blank",
+            marks=pytest.mark.checklist("P1.3", "P1.6", "P7.20"),
+        ),
+        pytest.param(
+            {"ALLOWED_HOSTS": "*"},
+            "ALLOWED_HOSTS",
+            id="hosts-star",
+            marks=pytest.mark.checklist("P1.3", "P1.6", "P7.4"),
+        ),
+        pytest.param(
+            {"ALLOWED_HOSTS": f"{PUBLIC_HOST},*"},
+            "ALLOWED_HOSTS",
+            id="hosts-star-among-others",
+            marks=pytest.mark.checklist("P1.3", "P1.6", "P7.4"),
+        ),
+        pytest.param(
+            {"CORS_ALLOWED_ORIGINS": None},
+            "CORS_ALLOWED_ORIGINS",
+            id="cors-missing",
+            marks=pytest.mark.checklist("P1.4", "P1.7", "P7.23"),
+        ),
+        pytest.param(
+            {"CORS_ALLOWED_ORIGINS": "*"},
+            "CORS_ALLOWED_ORIGINS",
+            id="cors-star",
+            marks=pytest.mark.checklist("P1.4", "P1.7", "P7.7", "P10.14"),
+        ),
         pytest.param(
             {"CORS_ALLOWED_ORIGINS": "app.example.com"},
             "CORS_ALLOWED_ORIGINS",
             id="cors-origin-without-scheme",
+            marks=pytest.mark.checklist("P1.7"),
         ),
-        pytest.param(NO_DATABASE, "DATABASE_URL", id="database-missing"),
+        pytest.param(
+            NO_DATABASE,
+            "DATABASE_URL",
+            id="database-missing",
+            marks=pytest.mark.checklist("P1.16", "P7.21"),
+        ),
         pytest.param(
             {"DATABASE_URL": "mysql://delivery:pw@127.0.0.1:3306/delivery"},
             "DATABASE_URL",
             id="database-mysql",
+            marks=pytest.mark.checklist("P4.2"),
         ),
         pytest.param(
             {"DATABASE_URL": "postgres://delivery:pw@127.0.0.1:5432/"},
             "DATABASE_URL",
             id="database-without-name",
+            marks=pytest.mark.checklist("P4.2"),
         ),
         pytest.param(
             # Half of the POSTGRES_* fallback is not a database either.
             {**NO_DATABASE, "POSTGRES_DB": "delivery", "POSTGRES_USER": "delivery"},
             "DATABASE_URL",
             id="database-postgres-vars-without-host",
+            marks=pytest.mark.checklist("P1.16", "P4.3", "P7.21"),
         ),
-        pytest.param({"REDIS_URL": None}, "REDIS_URL", id="redis-missing"),
-        pytest.param({"REDIS_URL": "http://127.0.0.1:6379/0"}, "REDIS_URL", id="redis-not-redis"),
-        pytest.param({"DEBUG": "true"}, "DEBUG", id="debug-on"),
+        pytest.param(
+            {"REDIS_URL": None},
+            "REDIS_URL",
+            id="redis-missing",
+            marks=pytest.mark.checklist("P1.22", "P7.6", "P7.22"),
+        ),
+        pytest.param(
+            {"REDIS_URL": "http://127.0.0.1:6379/0"},
+            "REDIS_URL",
+            id="redis-not-redis",
+            marks=pytest.mark.checklist("P1.22"),
+        ),
+        pytest.param(
+            {"REDIS_URL": "rediss://cache.internal:6379/0"},
+            "ssl_cert_reqs",
+            id="redis-tls-without-certificate-check",
+            marks=pytest.mark.checklist("P8.12"),
+        ),
+        pytest.param(
+            {"DEBUG": "true"}, "DEBUG", id="debug-on", marks=pytest.mark.checklist("P1.1", "P7.2")
+        ),
     ],
 )
 def test_production_refuses_to_start_on_an_unsafe_value(changes, named):
@@ -86,6 +158,7 @@ def test_production_refuses_to_start_on_an_unsafe_value(changes, named):
     assert named in problems[0]
 
 
+@pytest.mark.checklist("P1.5", "P1.6", "P1.7", "P6.22", "P7.19", "P7.20", "P7.21", "P7.22", "P7.23")
 def test_production_lists_every_problem_in_one_message():
     # given
     env = production_env(
@@ -110,6 +183,7 @@ def test_production_lists_every_problem_in_one_message():
     assert {name for name in named for problem in problems if name in problem} == set(named)
 
 
+@pytest.mark.checklist("P7.1")
 def test_an_unknown_django_env_is_refused_rather_than_run_as_development():
     # given a typo that would otherwise fall back to development defaults (DEBUG on)
     env = production_env(DJANGO_ENV="prod")
@@ -122,6 +196,9 @@ def test_an_unknown_django_env_is_refused_rather_than_run_as_development():
     assert "DJANGO_ENV must be development, test or production" in result.stderr
 
 
+@pytest.mark.checklist(
+    "P1.1", "P1.8", "P1.9", "P1.10", "P1.22", "P7.1", "P7.2", "P10.7", "P11.1", "P11.14", "P11.15"
+)
 def test_a_safe_production_environment_starts_with_hardened_settings():
     # when
     values = settings_as_json(
@@ -154,6 +231,7 @@ def test_a_safe_production_environment_starts_with_hardened_settings():
     }
 
 
+@pytest.mark.checklist("P1.1", "P1.8", "P1.9", "P1.10", "P1.14", "P11.15")
 def test_deploy_checks_pass_at_warning_level_in_production():
     # when
     result = run_manage("check", "--deploy", "--fail-level", "WARNING", env=production_env())
@@ -163,6 +241,7 @@ def test_deploy_checks_pass_at_warning_level_in_production():
     assert "System check identified no issues" in result.stdout
 
 
+@pytest.mark.checklist("P1.16", "P4.3", "P7.5")
 def test_postgres_variables_configure_postgis_when_there_is_no_database_url():
     # given
     env = production_env(
@@ -188,6 +267,7 @@ def test_postgres_variables_configure_postgis_when_there_is_no_database_url():
     ) == ("orders_db", "app_user", "pg-Secret-123", "db.internal.example", "6543")
 
 
+@pytest.mark.checklist("P4.3")
 def test_postgres_port_defaults_to_5432():
     # given
     env = production_env(DATABASE_URL=None, POSTGRES_DB="orders_db", POSTGRES_HOST="db.internal")
@@ -199,6 +279,7 @@ def test_postgres_port_defaults_to_5432():
     assert (database["HOST"], str(database["PORT"])) == ("db.internal", "5432")
 
 
+@pytest.mark.checklist("P1.16", "P4.3", "P7.5")
 def test_database_url_wins_over_postgres_variables():
     # given
     env = production_env(
@@ -214,6 +295,7 @@ def test_database_url_wins_over_postgres_variables():
     assert (database["NAME"], database["HOST"]) == ("url_db", "url-host.example")
 
 
+@pytest.mark.checklist("P4.2", "P8.3", "P8.11")
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgis"])
 def test_every_postgres_url_scheme_gets_the_postgis_engine(scheme):
     # given the kind of URL Railway or RDS hand out
@@ -241,6 +323,7 @@ log_startup_summary("web")
 """
 
 
+@pytest.mark.checklist("P1.23", "P6.7", "P6.22", "P7.24")
 @pytest.mark.parametrize(
     "redis_credentials", [":R3dis-only-pa55@", "default:R3dis-user-pa55@"], ids=["password", "acl"]
 )

@@ -21,6 +21,7 @@ def test_redact_hides_the_password(url, shown):
     assert "s3cret" not in redact(url)
 
 
+@pytest.mark.checklist("P11.16")
 def test_ping_answers_for_a_live_redis_and_not_for_a_closed_port():
     assert ping("redis://127.0.0.1:6379/0") is True
     assert ping(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5) is False

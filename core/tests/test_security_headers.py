@@ -87,6 +87,7 @@ def assert_secure_http_only_lax(cookie) -> None:
     assert cookie["samesite"] == "Lax"
 
 
+@pytest.mark.checklist("P1.9", "P1.14", "P1.15", "P10.5", "P10.6", "P10.8")
 @pytest.mark.parametrize("path", ["/api/config/", "/admin/login/"])
 def test_https_responses_carry_the_security_headers(server, path):
     # when
@@ -103,6 +104,7 @@ def test_https_responses_carry_the_security_headers(server, path):
     assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
 
 
+@pytest.mark.checklist("P1.8", "P8.5", "P10.7")
 def test_plain_http_is_redirected_permanently_to_https(server):
     # when
     response = server.get("/api/config/?lang=en", headers=PLAIN_HTTP)
@@ -112,6 +114,7 @@ def test_plain_http_is_redirected_permanently_to_https(server):
     assert response.headers["Location"] == f"https://{PUBLIC_HOST}/api/config/?lang=en"
 
 
+@pytest.mark.checklist("P6.8", "P6.14", "P8.10", "P8.15", "P9.1", "P12.17")
 def test_health_answers_a_plain_http_probe_addressed_by_ip(server):
     # when
     response = server.get("/health/", headers={"Host": PROBE_HOST})
@@ -122,6 +125,7 @@ def test_health_answers_a_plain_http_probe_addressed_by_ip(server):
     assert response.json()["status"] == "ok"
 
 
+@pytest.mark.checklist("P6.15", "P6.19")
 def test_metrics_answer_a_plain_http_scrape_addressed_by_ip(server):
     # when Prometheus scrapes the pod by its IP over plain HTTP
     response = server.get("/metrics", headers={"Host": PROBE_HOST})
@@ -132,6 +136,7 @@ def test_metrics_answer_a_plain_http_scrape_addressed_by_ip(server):
     assert "django_http_requests_total_by_view_transport_method_total" in response.text
 
 
+@pytest.mark.checklist("P1.3")
 @pytest.mark.parametrize("headers", [{}, {"X-Forwarded-Proto": "https"}], ids=["http", "https"])
 def test_other_paths_refuse_a_host_that_is_not_allowed(server, headers):
     # when
@@ -142,6 +147,7 @@ def test_other_paths_refuse_a_host_that_is_not_allowed(server, headers):
     assert response.json()["error"]["code"] == "bad_request"
 
 
+@pytest.mark.checklist("P1.4", "P7.7", "P10.14")
 def test_cors_allows_only_the_configured_origin(server):
     # when
     allowed = server.get("/api/config/", headers={**HTTPS, "Origin": WEB_ORIGIN})
@@ -152,6 +158,7 @@ def test_cors_allows_only_the_configured_origin(server):
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
+@pytest.mark.checklist("P1.10", "P1.12", "P10.4", "P10.9", "P10.10")
 def test_csrf_cookie_is_secure_http_only_and_lax(server):
     # when
     response = server.get("/admin/login/", headers=HTTPS)
@@ -161,6 +168,7 @@ def test_csrf_cookie_is_secure_http_only_and_lax(server):
     assert_secure_http_only_lax(cookies_set(response)["csrftoken"])
 
 
+@pytest.mark.checklist("P1.10", "P1.11", "P1.13", "P10.9", "P10.10")
 def test_session_cookie_after_admin_login_is_secure_http_only_and_lax(server, staff_user):
     # given the login form and its CSRF cookie (sent back by hand: the cookie is Secure and
     # this test client speaks plain HTTP to the server behind the simulated proxy)

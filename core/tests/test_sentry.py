@@ -70,6 +70,7 @@ def _decoded(request) -> str:
     return body.decode("utf-8", "replace")
 
 
+@pytest.mark.checklist("P6.20", "P7.16", "P10.19")
 @pytest.mark.slow
 def test_without_a_dsn_sentry_stays_off():
     outcome = _run(base_env(DJANGO_ENV="test"))
@@ -78,6 +79,7 @@ def test_without_a_dsn_sentry_stays_off():
     assert outcome["active"] is False
 
 
+@pytest.mark.checklist("P6.20", "P7.16")
 @pytest.mark.slow
 def test_with_a_dsn_a_crash_reaches_sentry_without_personal_data(httpserver):
     # given a fake Sentry ingesting envelopes on a local port

@@ -120,6 +120,7 @@ def order() -> Order:
 # --- Who may connect --------------------------------------------------------------------------
 
 
+@pytest.mark.checklist("P9.12")
 async def test_without_a_token_the_socket_is_closed_4401(order):
     assert await close_code(socket(order.pk)) == 4401
 
@@ -162,6 +163,7 @@ async def test_an_order_that_does_not_exist_is_closed_4403_like_someone_elses(or
     assert await close_code(socket(uuid.uuid4(), access_token(order.customer))) == 4403
 
 
+@pytest.mark.checklist("P3.17")
 async def test_a_foreign_origin_is_refused_at_the_handshake(order):
     communicator = socket(
         order.pk, access_token(order.customer), headers=[(b"origin", b"https://evil.test")]
@@ -172,6 +174,7 @@ async def test_a_foreign_origin_is_refused_at_the_handshake(order):
     assert not connected
 
 
+@pytest.mark.checklist("P3.16", "P9.9", "P9.10")
 @pytest.mark.parametrize("who", ["customer", "rider", "dispatcher"])
 async def test_the_customer_the_rider_and_ops_get_the_current_status_first(order, who):
     make = {
@@ -193,6 +196,7 @@ async def test_the_customer_the_rider_and_ops_get_the_current_status_first(order
         assert await communicator.receive_nothing(timeout=0.2)
 
 
+@pytest.mark.checklist("P3.18", "P9.12")
 async def test_a_dispatcher_in_the_browser_watches_with_the_admin_session_and_no_token(order):
     def session_cookie() -> bytes:
         client = Client()
@@ -213,6 +217,7 @@ async def test_a_dispatcher_in_the_browser_watches_with_the_admin_session_and_no
 # --- Status frames -----------------------------------------------------------------------------
 
 
+@pytest.mark.checklist("P9.10")
 async def test_a_transition_reaches_the_customer_with_the_next_seq(order):
     async with (
         watching(order.pk, order.customer) as (customer_socket, _),

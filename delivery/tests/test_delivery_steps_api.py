@@ -562,6 +562,7 @@ def test_failing_ends_the_order_with_the_riders_reason_and_frees_the_rider(statu
 # --- The tracking snapshot -----------------------------------------------------------------------
 
 
+@pytest.mark.checklist("P9.5")
 def test_the_customer_the_orders_rider_and_a_dispatcher_can_read_the_snapshot():
     order = OrderFactory(status=OrderStatus.PICKED_UP)
     dispatcher = UserFactory(is_staff=True, is_customer=False)

@@ -83,6 +83,7 @@ async def test_a_customer_is_closed_4403():
     assert await close_code(socket(access_token(customer))) == 4403
 
 
+@pytest.mark.checklist("P3.17")
 async def test_a_foreign_origin_is_refused_at_the_handshake(rider):
     communicator = socket(access_token(rider.user), headers=[(b"origin", b"https://evil.test")])
 
@@ -91,6 +92,7 @@ async def test_a_foreign_origin_is_refused_at_the_handshake(rider):
     assert not connected
 
 
+@pytest.mark.checklist("P3.17")
 async def test_a_native_app_without_an_origin_header_is_let_in(rider):
     # given a mobile client: no Origin header, only its JWT
     communicator = socket(access_token(rider.user), headers=[(b"host", b"testserver")])
@@ -107,6 +109,7 @@ async def test_without_an_origin_a_missing_token_is_still_closed_4401():
     assert await close_code(socket(headers=[(b"host", b"testserver")])) == 4401
 
 
+@pytest.mark.checklist("P3.16")
 async def test_a_rider_is_accepted_and_gets_a_profile_on_first_connect():
     user = await database_sync_to_async(RiderUserFactory)()
     communicator = socket(access_token(user))

@@ -44,6 +44,7 @@ def sign_in_as_rider(server: servers.Server) -> str:
     return verified.json()["access"]
 
 
+@pytest.mark.checklist("P3.1", "P3.16", "P11.12")
 @pytest.mark.slow
 def test_a_rider_sends_a_location_over_the_socket_and_the_token_is_never_logged(server):
     # given a rider signed in through the real server

@@ -102,6 +102,7 @@ def sign_in(server: servers.Server, phone: str, role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {verified.json()['access']}"}
 
 
+@pytest.mark.checklist("P9.5", "P9.9", "P9.10", "P11.12", "P12.19")
 def test_the_customer_sees_the_riders_ping_within_a_second(server):
     # given an order in a rider's hands, and its customer watching over the socket
     order = OrderFactory(status="rider_assigned")
@@ -157,6 +158,7 @@ def test_an_idle_socket_outlives_the_channel_layers_blocking_reads(server):
     assert "Exception in ASGI application" not in server.output()
 
 
+@pytest.mark.checklist("P9.3", "P9.4", "P9.5", "P11.11", "P11.12", "P11.13", "P12.20")
 def test_from_sign_in_to_delivered_and_earned_through_the_api_only(server, worker):
     # given a service area (ops' set-up)
     ServiceAreaFactory(area=AREA)

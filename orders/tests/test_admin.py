@@ -27,6 +27,7 @@ def _signed_in(user) -> Client:
     return client
 
 
+@pytest.mark.checklist("P10.11")
 def test_the_ops_groups_exist_with_their_permissions():
     perms = {
         group.name: {f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()}
@@ -61,6 +62,7 @@ def test_an_orders_page_shows_its_events_and_payments():
     assert order.delivery_code not in html
 
 
+@pytest.mark.checklist("P10.11")
 def test_cancel_action_needs_the_permission_not_just_is_staff():
     order = OrderFactory(status=OrderStatus.SEARCHING_RIDER)
     action = {"action": "cancel_selected", "_selected_action": [str(order.pk)]}

@@ -43,6 +43,7 @@ def _events(order_id) -> list[tuple]:
 # --- Booking ---------------------------------------------------------------------------------
 
 
+@pytest.mark.checklist("P9.4")
 def test_cash_on_delivery_books_at_the_quoted_amount_and_goes_to_dispatch(
     customer, service_area, dispatched, django_capture_on_commit_callbacks
 ):
@@ -103,6 +104,7 @@ def test_razorpay_orders_wait_for_payment_and_are_not_dispatched(
     assert dispatched == []
 
 
+@pytest.mark.checklist("P7.15")
 def test_without_razorpay_keys_online_payment_is_refused_and_cash_still_works(
     customer, service_area, settings, api_client
 ):
@@ -363,6 +365,7 @@ def test_ops_cancel_any_live_order_through_their_group_permission():
     assert (event.actor_kind, event.actor, event.to_status) == ("staff", dispatcher, "cancelled")
 
 
+@pytest.mark.checklist("P10.11")
 def test_ops_without_the_cancel_permission_are_refused():
     order = OrderFactory(status=OrderStatus.SEARCHING_RIDER)
     finance = ops_user("finance")  # sees orders, cannot cancel them

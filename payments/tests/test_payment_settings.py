@@ -22,6 +22,7 @@ def test_production_refuses_a_key_id_without_its_secrets(changes):
 
 
 @pytest.mark.django_db
+@pytest.mark.checklist("P7.15", "P9.2")
 def test_config_reports_payments_on_with_the_public_key_only(api_client, settings):
     settings.RAZORPAY_KEY_ID = "rzp_test_public"
     settings.RAZORPAY_KEY_SECRET = "very-secret"

@@ -109,6 +109,7 @@ def test_cash_orders_and_other_customers_orders_cannot_be_paid_online(
     assert razorpay.orders == {} and not Payment.objects.exists()
 
 
+@pytest.mark.checklist("P7.15")
 def test_without_keys_every_payment_endpoint_answers_503(customer, service_area, settings):
     settings.RAZORPAY_KEY_ID = settings.RAZORPAY_KEY_SECRET = settings.RAZORPAY_WEBHOOK_SECRET = ""
     settings.PAYMENTS_ENABLED = False
@@ -133,6 +134,7 @@ def test_without_keys_every_payment_endpoint_answers_503(customer, service_area,
 # --- Verify ----------------------------------------------------------------------------------
 
 
+@pytest.mark.checklist("P9.7")
 def test_a_verified_capture_pays_the_order_and_hands_it_to_dispatch(
     checkout, razorpay, dispatched, on_commit
 ):
@@ -206,6 +208,7 @@ def test_a_webhook_with_a_bad_signature_is_400_and_not_stored(checkout, razorpay
     assert Order.objects.get(pk=order["id"]).payment_status == PaymentStatus.PENDING
 
 
+@pytest.mark.checklist("P9.7")
 def test_a_webhook_before_verify_pays_the_order_and_the_later_verify_is_a_no_op(
     checkout, razorpay, api_client, dispatched, on_commit
 ):

@@ -14,6 +14,7 @@ from riders.tests.support import LOCATION_URL, OFFLINE_URL, ONLINE_URL, as_user,
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.checklist("P9.6")
 def test_an_approved_rider_goes_online_and_offline(api_client):
     rider = RiderFactory(approved=True)
     as_user(api_client, rider.user)

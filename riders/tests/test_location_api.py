@@ -37,6 +37,7 @@ def rider(api_client) -> Rider:
     return rider
 
 
+@pytest.mark.checklist("P9.6")
 def test_a_fix_moves_the_rider_and_joins_the_trail(api_client, rider):
     # when
     body = fix(MG_ROAD, seconds_ago=5)

@@ -1,0 +1,57 @@
+"""Checks of WebSockets (phases 3, 9, 11, 12)."""
+
+import uuid
+
+from django.conf import settings
+
+from core.readiness.registry import Outcome, check, failed, judged, passed
+from core.readiness.runner import Context
+from core.readiness.shared import FOREIGN_ORIGIN
+
+_NO_SUCH_ORDER = str(uuid.UUID(int=1))
+
+
+@check("P9.9", "P11.12", "P12.19")
+def websocket_handshake(context: Context) -> Outcome:
+    kind, code = context.socket("/ws/rider/")
+    if kind == "refused":
+        return failed(f"the /ws/rider/ handshake was refused with HTTP {code}")
+    return passed("a WebSocket to /ws/rider/ is upgraded and reaches its consumer (ASGI/Channels)")
+
+
+@check("P3.18", "P9.12")
+def websocket_auth(context: Context) -> Outcome:
+    outcome = context.socket("/ws/rider/")
+    if outcome != ("closed", 4401):
+        return failed(f"an anonymous /ws/rider/ socket ended as {outcome}, not closed 4401")
+    return passed("an anonymous socket is closed with 4401: the auth middleware runs")
+
+
+@check("P3.16", "P9.10", "P9.5")
+def websocket_routes(context: Context) -> Outcome:
+    problems = []
+    tracking = context.socket(f"/ws/delivery/{_NO_SUCH_ORDER}/")
+    if tracking != ("closed", 4401):
+        problems.append(f"/ws/delivery/<id>/ ended as {tracking}, not its consumer's 4401")
+    unknown = context.socket("/ws/readiness-no-such-socket/")
+    if unknown != ("refused", 403):
+        problems.append(f"an unknown socket path ended as {unknown}, not refused (403)")
+    return judged(problems, "/ws/rider/ and /ws/delivery/<id>/ routed; other paths refused")
+
+
+@check("P3.17")
+def websocket_origin(context: Context) -> Outcome:
+    outcome = context.socket("/ws/rider/", origin=FOREIGN_ORIGIN)
+    if outcome != ("refused", 403):
+        return failed(f"a socket from {FOREIGN_ORIGIN} ended as {outcome}, not refused (403)")
+    return passed(f"a socket from a foreign Origin ({FOREIGN_ORIGIN}) is refused (403)")
+
+
+@check("P9.11")
+def channel_layer(context: Context) -> Outcome:
+    layer = settings.CHANNEL_LAYERS["default"]
+    if layer["BACKEND"] != "channels_redis.core.RedisChannelLayer":
+        return failed(f"channel layer {layer['BACKEND']}: sockets on other workers are unreachable")
+    hosts = layer.get("CONFIG", {}).get("hosts") or [{}]
+    limit = hosts[0].get("max_connections") if isinstance(hosts[0], dict) else None
+    return passed(f"Redis channel layer, a pool of up to {limit or 'the default'} connections")
