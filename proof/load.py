@@ -184,21 +184,23 @@ class Run:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         headers.update(kw.pop("headers", {}))
         started = time.monotonic()
-        for attempt in (1, 2):
+        try:
+            response = await self.http.request(method, path, headers=headers, **kw)
+        except httpx.TransportError as error:
+            # A kept-alive connection the server closed as the request went out (a worker
+            # recycled after GUNICORN_MAX_REQUESTS): mobile HTTP stacks such as OkHttp try once
+            # more on a fresh connection, and so does this -- really fresh, not another kept
+            # -alive one from the pool, which may belong to the same leaving worker. Every
+            # request here is safe to repeat (pings by recorded_at, bookings by
+            # Idempotency-Key, steps answer 409 once taken).
+            self.report.retried[f"{kind}: {type(error).__name__}"] += 1
             try:
-                response = await self.http.request(method, path, headers=headers, **kw)
-                break
-            except httpx.TransportError as error:
-                # A kept-alive connection the server closed as the request went out (a worker
-                # recycled after GUNICORN_MAX_REQUESTS): mobile HTTP stacks such as OkHttp try
-                # once more on a fresh connection, and so does this. Every request here is
-                # safe to repeat (pings by recorded_at, bookings by Idempotency-Key, steps
-                # answer 409 once taken).
-                if attempt == 2:
-                    self.report.record(kind, time.monotonic() - started, 0)
-                    self.report.failures.append(f"{kind}: {type(error).__name__}: {error}")
-                    return None
-                self.report.retried[f"{kind}: {type(error).__name__}"] += 1
+                async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as fresh:
+                    response = await fresh.request(method, path, headers=headers, **kw)
+            except httpx.TransportError as again:
+                self.report.record(kind, time.monotonic() - started, 0)
+                self.report.failures.append(f"{kind}: {type(again).__name__}: {again}")
+                return None
         self.report.record(kind, time.monotonic() - started, response.status_code)
         return response
 
