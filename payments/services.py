@@ -341,15 +341,20 @@ def _queue_refund(refund_id) -> None:
 
 
 def _settle_order_after_refund(order: Order) -> None:
-    """refund_pending -> refunded once none of the order's refunds is still under way."""
+    """refund_pending -> refunded once none of the order's refunds is still under way and the
+    money of every capture went back. A capture whose refund failed (and was not refunded
+    again since) keeps the order refund_pending: the customer has not been paid back, and ops
+    see the failed refund (the admin, the ops console's alerts) and refund it again."""
     if order.payment_status != PaymentStatus.REFUND_PENDING:
         return
-    open_refunds = Refund.objects.filter(
-        payment__order=order, status__in=[Refund.Status.PENDING, Refund.Status.SUBMITTED]
-    )
-    if not open_refunds.exists():
-        order.payment_status = PaymentStatus.REFUNDED
-        order.save(update_fields=["payment_status", "updated_at"])
+    refunds = Refund.objects.filter(payment__order=order)
+    if refunds.filter(status__in=[Refund.Status.PENDING, Refund.Status.SUBMITTED]).exists():
+        return
+    paid_back = refunds.filter(status=Refund.Status.PROCESSED).values("payment_id")
+    if refunds.filter(status=Refund.Status.FAILED).exclude(payment_id__in=paid_back).exists():
+        return
+    order.payment_status = PaymentStatus.REFUNDED
+    order.save(update_fields=["payment_status", "updated_at"])
 
 
 def _lock_refund(refund_id) -> tuple[Refund, Order]:

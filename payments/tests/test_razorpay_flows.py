@@ -344,6 +344,28 @@ def test_a_pending_refund_is_settled_by_the_refund_processed_webhook(
     assert Order.objects.get(pk=order["id"]).payment_status == PaymentStatus.REFUNDED
 
 
+def test_a_refund_that_fails_at_razorpay_leaves_the_order_refund_pending(
+    checkout, razorpay, api_client, on_commit
+):
+    # given a cancelled paid order whose refund Razorpay accepted but has not processed
+    client, order, rzp_order_id = checkout
+    payment = razorpay.capture(rzp_order_id)
+    razorpay.refund_status = "pending"
+    with on_commit():
+        _verify(client, rzp_order_id, payment["id"])
+        client.post(order_url(order["id"], "cancel"), {}, format="json")
+    refund = Refund.objects.get()
+
+    # when Razorpay reports that the refund failed
+    entity = {"id": refund.razorpay_refund_id, "payment_id": payment["id"], "status": "failed"}
+    with on_commit():
+        post_webhook(api_client, webhook_body("refund.failed", refund=entity), "evt_rf")
+
+    # then the refund is failed and the order is not called refunded: the money is not back
+    assert Refund.objects.get().status == Refund.Status.FAILED
+    assert Order.objects.get(pk=order["id"]).payment_status == PaymentStatus.REFUND_PENDING
+
+
 def test_refunds_from_the_admin_need_the_refund_permission(checkout, razorpay, on_commit):
     from django.test import Client
 
