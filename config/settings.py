@@ -123,6 +123,7 @@ INSTALLED_APPS = [
     "riders",
     "delivery",
     "payments",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -551,6 +552,24 @@ if (
         "DISPATCH_* and OFFER_TTL_SECONDS must be positive, and DISPATCH_MAX_RADIUS_M at least "
         "DISPATCH_RADIUS_M."
     )
+
+# --- Ops console (/ops/) -----------------------------------------------------------------------
+
+# Map tiles ({s}, {z}, {x}, {y} as Leaflet takes them); empty: no tiles, markers on a plain map.
+MAP_TILE_URL = env.str("MAP_TILE_URL", default="https://tile.openstreetmap.org/{z}/{x}/{y}.png")
+MAP_TILE_ATTRIBUTION = env.str("MAP_TILE_ATTRIBUTION", default="&copy; OpenStreetMap contributors")
+if MAP_TILE_URL and urlsplit(MAP_TILE_URL.replace("{s}", "a")).scheme not in {"http", "https"}:
+    _problems.append("MAP_TILE_URL must be an http(s) URL template, or empty for no tiles.")
+# Alerts: an order searching this long without a rider; a rider on a delivery who has not moved
+# (or sent no position) for this long; a paid order not handed to dispatch after this long.
+OPS_ALERT_NO_RIDER_MINUTES = env.int("OPS_ALERT_NO_RIDER_MINUTES", default=5)
+OPS_ALERT_STATIONARY_MINUTES = env.int("OPS_ALERT_STATIONARY_MINUTES", default=10)
+OPS_ALERT_UNDISPATCHED_MINUTES = env.int("OPS_ALERT_UNDISPATCHED_MINUTES", default=2)
+if (
+    min(OPS_ALERT_NO_RIDER_MINUTES, OPS_ALERT_STATIONARY_MINUTES, OPS_ALERT_UNDISPATCHED_MINUTES)
+    <= 0
+):
+    _problems.append("OPS_ALERT_* minutes must be positive.")
 
 # Delivery steps: "arrived" is accepted only with a fresh position this close to the place.
 DELIVERY_GEOFENCE_M = env.int("DELIVERY_GEOFENCE_M", default=200)

@@ -20,6 +20,8 @@ urlpatterns = [
     path("api/v1/delivery/", include("delivery.urls")),
     path("api/v1/ops/readiness/", ReadinessApi.as_view(), name="ops-readiness"),
     path("admin/", admin.site.urls),
+    # The ops console: a staff browser page and its session-authenticated JSON (ops/).
+    path("ops/", include("ops.urls")),
     # Usually answered earlier by core.middleware.ProbeMiddleware (any Host, plain HTTP).
     path("metrics", metrics_view, name="prometheus-django-metrics"),
 ]

@@ -1,5 +1,5 @@
-"""WebSocket consumers: the rider app's socket (/ws/rider/) and an order's tracking socket
-(/ws/delivery/<order_id>/).
+"""WebSocket consumers: the rider app's socket (/ws/rider/), an order's tracking socket
+(/ws/delivery/<order_id>/) and the ops console's live feed (/ws/ops/).
 
 Consumers translate frames to service calls and back, nothing more. Close codes: 4401 no or
 bad token, 4403 signed in but not allowed. They are sent after accepting the handshake: a
@@ -16,8 +16,9 @@ from rest_framework.exceptions import ValidationError
 
 from core.exceptions import DEPENDENCY_ERRORS, ApiError, ServiceUnavailable
 from delivery import realtime
-from delivery.realtime import location_broadcast, order_group, rider_group
+from delivery.realtime import OPS_GROUP, location_broadcast, order_group, rider_group
 from delivery.selectors import order_for_watcher
+from ops.permissions import console_allowed
 from orders.models import TERMINAL_STATUSES, Order
 from riders.apis import RiderLocationApi
 from riders.services import rider_get_or_create, rider_location_record
@@ -179,6 +180,62 @@ class DeliveryConsumer(AsyncWebsocketConsumer):
 
     async def location(self, event):
         await self.send(text_data=json.dumps(event))
+
+
+class OpsConsumer(AsyncWebsocketConsumer):
+    """The ops console's feed: every rider's moves and status, every order's status.
+
+    For staff who may watch the console (ops.permissions.console_allowed), signed in with the
+    admin session (the console page) or a JWT. Server-to-client only. The first frame is
+    {"type": "ready"}: the console reads its snapshot after it, so nothing sent between the
+    read and the join is lost. Then, as they happen (delivery.realtime): {"type":
+    "rider_moved", "rider_id", "lat", "lng", "at"}, {"type": "rider_status", "rider_id",
+    "status", "lat", "lng", "at"} and {"type": "order_status", "order_id", "seq", "status",
+    "payment_status", "rider_id", "at"}.
+    """
+
+    joined = False
+
+    async def connect(self):
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not await database_sync_to_async(console_allowed, thread_sensitive=False)(user):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        await self.channel_layer.group_add(OPS_GROUP, self.channel_name)
+        self.joined = True
+        await self.send(text_data=json.dumps({"type": "ready"}))
+        logger.info("ops console opened by user %s", user.pk)
+
+    async def disconnect(self, code):
+        if self.joined:
+            await self.channel_layer.group_discard(OPS_GROUP, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if not self.joined:
+            return
+        reply = {
+            "type": "error",
+            "code": "read_only",
+            "message": "This socket only sends; act through the console's buttons.",
+        }
+        await self.send(text_data=json.dumps(reply))
+
+    async def _relay(self, event):
+        """Group messages are typed "ops.<name>"; the browser sees "<name>"."""
+        await self.send(text_data=json.dumps({**event, "type": event["type"].removeprefix("ops.")}))
+
+    async def ops_rider_moved(self, event):
+        await self._relay(event)
+
+    async def ops_rider_status(self, event):
+        await self._relay(event)
+
+    async def ops_order_status(self, event):
+        await self._relay(event)
 
 
 def _current_status(order_id) -> dict:

@@ -1,13 +1,15 @@
 """What goes out over the WebSockets, and to which group.
 
-Groups: `rider.<rider id>` (every socket of one rider: offers, assignments) and
-`order.<order id>` (the order's customer, its rider and staff: status and location events).
+Groups: `rider.<rider id>` (every socket of one rider: offers, assignments),
+`order.<order id>` (the order's customer, its rider and staff: status and location events) and
+`ops` (the ops console's sockets: every rider's moves and status, every order's status).
 Each order event carries the order's `seq` (Order.tracking_seq), one higher than the last, so a
 client that sees a gap knows to re-read the REST snapshot. Messages go out only after the
 change is committed, carry the minimum personal data, and are best effort: a channel layer
 (Redis) that is down is logged and never undoes a committed change.
 """
 
+import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
@@ -24,6 +26,10 @@ def rider_group(rider_id) -> str:
 
 def order_group(order_id) -> str:
     return f"order.{order_id}"
+
+
+# Every ops console socket. A send to it with no console open costs one Redis round trip.
+OPS_GROUP = "ops"
 
 
 def status_message(*, order_id, seq: int, status: str, rider_id, at) -> dict:
@@ -47,6 +53,46 @@ def location_message(*, order_id, seq: int, lat: float, lng: float, at) -> dict:
         "lat": lat,
         "lng": lng,
         "at": _time(at),
+    }
+
+
+# Messages for the ops group: ids, statuses and positions only. The console reads names,
+# addresses and the rest from its snapshot (ops.selectors), and re-reads it for what it lacks.
+
+
+def ops_rider_moved_message(*, rider_id, lat: float, lng: float, at) -> dict:
+    return {
+        "type": "ops.rider_moved",
+        "rider_id": str(rider_id),
+        "lat": lat,
+        "lng": lng,
+        "at": _time(at),
+    }
+
+
+def ops_rider_status_message(rider) -> dict:
+    """A rider's new status, with the position the row already holds (no query)."""
+    point = rider.last_location
+    return {
+        "type": "ops.rider_status",
+        "rider_id": str(rider.pk),
+        "status": rider.status,
+        "lat": point.y if point is not None else None,
+        "lng": point.x if point is not None else None,
+        "at": _time(rider.last_location_at) if rider.last_location_at else None,
+    }
+
+
+def ops_order_status_message(order) -> dict:
+    """An order's new status, numbered by its tracking seq like the order's own sockets."""
+    return {
+        "type": "ops.order_status",
+        "order_id": str(order.pk),
+        "seq": order.tracking_seq,
+        "status": order.status,
+        "payment_status": order.payment_status,
+        "rider_id": str(order.rider_id) if order.rider_id else None,
+        "at": _time(order.updated_at),
     }
 
 
@@ -76,17 +122,33 @@ def send_on_commit(group: str, message: dict) -> None:
 
 
 async def location_broadcast(receipt) -> None:
-    """Tells the order's sockets where its rider is, for a fix that took a tracking seq
-    (riders.services.LocationReceipt). Call it once the fix is committed."""
-    if receipt.order_id is None:
-        return
-    await send_async(
-        order_group(receipt.order_id),
-        location_message(
-            order_id=receipt.order_id,
-            seq=receipt.seq,
-            lat=receipt.lat,
-            lng=receipt.lng,
-            at=receipt.recorded_at,
-        ),
-    )
+    """Tells the ops consoles where the rider is now, and the order's sockets too for a fix
+    that took a tracking seq (riders.services.LocationReceipt). Call it once the fix is
+    committed. Everything comes from the receipt: no query on the ping's path."""
+    if not receipt.is_latest:
+        return  # an older fix joined the trail; the rider is not there any more
+    sends = [
+        send_async(
+            OPS_GROUP,
+            ops_rider_moved_message(
+                rider_id=receipt.rider_id,
+                lat=receipt.lat,
+                lng=receipt.lng,
+                at=receipt.recorded_at,
+            ),
+        )
+    ]
+    if receipt.order_id is not None:
+        sends.append(
+            send_async(
+                order_group(receipt.order_id),
+                location_message(
+                    order_id=receipt.order_id,
+                    seq=receipt.seq,
+                    lat=receipt.lat,
+                    lng=receipt.lng,
+                    at=receipt.recorded_at,
+                ),
+            )
+        )
+    await asyncio.gather(*sends)

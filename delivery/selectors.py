@@ -7,7 +7,9 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
+from django.contrib.gis.db.models.functions import Distance
 from django.contrib.gis.geos import Point
+from django.contrib.gis.measure import D
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
@@ -155,8 +157,6 @@ def orders_waiting_for_dispatch(*, limit: int = 200) -> list[UUID]:
 
 def orders_searching_near(*, point: Point, limit: int) -> list[UUID]:
     """The oldest orders searching for a rider whose pickup is within the widest radius of point."""
-    from django.contrib.gis.measure import D
-
     return list(
         Order.objects.filter(
             status=OrderStatus.SEARCHING_RIDER,
@@ -164,6 +164,26 @@ def orders_searching_near(*, point: Point, limit: int) -> list[UUID]:
         )
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
+    )
+
+
+def riders_assignable_near(*, point: Point) -> QuerySet[Rider]:
+    """Riders ops may assign by hand to an order picked up at `point`, nearest first.
+
+    Online (so free: a rider on a delivery is on_delivery), approved, with an active account,
+    last seen within DISPATCH_MAX_RADIUS_M; annotated with `distance`. Unlike dispatch, an old
+    position does not rule a rider out: ops see how old it is and decide.
+    """
+    return (
+        Rider.objects.filter(
+            status=Rider.Status.ONLINE,
+            approved=True,
+            user__is_active=True,
+            last_location__dwithin=(point, D(m=settings.DISPATCH_MAX_RADIUS_M)),
+        )
+        .select_related("user")
+        .annotate(distance=Distance("last_location", point))
+        .order_by("distance")
     )
 
 

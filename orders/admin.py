@@ -11,9 +11,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.gis import admin as gis_admin
-from django.contrib.gis.db.models.functions import Distance
 from django.contrib.gis.geos import GEOSException, GEOSGeometry, MultiPolygon, Polygon
-from django.contrib.gis.measure import D
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -22,6 +20,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 
 from core.exceptions import ApiError
+from delivery.selectors import riders_assignable_near
 from delivery.services import (
     delivery_code_attempts_reset,
     order_assign_by_staff,
@@ -314,18 +313,8 @@ class AssignRiderForm(forms.Form):
 
     def __init__(self, *args, order: Order, **kwargs):
         super().__init__(*args, **kwargs)
-        pickup = order.quote.pickup_location
-        self.fields["rider"].queryset = (
-            Rider.objects.filter(
-                status=Rider.Status.ONLINE,
-                approved=True,
-                user__is_active=True,
-                last_location__dwithin=(pickup, D(m=settings.DISPATCH_MAX_RADIUS_M)),
-            )
-            .select_related("user")
-            .annotate(distance=Distance("last_location", pickup))
-            .order_by("distance")
-        )
+        # The same riders the ops console offers (delivery.selectors).
+        self.fields["rider"].queryset = riders_assignable_near(point=order.quote.pickup_location)
 
 
 @admin.register(Quote)

@@ -203,6 +203,7 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
                 at=order.updated_at,
             ),
         )
+        realtime.send_on_commit(realtime.OPS_GROUP, realtime.ops_order_status_message(order))
         if to_status == S.SEARCHING_RIDER:  # after the messages: a new offer comes after them
             transaction.on_commit(lambda: dispatch_request(order_id=order.pk))
     return order

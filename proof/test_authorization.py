@@ -3,7 +3,7 @@
 Every (route, method) of config.urls, except the admin (listed below with the reason), is a row
 of `table()`: for each actor, the status code (and error code) the service must answer. A route
 or method added to the URL conf without a row fails test_the_table_covers_every_route_and_method
-(and a new WebSocket route fails test_the_socket_routes_are_the_two_known_ones).
+(and a new WebSocket route fails test_the_socket_routes_are_the_known_ones).
 
 The actors, around one order of customer A:
     anonymous       no Authorization header
@@ -22,7 +22,7 @@ spoils the next cell. Besides the status, every cell checks that
   - actors with no business with the order (anonymous, B, the other rider, staff without a
     group) never see the order's or the offer's id, except in an error about the URL they sent;
   - a refused request (4xx) changed nothing: order, offer, rider, rating, payments, quote.
-The two WebSocket routes get the same treatment by close code. Further tests: OPTIONS is no side
+The WebSocket routes get the same treatment by close code. Further tests: OPTIONS is no side
 door, a bad, expired or deactivated user's token is a 401 (never anonymous-but-ok) while public
 pages ignore it, a user's token does not stand in for the webhook signature, and nobody can
 grant themselves staff, approval or an unsuspended status.
@@ -659,6 +659,25 @@ def table(stack) -> list[Row]:
                 staff_no_group=200,
             ),
         ),
+        # The ops console (ops/): a staff browser page and its JSON, signed in with the admin's
+        # session cookie only. A bearer token, anyone's, is no key to it: the page sends
+        # everyone to the admin's sign-in, the JSON answers 401. Who may use it once signed in
+        # (dispatcher and support; assigning: dispatcher) is ops/tests/test_console_api.py's.
+        Row("ops/", "GET", everyone(302)),
+        Row("ops/api/snapshot/", "GET", everyone(401)),
+        Row("ops/api/orders/<uuid:order_id>/", "GET", everyone(401)),
+        Row(
+            "ops/api/orders/<uuid:order_id>/assign/",
+            "POST",
+            everyone(401),
+            body=lambda world, actor: {"json": {"rider_id": str(world.rider.rider.pk)}},
+        ),
+        Row(
+            "ops/api/orders/<uuid:order_id>/unassign/",
+            "POST",
+            everyone(401),
+            setup=carrying(OrderStatus.RIDER_ASSIGNED),
+        ),
     ]
 
 
@@ -847,10 +866,11 @@ def test_the_table_covers_every_route_and_method():
     assert set(OUT_OF_SCOPE_PREFIXES) <= top
 
 
-def test_the_socket_routes_are_the_two_known_ones():
+def test_the_socket_routes_are_the_known_ones():
     routes = {str(entry.pattern) for entry in websocket_urlpatterns}
-    assert routes == {"ws/rider/", "ws/delivery/<uuid:order_id>/", ""}, (
-        "a new WebSocket route needs its rows in test_delivery_socket / test_rider_socket"
+    assert routes == {"ws/rider/", "ws/delivery/<uuid:order_id>/", "ws/ops/", ""}, (
+        "a new WebSocket route needs its rows in test_delivery_socket / test_rider_socket / "
+        "test_ops_socket"
     )
 
 
@@ -1082,6 +1102,27 @@ def test_rider_socket(stack, shared, db_access):
             wrong.append(f"{actor}: {outcome}, expected an open socket answering the frame")
     for name, token in {**failing_tokens(shared), "empty": ""}.items():
         outcome = socket_outcome(stack, "/ws/rider/", token, say=hello)
+        if outcome != ("closed", 4401):
+            wrong.append(f"{name} token: {outcome}, expected 4401")
+    Rider.objects.filter(pk=world.rider.rider.pk).update(status=Rider.Status.OFFLINE)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_ops_socket(stack, shared, db_access):
+    """The ops console's feed: staff who see every order and rider (the dispatcher here; the
+    console page uses the admin session, a token works as well); everyone else 4403."""
+    world = offered(shared)
+    expected = {actor: ("closed", 4403) for actor in ACTORS}
+    expected["anonymous"] = ("closed", 4401)
+    expected["dispatcher"] = ("frame", {"type": "ready"})
+    wrong = []
+    for actor in ACTORS:
+        person = world.person(actor)
+        outcome = socket_outcome(stack, "/ws/ops/", person.token if person else None)
+        if outcome != expected[actor]:
+            wrong.append(f"{actor}: {outcome}, expected {expected[actor]}")
+    for name, token in {**failing_tokens(shared), "empty": ""}.items():
+        outcome = socket_outcome(stack, "/ws/ops/", token)
         if outcome != ("closed", 4401):
             wrong.append(f"{name} token: {outcome}, expected 4401")
     Rider.objects.filter(pk=world.rider.rider.pk).update(status=Rider.Status.OFFLINE)

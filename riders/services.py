@@ -18,6 +18,7 @@ from rest_framework import status
 
 from accounts.models import User
 from core.exceptions import ApiError
+from delivery import realtime
 from orders.models import CARRYING_STATUSES as CARRYING
 from orders.models import Order
 from riders.models import Rider, RiderLocation
@@ -182,8 +183,15 @@ def rider_approve_by_phone(*, phone: str) -> tuple[Rider, bool]:
 
 
 def _set_status(rider: Rider, new_status: str) -> None:
+    """Every status change of a rider's own goes through here (the admin's through
+    rider_status_set_by_ops); the ops consoles hear of it after commit."""
     rider.status = new_status
     rider.status_changed_at = timezone.now()
+    _tell_ops(rider)
+
+
+def _tell_ops(rider: Rider) -> None:
+    realtime.send_on_commit(realtime.OPS_GROUP, realtime.ops_rider_status_message(rider))
 
 
 def rider_go_online(*, rider: Rider) -> Rider:
@@ -243,6 +251,7 @@ def rider_status_set_by_ops(*, rider: Rider, new_status: str) -> None:
     """Ops changed a rider's status in the admin (suspending, reinstating): time it, and take
     back the offers of a rider who is no longer online."""
     rider.status_changed_at = timezone.now()
+    _tell_ops(rider)
     if new_status != Rider.Status.ONLINE:
         transaction.on_commit(lambda: _withdraw_offers(rider.pk))
 

@@ -32,6 +32,9 @@ system_packages() {
   has_lib 'libproj\.so' || wanted+=(proj-bin)
   command -v psql >/dev/null || wanted+=(postgresql-client)
   command -v shellcheck >/dev/null || wanted+=(shellcheck)  # `make test` lints the shell scripts
+  # The ops console's browser test drives Debian's Chromium (Playwright never downloads one here).
+  command -v chromium >/dev/null || wanted+=(chromium)
+  command -v chromedriver >/dev/null || wanted+=(chromium-driver)
   # PostGIS for the PostgreSQL server installed here, if one is (a remote one brings its own).
   local major
   major=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -n | tail -n 1)

@@ -18,6 +18,9 @@ cat <<BANNER
   Metrics   http://localhost:$port/metrics
   Admin     http://localhost:$port/admin/
             sign in with phone +919000000001 and password ${staff_password:-<set DEMO_STAFF_PASSWORD in .env>}
+  Ops       http://localhost:$port/ops/   (live map, queue and alerts; same sign-in)
+  Simulate  .venv/bin/python manage.py simulate --riders 50 --orders-per-minute 10
+            (in another terminal: riders and customers on the real API, so the map moves)
 
 BANNER
 

@@ -12,7 +12,7 @@ from core.tests.production_env import production_env, run_python
 from core.tests.servers import PROJECT_DIR
 
 # The service's own packages (tests are imported by pytest's collection already).
-PACKAGES = ["config", "core", "accounts", "orders", "riders", "delivery", "payments"]
+PACKAGES = ["config", "core", "accounts", "orders", "riders", "delivery", "payments", "ops"]
 SHELL_SCRIPTS = [
     PROJECT_DIR / "entrypoint.sh",
     PROJECT_DIR / "deploy" / "docker" / "healthcheck.sh",

@@ -1,0 +1,217 @@
+"""/ws/ops/: who may open the ops console's feed, and what it hears.
+
+Through config.asgi.application and the real (Redis) channel layer, so the origin check, the
+JWT and session middleware and the group messages are the real ones. transaction=True: the
+services send after commit, and the consumer works in other threads.
+"""
+
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.tests.factories import UserFactory
+from config.asgi import application
+from delivery.realtime import location_broadcast
+from delivery.services import order_assign_by_staff
+from delivery.tests.communicator import WebsocketCommunicator
+from delivery.tests.support import north_of_pickup, rider_near_pickup, searching_order
+from orders.tests.support import ops_user
+from riders.models import Rider
+from riders.services import rider_go_offline, rider_go_online, rider_location_record
+from riders.tests.factories import RiderFactory, access_token
+from riders.tests.support import LOCATION_URL, MG_ROAD, as_user, fix
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+HEADERS = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+PATH = "/ws/ops/"
+
+
+def session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def browser_socket(user) -> WebsocketCommunicator:
+    """The console page's socket: the admin session's cookie, no token."""
+    cookie = await database_sync_to_async(session_cookie)(user)
+    return WebsocketCommunicator(application, PATH, headers=[*HEADERS, (b"cookie", cookie)])
+
+
+def token_socket(token: str | None) -> WebsocketCommunicator:
+    path = PATH + (f"?token={token}" if token is not None else "")
+    return WebsocketCommunicator(application, path, headers=HEADERS)
+
+
+async def close_code(communicator: WebsocketCommunicator) -> int:
+    connected, _ = await communicator.connect(timeout=3)
+    assert connected
+    message = await communicator.receive_output(timeout=3)
+    assert message["type"] == "websocket.close", message
+    await communicator.disconnect()
+    return message["code"]
+
+
+@asynccontextmanager
+async def console(user):
+    """An open console socket for `user`, its "ready" frame read."""
+    communicator = await browser_socket(user)
+    connected, _ = await communicator.connect(timeout=3)
+    assert connected
+    try:
+        assert await communicator.receive_json_from(timeout=3) == {"type": "ready"}
+        yield communicator
+    finally:
+        await communicator.disconnect()
+
+
+async def frame_of_type(communicator, frame_type: str, **match) -> dict:
+    """The next frame of `frame_type` matching `match`, skipping others (e.g. rider_status)."""
+    for _ in range(20):
+        frame = await communicator.receive_json_from(timeout=3)
+        if frame["type"] == frame_type and all(frame.get(k) == v for k, v in match.items()):
+            return frame
+    raise AssertionError(f"no {frame_type} frame matching {match}")
+
+
+dispatcher = database_sync_to_async(lambda: ops_user("dispatcher"))
+
+
+# --- Who may connect ---------------------------------------------------------------------------
+
+
+async def test_anonymous_sockets_are_closed_with_4401():
+    assert await close_code(token_socket(None)) == 4401
+    assert await close_code(token_socket("not-a-jwt")) == 4401
+
+
+async def test_signed_in_people_without_the_consoles_permissions_are_closed_with_4403():
+    customer = await database_sync_to_async(UserFactory)()
+    rider = await database_sync_to_async(RiderFactory)()
+    no_group = await database_sync_to_async(ops_user)()
+    finance = await database_sync_to_async(ops_user)("finance")
+
+    assert await close_code(token_socket(access_token(customer))) == 4403
+    assert await close_code(token_socket(access_token(rider.user))) == 4403
+    assert await close_code(await browser_socket(no_group)) == 4403
+    assert await close_code(await browser_socket(finance)) == 4403
+
+
+async def test_a_dispatcher_opens_it_with_the_session_cookie_or_a_token():
+    staff = await dispatcher()
+
+    async with console(staff):
+        pass
+    communicator = token_socket(access_token(staff))
+    connected, _ = await communicator.connect(timeout=3)
+    assert connected
+    assert await communicator.receive_json_from(timeout=3) == {"type": "ready"}
+    await communicator.disconnect()
+
+
+async def test_a_foreign_origin_is_refused_at_the_handshake():
+    staff = await dispatcher()
+    cookie = await database_sync_to_async(session_cookie)(staff)
+    communicator = WebsocketCommunicator(
+        application,
+        PATH,
+        headers=[
+            (b"origin", b"https://evil.example"),
+            (b"host", b"testserver"),
+            (b"cookie", cookie),
+        ],
+    )
+
+    connected, _ = await communicator.connect(timeout=3)
+
+    assert not connected
+
+
+async def test_it_is_read_only():
+    async with console(await dispatcher()) as communicator:
+        await communicator.send_to(text_data='{"type": "assign"}')
+        reply = await communicator.receive_json_from(timeout=3)
+
+    assert reply["code"] == "read_only"
+
+
+# --- What it hears -----------------------------------------------------------------------------
+
+
+async def test_a_riders_ping_reaches_the_console_with_the_position():
+    # given an idle rider (no order: the order's sockets hear nothing) and a console
+    rider = await database_sync_to_async(rider_near_pickup)(300, seconds_ago=30)
+    async with console(await dispatcher()) as communicator:
+        # when the rider's app pings over HTTP, 50 m further on
+        moved_to = north_of_pickup(350)
+        body = fix(moved_to, seconds_ago=1)
+        response = await database_sync_to_async(
+            lambda: as_user(APIClient(), rider.user).post(LOCATION_URL, body, format="json")
+        )()
+        assert response.status_code == 202, response.content
+
+        # then the console hears where the rider is now
+        frame = await frame_of_type(communicator, "rider_moved", rider_id=str(rider.pk))
+
+    assert (frame["lat"], frame["lng"]) == moved_to
+    assert datetime.fromisoformat(frame["at"]) == datetime.fromisoformat(body["recorded_at"])
+    assert set(frame) == {"type", "rider_id", "lat", "lng", "at"}
+
+
+async def test_an_older_fix_than_the_latest_is_not_sent():
+    rider = await database_sync_to_async(rider_near_pickup)(300, seconds_ago=5)
+    async with console(await dispatcher()) as communicator:
+        receipt = await database_sync_to_async(rider_location_record)(
+            user_id=rider.user_id,
+            lat=MG_ROAD[0],
+            lng=MG_ROAD[1],
+            recorded_at=timezone.now() - timedelta(seconds=60),
+        )
+        assert receipt.is_latest is False
+        await location_broadcast(receipt)
+
+        assert await communicator.receive_nothing(timeout=0.5)
+
+
+async def test_riders_going_online_and_offline_reach_the_console():
+    rider = await database_sync_to_async(rider_near_pickup)(
+        300, status=Rider.Status.OFFLINE, seconds_ago=10
+    )
+    async with console(await dispatcher()) as communicator:
+        await database_sync_to_async(rider_go_online)(rider=rider)
+        online = await frame_of_type(communicator, "rider_status", rider_id=str(rider.pk))
+        await database_sync_to_async(rider_go_offline)(rider=rider)
+        offline = await frame_of_type(communicator, "rider_status", rider_id=str(rider.pk))
+
+    assert online["status"] == "online"
+    assert online["lat"] == pytest.approx(rider.last_location.y)
+    assert offline["status"] == "offline"
+
+
+async def test_order_status_changes_reach_the_console_with_the_orders_seq():
+    order = await database_sync_to_async(searching_order)()
+    rider = await database_sync_to_async(rider_near_pickup)(300)
+    staff = await dispatcher()
+    async with console(staff) as communicator:
+        await database_sync_to_async(order_assign_by_staff)(
+            order_id=order.pk, rider_id=rider.pk, staff=staff
+        )
+        first = await communicator.receive_json_from(timeout=3)
+        second = await communicator.receive_json_from(timeout=3)
+
+    # the rider's status (set under the order's lock) and then the order's, both after commit
+    on_delivery, frame = first, second
+    assert on_delivery["type"] == "rider_status" and frame["type"] == "order_status"
+    assert frame["order_id"] == str(order.pk)
+
+    assert frame["status"] == "rider_assigned"
+    assert frame["rider_id"] == str(rider.pk)
+    assert frame["seq"] == order.tracking_seq + 1
+    assert frame["payment_status"] == "none"
+    assert on_delivery["status"] == "on_delivery"

@@ -1,0 +1,192 @@
+"""A simulated customer app: signs in, books cash-on-delivery trips inside the zone (quote,
+then the order with an Idempotency-Key), learns the 4-digit delivery code from the order it
+gets back (the order detail shows it to its customer while the order is live) and watches the
+order on /ws/delivery/<id>/ until it ends, re-reading the tracking snapshot when a `seq` is
+skipped."""
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import websockets.asyncio.client
+from websockets.exceptions import ConnectionClosed
+
+from simulator.riders import SOCKET_ERRORS, SOCKETS_DROPPED
+
+if TYPE_CHECKING:
+    from simulator.run import Simulation
+
+CUSTOMER_PHONE_PREFIX = "+91900006"  # + 4 digits: +919000060000..+919000069999
+PACKAGES = [
+    ("Documents", 300),
+    ("Keys", 100),
+    ("Lunch box", 900),
+    ("Medicines", 250),
+    ("Groceries", 4500),
+    ("Laptop", 2500),
+    ("Flowers", 700),
+    ("Spare parts", 6000),
+]
+CLOSE_NORMAL, CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN = 1000, 4401, 4403
+TERMINAL = frozenset({"delivered", "cancelled", "failed"})
+
+
+def customer_phone(index: int) -> str:
+    return f"{CUSTOMER_PHONE_PREFIX}{index:04d}"
+
+
+class SimCustomer:
+    def __init__(self, sim: "Simulation", index: int) -> None:
+        self.sim = sim
+        self.index = index
+        self.phone = customer_phone(index)
+        self.rng = random.Random(f"{sim.seed}-customer-{index}")  # noqa: S311 - a simulation
+        self.session = None
+
+    async def sign_in(self) -> None:
+        self.session = await self.sim.signin.session(self.phone, "customer")
+        if self.session is not None and self.sim.running():
+            await self._adopt_live_orders()
+
+    async def _adopt_live_orders(self) -> None:
+        """Orders an earlier run left live (it was killed): the app lists them, shows their
+        codes, and the customer watches them again (and cancels them at the end)."""
+        listed = await self.sim.api.call(
+            "order list", "GET", "/api/v1/orders/", session=self.session
+        )
+        if not listed.ok or not isinstance(listed.body, dict):
+            return
+        for order in listed.body.get("results", []):
+            if order.get("status") in TERMINAL:
+                continue
+            self.sim.orders.adopt(order["id"], self, order.get("delivery_code"), order["status"])
+            self.sim.stats.count("live orders of earlier runs found")
+            self.sim.watch(self.watch(order["id"]))
+
+    async def book(self) -> None:
+        """Quote, book (cash), hand the code to the book of orders, then watch the order."""
+        sim = self.sim
+        pickup, drop = sim.zone.random_trip(
+            self.rng, sim.config.trip_km[0] * 1000, sim.config.trip_km[1] * 1000
+        )
+        description, grams = self.rng.choice(PACKAGES)
+        number = self.rng.randrange(1, 400)
+        quote = await sim.api.call(
+            "quote",
+            "POST",
+            "/api/v1/orders/quote/",
+            session=self.session,
+            json_body={
+                "pickup": {"lat": pickup[0], "lng": pickup[1], "address": f"{number} Pickup Rd"},
+                "drop": {"lat": drop[0], "lng": drop[1], "address": f"{number} Drop St"},
+                "package": {"description": description, "weight_grams": grams},
+            },
+        )
+        if not quote.ok or not sim.running():
+            return
+        booked = await sim.api.call(
+            "order create",
+            "POST",
+            "/api/v1/orders/",
+            session=self.session,
+            json_body={"quote_id": quote.body["id"], "payment_method": "cod", "notes": "simulated"},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+        if booked.status not in {200, 201}:
+            return
+        order = booked.body
+        sim.orders.booked(order["id"], self, order.get("delivery_code"), order["status"])
+        sim.watch(self.watch(order["id"]))
+
+    async def watch(self, order_id: str) -> None:
+        """The tracking screen: reconnects when dropped, until the order ends (the server then
+        closes with 1000) or the run is over (the task is cancelled)."""
+        sim = self.sim
+        backoff = 1.0
+        while not sim.orders.is_over(order_id):
+            opened = False
+            try:
+                token = await self.session.token()
+                started = time.monotonic()
+                async with websockets.asyncio.client.connect(
+                    sim.api.ws_url(f"/ws/delivery/{order_id}/", token),
+                    open_timeout=20,
+                    close_timeout=5,
+                ) as socket:
+                    opened = True
+                    sim.stats.socket_opened("tracking socket open", time.monotonic() - started)
+                    sim.stats.count("tracking sockets opened")
+                    backoff = 1.0
+                    await self._read(order_id, socket)
+                if socket.close_code == CLOSE_NORMAL:
+                    return  # the order has ended
+                sim.stats.count(SOCKETS_DROPPED)  # 1001/1012: the server went away; reconnect
+            except ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd is not None else None
+                if code == CLOSE_NORMAL:
+                    return
+                if code in {CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN}:
+                    sim.stats.error(f"tracking socket: closed with {code}")
+                    if code == CLOSE_FORBIDDEN:
+                        return
+                else:
+                    sim.stats.count(SOCKETS_DROPPED)
+            except SOCKET_ERRORS as error:
+                if opened:
+                    sim.stats.count(SOCKETS_DROPPED)
+                else:
+                    sim.stats.socket_refused("tracking socket open", error)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    async def _read(self, order_id: str, socket) -> None:
+        sim = self.sim
+        last_seq = None
+        async for raw in socket:
+            try:
+                frame = json.loads(raw)
+                kind = frame["type"]
+            except (ValueError, TypeError, KeyError):
+                sim.stats.error("tracking socket: a frame not as expected", str(raw)[:100])
+                continue
+            sim.stats.count(f"tracking socket frames: {kind}")
+            seq = frame.get("seq")
+            if isinstance(seq, int):
+                if last_seq is not None and seq > last_seq + 1:
+                    sim.stats.count("tracking seq gaps (snapshot re-read)")
+                    snapshot = await sim.api.call(
+                        "tracking snapshot",
+                        "GET",
+                        f"/api/v1/delivery/{order_id}/",
+                        session=self.session,
+                    )
+                    if snapshot.ok:
+                        sim.orders.status(order_id, snapshot.body.get("status"))
+                last_seq = max(seq, last_seq or 0)
+            if kind == "status":
+                sim.orders.status(order_id, frame.get("status"))
+
+    async def order_code(self, order_id: str) -> str | None:
+        """The delivery code as this customer's app shows it (the order detail)."""
+        detail = await self.sim.api.call(
+            "order detail", "GET", f"/api/v1/orders/{order_id}/", session=self.session
+        )
+        if not detail.ok:
+            return None
+        body = detail.body
+        self.sim.orders.adopt(order_id, self, body.get("delivery_code"), body.get("status"))
+        return body.get("delivery_code")
+
+    async def cancel(self, order_id: str, reason: str) -> bool:
+        answer = await self.sim.api.call(
+            "order cancel",
+            "POST",
+            f"/api/v1/orders/{order_id}/cancel/",
+            session=self.session,
+            json_body={"reason": reason},
+            expected=frozenset({409}),
+        )
+        return answer.ok

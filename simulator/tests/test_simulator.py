@@ -1,0 +1,190 @@
+"""The simulator against the real stack: gunicorn + uvicorn, a Celery worker dispatching, a
+Redis of its own, PostGIS. Nothing is mocked; the simulator talks to the server over HTTP and
+WebSockets only, and reads the SMS outbox and approves its riders in the shared database.
+
+The city is shrunk and sped up so deliveries finish within a minute: a 400 m zone, short
+trips, riders at 100-110 km/h (under RIDER_MAX_SPEED_KMH, 120), fixes every 2 s and short
+stops. The movement tests (test_movement.py) cover the realistic defaults.
+"""
+
+import asyncio
+import io
+from dataclasses import replace
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.db import connections
+from django.test import override_settings
+
+from core.tests import servers
+from core.tests.celery_processes import start_worker
+from orders.models import Order
+from orders.tests.factories import AREA, ServiceAreaFactory
+from riders.models import Earning, Rider, RiderLocation
+from simulator.geo import metres_between
+from simulator.riders import RIDER_PHONE_PREFIX
+from simulator.run import Config, Simulation
+
+FAST_CITY = Config(
+    riders=5,
+    customers=3,
+    orders_per_minute=20,
+    minutes=1.25,
+    seed=11,
+    radius_km=0.4,
+    trip_km=(0.2, 0.5),
+    speed_kmh=(100.0, 110.0),
+    ping_seconds=2.0,
+    dwell_seconds=(0.5, 1.5),
+    accept_delay_seconds=(0.3, 1.0),
+    decline_rate=0.1,
+    http_share=0.4,
+    report_seconds=10.0,
+    ramp_seconds=1.0,
+)
+
+
+@pytest.fixture
+def redis(tmp_path):
+    server = servers.RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def server(redis, tmp_path):
+    """A development-mode server with the default OTP throttles, queueing tasks to Redis."""
+    env = servers.base_env(
+        DJANGO_ENV="development",
+        DJANGO_SECRET_KEY=settings.SECRET_KEY,
+        DATABASE_URL=servers.database_url(connections["default"].settings_dict),
+        REDIS_URL=redis.url,
+        CELERY_TASK_ALWAYS_EAGER="false",
+        SMS_PROVIDER="dummy",
+        LOG_LEVEL="INFO",
+    )
+    server = servers.start_server(env, tmp_path / "web", workers=2)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def worker(redis, tmp_path):
+    worker = start_worker(tmp_path, REDIS_URL=redis.url, DJANGO_ENV="development")
+    yield worker
+    worker.close()
+
+
+def simulated_riders():
+    return Rider.objects.filter(user__phone__startswith=RIDER_PHONE_PREFIX)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.django_db(transaction=True)
+def test_a_short_run_signs_in_rides_books_and_delivers_through_the_api(server, worker, tmp_path):
+    # given a service area, as the demo data has one
+    ServiceAreaFactory(area=AREA)
+    tokens = tmp_path / "tokens.json"
+    lines = []
+
+    # when the simulator runs for 75 s with 5 riders and 3 customers
+    simulation = Simulation(
+        replace(FAST_CITY, url=server.base_url, token_file=tokens), lines.append
+    )
+    asyncio.run(simulation.run())
+    summary = simulation.summary()
+    print("\n".join(lines), summary, sep="\n")  # shown when the test fails
+    events, stats = simulation.stats.events, simulation.stats
+
+    # then every rider and customer signed in by OTP through the API and the riders went online
+    assert events["riders signed in: OTP"] == 5, summary
+    assert events["customers signed in: OTP"] == 3, summary
+    assert events["riders approved by the simulator"] == 5, summary
+    assert events["riders went online"] == 5, summary
+    assert simulation.online_at_end == 5, summary
+    assert stats.statuses[("otp request", 202)] == 8
+    assert stats.statuses[("otp verify", 200)] == 8
+
+    # orders were booked through the API, offered over the riders' sockets and delivered with
+    # the customers' codes; each delivered order earned its rider the fixed pay once
+    booked = Order.objects.filter(customer__phone__startswith="+91900006")
+    assert booked.count() == events["orders booked"] >= 10, summary
+    assert events["offers received"] >= 1 and events["offers accepted"] >= 1, summary
+    delivered = booked.filter(status="delivered")
+    assert delivered.count() >= 1, summary
+    assert delivered.count() == events["deliveries completed"]
+    for order in delivered:
+        earning = Earning.objects.get(order=order)
+        assert earning.rider_id == order.rider_id
+        assert earning.amount_paise == settings.RIDER_FIXED_PAY_PER_ORDER_PAISE
+        assert earning.cash_collected_paise == order.amount_paise  # cash on delivery
+    # the customers watched: status and location frames on /ws/delivery/<id>/
+    assert events["tracking socket frames: status"] >= events["orders booked"]
+    assert events["tracking socket frames: location"] >= 1, summary
+
+    # the riders' positions moved in the database, over both the socket and HTTP
+    assert events["fixes sent over the socket"] > 0 and events["fixes sent over HTTP"] > 0
+    assert stats.statuses[("location (WS)", 202)] > 0
+    assert stats.statuses[("location (HTTP)", 202)] > 0
+    for rider in simulated_riders():
+        trail = [
+            (p.y, p.x)
+            for p in RiderLocation.objects.filter(rider=rider).values_list("point", flat=True)
+        ]
+        assert len(trail) >= 10
+        assert max(metres_between(trail[0], point) for point in trail) > 100
+
+    # no 5xx, no location refused, no step refused by the geofence
+    assert stats.server_errors == 0, summary
+    assert not [key for key in stats.errors if "location" in key], summary
+    assert not [key for key in stats.errors if "outside_geofence" in key], summary
+    assert "Traceback" not in server.output()
+
+    # and the shutdown left nothing behind: riders offline, no simulated order still live
+    assert not simulated_riders().exclude(status=Rider.Status.OFFLINE).exists()
+    assert not booked.exclude(status__in=["delivered", "cancelled", "failed"]).exists()
+    assert events["riders went offline at the end"] == 5
+    assert "Simulation summary" in summary and "p95 ms" in summary
+
+    # when it runs again through the command, the same users sign in from the cached tokens
+    out = io.StringIO()
+    call_command(
+        "simulate",
+        url=server.base_url,
+        riders=5,
+        customers=3,
+        orders_per_minute=0,
+        minutes=0.3,
+        seed=12,
+        radius_km=0.4,
+        token_file=str(tokens),
+        report_seconds=60,
+        stdout=out,
+    )
+    text = out.getvalue()
+    assert "signed in 5 (OTP 0, cached token 5, minted 0)" in text, text
+    assert "went online 5; online at the end 5" in text, text
+    assert "5xx answers 0" in text, text
+    assert not simulated_riders().exclude(status=Rider.Status.OFFLINE).exists()
+
+
+@override_settings(SMS_PROVIDER="msg91")
+def test_the_command_refuses_without_the_dummy_sms_outbox():
+    with pytest.raises(CommandError, match="SMS_PROVIDER=dummy"):
+        call_command("simulate", minutes=1)
+
+
+def test_the_command_refuses_speeds_the_server_would_refuse():
+    with pytest.raises(CommandError, match="RIDER_MAX_SPEED_KMH"):
+        call_command("simulate", speed_kmh=(20.0, 130.0), minutes=1)
+
+
+@pytest.mark.django_db
+def test_the_command_says_so_when_no_server_answers():
+    with pytest.raises(CommandError, match="No server answers"):
+        call_command(
+            "simulate", url=f"http://127.0.0.1:{servers.free_port()}", minutes=1, token_file=""
+        )
