@@ -164,12 +164,7 @@ class DeliveryConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         if self.order_id is None:
             return
-        reply = {
-            "type": "error",
-            "code": "read_only",
-            "message": "This socket only sends; use the REST API to act on the order.",
-        }
-        await self.send(text_data=json.dumps(reply))
+        await self.send(text_data=_read_only("use the REST API to act on the order"))
 
     async def status(self, event):
         await self.send(text_data=json.dumps(event))
@@ -217,12 +212,7 @@ class OpsConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         if not self.joined:
             return
-        reply = {
-            "type": "error",
-            "code": "read_only",
-            "message": "This socket only sends; act through the console's buttons.",
-        }
-        await self.send(text_data=json.dumps(reply))
+        await self.send(text_data=_read_only("act through the console's buttons"))
 
     async def _relay(self, event):
         """Group messages are typed "ops.<name>"; the browser sees "<name>"."""
@@ -247,6 +237,12 @@ def _current_status(order_id) -> dict:
         rider_id=order.rider_id,
         at=order.updated_at,
     )
+
+
+def _read_only(how_to_act: str) -> str:
+    """The answer of a socket that only sends, to a client that sent it something."""
+    message = f"This socket only sends; {how_to_act}."
+    return json.dumps({"type": "error", "code": "read_only", "message": message})
 
 
 def _parse_frame(text_data: str | None, bytes_data: bytes | None) -> dict:

@@ -12,22 +12,13 @@ source tree.
 import json
 
 import pytest
-import redis
 
 from core.readiness import live_ids
-from core.tests.celery_processes import wait_for
+from core.tests.celery_processes import beat_heartbeat_recorded, wait_for
 from core.tests.production_env import collect_static, run_manage
 from proof.stack import start_stack
 
 IMAGE_LINES = {"P2.6", "P2.7", "P2.8", "P2.9", "P10.15"}
-
-
-def beat_heartbeat_recorded(redis_url: str) -> bool:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        return bool(client.keys("*celery-beat:heartbeat"))
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")

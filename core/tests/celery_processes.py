@@ -81,6 +81,15 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
         time.sleep(interval)
 
 
+def beat_heartbeat_recorded(redis_url: str) -> bool:
+    """Whether a worker has run beat's heartbeat task (queued when beat starts) on that Redis."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return bool(client.keys("*celery-beat:heartbeat"))
+    finally:
+        client.close()
+
+
 class CeleryProcess:
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
         self.node = ""  # a worker's node name, e.g. test-1a2b3c4d@host
