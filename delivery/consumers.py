@@ -47,10 +47,8 @@ class RiderConsumer(AsyncWebsocketConsumer):
     rider_id = None
 
     async def connect(self):
-        await self.accept()
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        user = await _accept_signed_in(self)
+        if user is None:
             return
         if not user.is_rider:
             await self.close(code=CLOSE_FORBIDDEN)
@@ -132,10 +130,8 @@ class DeliveryConsumer(AsyncWebsocketConsumer):
     watching_as_rider_id = None
 
     async def connect(self):
-        await self.accept()
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        user = await _accept_signed_in(self)
+        if user is None:
             return
         order = await database_sync_to_async(order_for_watcher, thread_sensitive=False)(
             user=user, order_id=self.scope["url_route"]["kwargs"]["order_id"]
@@ -192,10 +188,8 @@ class OpsConsumer(AsyncWebsocketConsumer):
     joined = False
 
     async def connect(self):
-        await self.accept()
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        user = await _accept_signed_in(self)
+        if user is None:
             return
         if not await database_sync_to_async(console_allowed, thread_sensitive=False)(user):
             await self.close(code=CLOSE_FORBIDDEN)
@@ -237,6 +231,17 @@ def _current_status(order_id) -> dict:
         rider_id=order.rider_id,
         at=order.updated_at,
     )
+
+
+async def _accept_signed_in(consumer: AsyncWebsocketConsumer):
+    """Accepts the handshake (so a close code can reach the client) and returns the signed-in
+    user, or closes with 4401 and returns None."""
+    await consumer.accept()
+    user = consumer.scope.get("user")
+    if user is None or not user.is_authenticated:
+        await consumer.close(code=CLOSE_UNAUTHENTICATED)
+        return None
+    return user
 
 
 def _read_only(how_to_act: str) -> str:

@@ -55,7 +55,7 @@ def test_optional_variables_have_their_documented_defaults_and_can_be_set():
             SMS_PROVIDER="msg91",
             MSG91_AUTH_KEY="msg91-key",  # pragma: allowlist secret
             MSG91_OTP_TEMPLATE_ID="template",
-            RAZORPAY_KEY_ID="rzp_live_abc",
+            RAZORPAY_KEY_ID="rzp_test_abc",
             RAZORPAY_KEY_SECRET="razorpay-secret",  # pragma: allowlist secret
             RAZORPAY_WEBHOOK_SECRET="webhook-secret",  # pragma: allowlist secret
             OTP_EXPIRY_SECONDS="120",
@@ -66,7 +66,7 @@ def test_optional_variables_have_their_documented_defaults_and_can_be_set():
     assert chosen == {
         "IS_PRIMARY": True,
         "SMS_PROVIDER": "msg91",
-        "RAZORPAY_KEY_ID": "rzp_live_abc",
+        "RAZORPAY_KEY_ID": "rzp_test_abc",
         "RAZORPAY_KEY_SECRET": "razorpay-secret",  # pragma: allowlist secret
         "PAYMENTS_ENABLED": True,
         "SENTRY_DSN": "",
