@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.gis.geos import Point
 from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework import status
@@ -20,7 +19,6 @@ from accounts.models import User
 from core.exceptions import ApiError
 from delivery import realtime
 from orders.models import CARRYING_STATUSES as CARRYING
-from orders.models import Order
 from riders.models import Rider, RiderLocation
 
 logger = logging.getLogger(__name__)
@@ -299,41 +297,18 @@ class LocationReceipt:
     seq: int | None = None
 
 
-_POINT_SQL = "ST_SetSRID(ST_MakePoint(%(lng)s, %(lat)s), 4326)::geography"
-_NEWER_SQL = "(rider.last_location_at IS NULL OR rider.last_location_at < %(recorded_at)s)"
-
-# One statement finds the rider, checks the role, locks the row, checks the speed against the
-# previous fix and moves the latest position only forward in time. Every condition is re-checked
-# by PostgreSQL on the row it locks, so two pings racing cannot both pass against a stale fix.
-_LOCATION_UPDATE_SQL = f"""
-UPDATE {Rider._meta.db_table} AS rider
-SET last_location = CASE WHEN {_NEWER_SQL} THEN {_POINT_SQL} ELSE rider.last_location END,
-    last_location_at = GREATEST(rider.last_location_at, %(recorded_at)s),
-    updated_at = %(now)s
-FROM {User._meta.db_table} AS account
-WHERE rider.user_id = %(user_id)s
-  AND account.id = rider.user_id AND account.is_rider AND account.is_active
-  AND (
-    rider.last_location IS NULL
-    OR ST_DWithin(
-      rider.last_location,
-      {_POINT_SQL},
-      %(max_speed_mps)s * abs(extract(epoch FROM %(recorded_at)s - rider.last_location_at))
-        + %(jitter_m)s
-    )
-  )
-RETURNING rider.id, rider.last_location_at = %(recorded_at)s, rider.status
-"""  # noqa: S608 - the only interpolations are the models' table names; values are bound
-
-# The order a rider on a delivery carries takes the next tracking seq for the new position.
-# Run after the location's transaction commits: it locks the Order row, and holding the Rider
-# row at the same time would invert the project's lock order (Order before Rider).
-_TRACKING_SEQ_SQL = f"""
-UPDATE {Order._meta.db_table}
-SET tracking_seq = tracking_seq + 1
-WHERE rider_id = %(rider_id)s AND status = ANY(%(carrying)s)
-RETURNING id, tracking_seq
-"""  # noqa: S608 - the only interpolation is the model's table name; values are bound
+# The fix is stored by one call to a database function (riders/migrations/0004_...): it checks
+# the role and the speed, moves the latest position only forward in time, appends the fix to
+# the trail and, for a rider carrying an order, takes the order's next tracking seq. One round
+# trip and one transaction per ping; it locks the Order row before the Rider row, as the rest
+# of the project does.
+_LOCATION_PING_SQL = """
+SELECT rider_id, outcome, order_id, seq FROM rider_location_ping(
+    %(user_id)s, %(lat)s, %(lng)s, %(recorded_at)s, %(now)s, %(max_speed_mps)s, %(jitter_m)s,
+    %(carrying)s, %(accuracy_m)s, %(heading)s, %(speed_mps)s
+)
+"""
+_CARRYING_VALUES = [str(status) for status in CARRYING]
 
 
 def rider_location_record(
@@ -351,10 +326,9 @@ def rider_location_record(
     Refuses fixes that are stale, from the future, or too far from the previous fix for the
     time between them. A fix older than the latest one joins the trail without moving
     Rider.last_location. Takes `user_id` rather than a user so that the HTTP endpoint need not
-    load the user first: the UPDATE checks the role itself. Two statements in one transaction:
-    the UPDATE (which locks the Rider row) and the INSERT into the trail. For a rider on a
-    delivery, a third statement after commit gives the fix its place in the order's tracking
-    sequence; the caller broadcasts it (delivery.realtime.location_message).
+    load the user first: the database function checks the role itself. For a rider on a
+    delivery, the fix takes its place in the order's tracking sequence; the caller broadcasts it
+    (delivery.realtime.location_broadcast).
     """
     now = timezone.now()
     if recorded_at < now - timedelta(seconds=settings.RIDER_LOCATION_MAX_AGE_SECONDS):
@@ -369,52 +343,34 @@ def rider_location_record(
         "now": now,
         "max_speed_mps": settings.RIDER_MAX_SPEED_KMH / 3.6,
         "jitter_m": LOCATION_JITTER_METRES,
+        "carrying": _CARRYING_VALUES,
+        "accuracy_m": accuracy_m,
+        "heading": heading,
+        "speed_mps": speed_mps,
     }
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(_LOCATION_UPDATE_SQL, params)
-            row = cursor.fetchone()
-        if row is None:
-            _location_refusal(user_id=user_id)  # raises, or creates the missing profile
-            with connection.cursor() as cursor:
-                cursor.execute(_LOCATION_UPDATE_SQL, params)
-                row = cursor.fetchone()
-            if row is None:  # someone else's fix got there first and this one is now too far
-                raise LocationImpossibleSpeed()
-        rider_id, is_latest, rider_status = row
-        # bulk_create for ON CONFLICT DO NOTHING: a resent fix is already in the trail.
-        RiderLocation.objects.bulk_create(
-            [
-                RiderLocation(
-                    rider_id=rider_id,
-                    point=Point(lng, lat, srid=4326),
-                    recorded_at=recorded_at,
-                    accuracy_m=accuracy_m,
-                    heading=heading,
-                    speed_mps=speed_mps,
-                )
-            ],
-            ignore_conflicts=True,
-        )
-    order_id = seq = None
-    if is_latest and rider_status == Rider.Status.ON_DELIVERY:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _TRACKING_SEQ_SQL,
-                {"rider_id": rider_id, "carrying": [str(status) for status in CARRYING]},
-            )
-            tracked = cursor.fetchone()
-        if tracked is not None:
-            order_id, seq = tracked
+    row = _location_ping(params)
+    if row is None:
+        _location_refusal(user_id=user_id)  # raises, or creates the missing profile
+        row = _location_ping(params)
+    if row is None or row[1] == "too_fast":
+        raise LocationImpossibleSpeed()
+    rider_id, outcome, order_id, seq = row
     return LocationReceipt(
         rider_id=rider_id,
         recorded_at=recorded_at,
-        is_latest=is_latest,
+        is_latest=outcome == "latest",
         lat=lat,
         lng=lng,
         order_id=order_id,
         seq=seq,
     )
+
+
+def _location_ping(params: dict):
+    # One statement: in autocommit it is its own transaction, without BEGIN and COMMIT trips.
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCATION_PING_SQL, params)
+        return cursor.fetchone()
 
 
 def _location_refusal(*, user_id: UUID) -> None:
