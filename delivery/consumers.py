@@ -180,7 +180,8 @@ class OpsConsumer(AsyncWebsocketConsumer):
     admin session (the console page) or a JWT. Server-to-client only. The first frame is
     {"type": "ready"}: the console reads its snapshot after it, so nothing sent between the
     read and the join is lost. Then, as they happen (delivery.realtime): {"type":
-    "rider_moved", "rider_id", "lat", "lng", "at"}, {"type": "rider_status", "rider_id",
+    "riders_moved", "riders": [{"rider_id", "lat", "lng", "at"}, ...]} (about once a second
+    per web worker, each rider at its newest position), {"type": "rider_status", "rider_id",
     "status", "lat", "lng", "at"} and {"type": "order_status", "order_id", "seq", "status",
     "payment_status", "rider_id", "at"}.
     """
@@ -212,7 +213,7 @@ class OpsConsumer(AsyncWebsocketConsumer):
         """Group messages are typed "ops.<name>"; the browser sees "<name>"."""
         await self.send(text_data=json.dumps({**event, "type": event["type"].removeprefix("ops.")}))
 
-    async def ops_rider_moved(self, event):
+    async def ops_riders_moved(self, event):
         await self._relay(event)
 
     async def ops_rider_status(self, event):

@@ -30,6 +30,9 @@ def order_group(order_id) -> str:
 
 # Every ops console socket. A send to it with no console open costs one Redis round trip.
 OPS_GROUP = "ops"
+# Rider moves reach the ops consoles in one message per web worker per this many seconds
+# (OpsMoves), not one per ping.
+OPS_MOVES_SECONDS = 1.0
 
 
 def status_message(*, order_id, seq: int, status: str, rider_id, at) -> dict:
@@ -60,14 +63,13 @@ def location_message(*, order_id, seq: int, lat: float, lng: float, at) -> dict:
 # addresses and the rest from its snapshot (ops.selectors), and re-reads it for what it lacks.
 
 
-def ops_rider_moved_message(*, rider_id, lat: float, lng: float, at) -> dict:
-    return {
-        "type": "ops.rider_moved",
-        "rider_id": str(rider_id),
-        "lat": lat,
-        "lng": lng,
-        "at": _time(at),
-    }
+def ops_rider_move(*, rider_id, lat: float, lng: float, at) -> dict:
+    """One rider's new position, as listed in an "ops.riders_moved" message."""
+    return {"rider_id": str(rider_id), "lat": lat, "lng": lng, "at": _time(at)}
+
+
+def ops_riders_moved_message(moves: list[dict]) -> dict:
+    return {"type": "ops.riders_moved", "riders": moves}
 
 
 def ops_rider_status_message(rider) -> dict:
@@ -121,21 +123,59 @@ def send_on_commit(group: str, message: dict) -> None:
     transaction.on_commit(lambda: send(group, message))
 
 
+class OpsMoves:
+    """Rider moves for the ops consoles, gathered in this process and sent together.
+
+    A console cannot draw thousands of messages a second, and a send per ping costs a Redis
+    round trip even with no console open. So a move after a quiet spell goes out at once, and
+    those in the OPS_MOVES_SECONDS after it wait for the end of that spell, to go out in one
+    "ops.riders_moved" message with every rider that moved at their newest position. The
+    timer lives on the event loop it started on; a move on another loop (a test's, or the one
+    Django's test client opens per request) starts afresh, sending at once.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.pending: dict[str, dict] = {}
+        self.loop = None
+        self.waiting = False
+        self.task = None  # the loop holds tasks weakly
+
+    async def add(self, move: dict) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:
+            self.loop, self.pending, self.waiting = loop, {}, False
+        self.pending[move["rider_id"]] = move
+        if not self.waiting:
+            await self._send_and_wait()
+
+    async def _send_and_wait(self) -> None:
+        moves, self.pending = list(self.pending.values()), {}
+        self.waiting = True
+        self.loop.call_later(self.seconds, self._waited)
+        await send_async(OPS_GROUP, ops_riders_moved_message(moves))
+
+    def _waited(self) -> None:
+        self.waiting = False
+        if self.pending:
+            self.task = self.loop.create_task(self._send_and_wait())
+
+
+ops_moves = OpsMoves(OPS_MOVES_SECONDS)
+
+
 async def location_broadcast(receipt) -> None:
-    """Tells the ops consoles where the rider is now, and the order's sockets too for a fix
-    that took a tracking seq (riders.services.LocationReceipt). Call it once the fix is
-    committed. Everything comes from the receipt: no query on the ping's path."""
+    """Tells the ops consoles where the rider is now (within OPS_MOVES_SECONDS), and the
+    order's sockets too for a fix that took a tracking seq (riders.services.LocationReceipt).
+    Call it once the fix is committed. Everything comes from the receipt: no query on the
+    ping's path."""
     if not receipt.is_latest:
         return  # an older fix joined the trail; the rider is not there any more
     sends = [
-        send_async(
-            OPS_GROUP,
-            ops_rider_moved_message(
-                rider_id=receipt.rider_id,
-                lat=receipt.lat,
-                lng=receipt.lng,
-                at=receipt.recorded_at,
-            ),
+        ops_moves.add(
+            ops_rider_move(
+                rider_id=receipt.rider_id, lat=receipt.lat, lng=receipt.lng, at=receipt.recorded_at
+            )
         )
     ]
     if receipt.order_id is not None:

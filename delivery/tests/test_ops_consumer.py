@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from accounts.tests.factories import UserFactory
 from config.asgi import application
-from delivery.realtime import location_broadcast
+from delivery.realtime import OPS_MOVES_SECONDS, location_broadcast
 from delivery.services import order_assign_by_staff
 from delivery.tests.communicator import WebsocketCommunicator
 from delivery.tests.support import north_of_pickup, rider_near_pickup, searching_order
@@ -157,11 +157,49 @@ async def test_a_riders_ping_reaches_the_console_with_the_position():
         assert response.status_code == 202, response.content
 
         # then the console hears where the rider is now
-        frame = await frame_of_type(communicator, "rider_moved", rider_id=str(rider.pk))
+        frame = await frame_of_type(communicator, "riders_moved")
 
-    assert (frame["lat"], frame["lng"]) == moved_to
-    assert datetime.fromisoformat(frame["at"]) == datetime.fromisoformat(body["recorded_at"])
-    assert set(frame) == {"type", "rider_id", "lat", "lng", "at"}
+    (move,) = frame["riders"]
+    assert move["rider_id"] == str(rider.pk)
+    assert (move["lat"], move["lng"]) == moved_to
+    assert datetime.fromisoformat(move["at"]) == datetime.fromisoformat(body["recorded_at"])
+    assert set(frame) == {"type", "riders"}
+    assert set(move) == {"rider_id", "lat", "lng", "at"}
+
+
+async def test_moves_within_a_second_reach_the_console_together_at_their_newest():
+    # given two idle riders and a console
+    first = await database_sync_to_async(rider_near_pickup)(300, seconds_ago=30)
+    second = await database_sync_to_async(rider_near_pickup)(400, seconds_ago=30)
+    store = database_sync_to_async(rider_location_record)
+    async with console(await dispatcher()) as communicator:
+        # when the first rider pings three times and the second once, in quick succession
+        for rider, seconds_ago, metres in [
+            (first, 20, 320),
+            (first, 15, 340),
+            (second, 12, 420),
+            (first, 10, 360),
+        ]:
+            lat, lng = north_of_pickup(metres)
+            receipt = await store(
+                user_id=rider.user_id,
+                lat=lat,
+                lng=lng,
+                recorded_at=timezone.now() - timedelta(seconds=seconds_ago),
+            )
+            await location_broadcast(receipt)
+
+        # then the first move goes out at once, the rest together after OPS_MOVES_SECONDS
+        at_once = await communicator.receive_json_from(timeout=0.5)
+        assert await communicator.receive_nothing(timeout=OPS_MOVES_SECONDS / 2)
+        together = await communicator.receive_json_from(timeout=OPS_MOVES_SECONDS * 2)
+
+    assert [move["lat"] for move in at_once["riders"]] == [north_of_pickup(320)[0]]
+    newest = {move["rider_id"]: move["lat"] for move in together["riders"]}
+    assert newest == {
+        str(first.pk): north_of_pickup(360)[0],
+        str(second.pk): north_of_pickup(420)[0],
+    }
 
 
 async def test_an_older_fix_than_the_latest_is_not_sent():

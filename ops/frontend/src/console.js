@@ -206,20 +206,20 @@ class OpsConsole {
   }
 
   onFrame(frame) {
-    if (frame.type === "rider_moved") this.onRiderMoved(frame);
+    if (frame.type === "riders_moved") frame.riders.forEach((move) => this.onRiderMoved(move));
     else if (frame.type === "rider_status") this.onRiderStatus(frame);
     else if (frame.type === "order_status") this.onOrderStatus(frame);
   }
 
-  onRiderMoved(frame) {
-    const rider = this.riders.get(frame.rider_id);
+  onRiderMoved(move) {
+    const rider = this.riders.get(move.rider_id);
     if (!rider) return; // not at work (offline riders may still ping): not on the map
-    if (rider.at && Date.parse(frame.at) < Date.parse(rider.at)) return;
-    Object.assign(rider, { lat: frame.lat, lng: frame.lng, at: frame.at });
+    if (rider.at && Date.parse(move.at) < Date.parse(rider.at)) return;
+    Object.assign(rider, { lat: move.lat, lng: move.lng, at: move.at });
     this.map.upsertRider(rider, this.isStale(rider));
     for (const order of this.orders.values()) {
       if (order.rider_id === rider.id && CARRYING.has(order.status)) {
-        order.path = [...(order.path || []), [frame.lat, frame.lng]].slice(-PATH_POINTS);
+        order.path = [...(order.path || []), [move.lat, move.lng]].slice(-PATH_POINTS);
         this.map.upsertOrder(order, order.id === this.selectedOrderId);
       }
     }
