@@ -206,11 +206,25 @@ def default_base_url() -> str:
 def run(base_url: str | None = None, *, timeout: float = RUN_TIMEOUT_SECONDS) -> list[Result]:
     """Every checked line, in checklist order. Never raises, returns within about `timeout`."""
     try:
+        _import_tasks()
         context = Context(base_url or default_base_url())
         return _per_line(_run_checks(context, timeout))
     except Exception as error:  # the report comes out whatever happens
         detail = scrub(f"the readiness run itself failed: {describe(error)}")
         return [Result(line_id, FAIL, detail) for line_id in _in_order(live_ids())]
+
+
+def _import_tasks() -> None:
+    """Registers every app's Celery tasks (and the beat schedule they add), as a worker does.
+
+    Done once, before the checks start: Celery's Django fix-up answers the import by calling
+    django.setup() again, which sets logging up afresh (Django's defaults, then LOGGING). Run
+    on a check's thread, that let a logging check running beside it see Django's defaults
+    (an AdminEmailHandler, django.db.backends at INFO) and fail.
+    """
+    from config.celery import app
+
+    app.loader.import_default_modules()
 
 
 def _run_checks(context: Context, timeout: float) -> dict[str, Outcome]:

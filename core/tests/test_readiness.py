@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from celery.signals import import_modules
 from django.conf import settings
 from django.db.migrations.loader import MigrationLoader
 
 from checklist.spec import load
-from core.readiness import live_ids
+from core.readiness import live_ids, runner
+from core.readiness.registry import CHECKS
 from core.tests import servers
 from core.tests.celery_processes import CELERY, CeleryProcess, beat_heartbeat_recorded, wait_for
 from core.tests.production_env import (
@@ -117,6 +120,26 @@ def details(result) -> dict[str, str]:
 
 def failing(result) -> set[str]:
     return {line_id for line_id, status in statuses(result).items() if status == "FAIL"}
+
+
+def test_celery_sets_django_up_again_before_the_checks_run_side_by_side(monkeypatch):
+    # Importing the task modules makes Celery's Django fix-up call django.setup(), which sets
+    # logging up afresh; on a check's thread, a logging check beside it saw Django's defaults.
+    threads = []
+
+    def record(**kwargs):
+        threads.append(threading.current_thread())
+
+    import_modules.connect(record, weak=False)
+    try:
+        wanted = {"beat_schedule", "logs_to_stdout", "database_query_logs"}
+        monkeypatch.setattr(runner, "CHECKS", [c for c in CHECKS if c.name in wanted])
+        results = runner.run("http://127.0.0.1:9", timeout=30)
+    finally:
+        import_modules.disconnect(record)
+
+    assert threads == [threading.main_thread()]
+    assert {result.status for result in results} == {"PASS"}, results
 
 
 def test_every_line_checked_live_is_a_checklist_line():
