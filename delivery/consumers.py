@@ -20,7 +20,7 @@ from delivery.realtime import OPS_GROUP, location_broadcast, order_group, rider_
 from delivery.selectors import order_for_watcher
 from ops.permissions import console_allowed
 from orders.models import TERMINAL_STATUSES, Order
-from riders.apis import RiderLocationApi
+from riders.apis import location_input, location_output
 from riders.services import rider_get_or_create, rider_location_record
 
 logger = logging.getLogger(__name__)
@@ -79,16 +79,13 @@ class RiderConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(reply))
 
     async def _location(self, frame: dict) -> dict:
-        serializer = RiderLocationApi.InputSerializer(
-            data={key: value for key, value in frame.items() if key != "type"}
-        )
         try:
-            serializer.is_valid(raise_exception=True)
+            fields = location_input({key: value for key, value in frame.items() if key != "type"})
             # Not thread-sensitive: Channels would otherwise run every socket's database work in
             # one thread per process. The call is self-contained (its own transaction), and
             # database_sync_to_async hands the connection back to the pool when it returns.
             receipt = await database_sync_to_async(rider_location_record, thread_sensitive=False)(
-                user_id=self.scope["user"].pk, **serializer.validated_data
+                user_id=self.scope["user"].pk, **fields
             )
         except ValidationError as error:
             raise FrameError("invalid", "Invalid location.", _plain(error.detail)) from None
@@ -98,8 +95,7 @@ class RiderConsumer(AsyncWebsocketConsumer):
             logger.error("rider location not stored: %s: %s", type(error).__name__, error)
             raise FrameError(ServiceUnavailable.code, ServiceUnavailable.message) from None
         await location_broadcast(receipt)  # committed by now
-        output = RiderLocationApi.OutputSerializer(receipt).data
-        return {"type": "location_ack", **output}
+        return {"type": "location_ack", **location_output(receipt)}
 
     # Group messages from dispatch, relayed to the app as they are.
 

@@ -403,16 +403,15 @@ class RiderLocationApi(APIView):
     )
     async def post(self, request):
         user_id = _bearer_user_id(request)
-        serializer = self.InputSerializer(data=_json_body(request))
-        serializer.is_valid(raise_exception=True)
+        fields = location_input(_json_body(request))
         # Not thread-sensitive: under ASGI every sync view of this worker shares one thread,
         # and pings must not queue behind them (or each other). database_sync_to_async hands
         # the connection back to the pool when the call returns, as the rider socket does.
         receipt = await database_sync_to_async(rider_location_record, thread_sensitive=False)(
-            user_id=user_id, **serializer.validated_data
+            user_id=user_id, **fields
         )
         await location_broadcast(receipt)  # committed by now
-        return JsonResponse(self.OutputSerializer(receipt).data, status=status.HTTP_202_ACCEPTED)
+        return JsonResponse(location_output(receipt), status=status.HTTP_202_ACCEPTED)
 
     async def dispatch(self, request, *args, **kwargs):
         self.request = request
@@ -433,6 +432,23 @@ class RiderLocationApi(APIView):
             if response.status_code == status.HTTP_401_UNAUTHORIZED:
                 rendered["WWW-Authenticate"] = 'Bearer realm="api"'
             return rendered
+
+
+# One instance of each serializer serves every ping (HTTP and the rider socket): run_validation
+# and to_representation keep no state between calls, as a nested serializer's do for each
+# parent. Building them and deep-copying their fields for every ping cost about a tenth of a
+# ping's CPU (py-spy, docs/performance.md).
+_LOCATION_INPUT = RiderLocationApi.InputSerializer()
+_LOCATION_OUTPUT = RiderLocationApi.OutputSerializer()
+
+
+def location_input(data) -> dict:
+    """A ping's fields, validated; raises ValidationError with DRF's per-field messages."""
+    return _LOCATION_INPUT.run_validation(data)
+
+
+def location_output(receipt) -> dict:
+    return _LOCATION_OUTPUT.to_representation(receipt)
 
 
 def _bearer_user_id(request):
