@@ -61,8 +61,13 @@ class RiderLocation(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
-    rider = models.ForeignKey(Rider, on_delete=models.CASCADE, related_name="locations")
-    point = gis_models.PointField(geography=True, srid=4326)
+    # Every ping inserts a row, so every index here costs each ping. The trail is read by rider
+    # and time (the unique constraint's index below), never by place: no index of its own on
+    # the rider, and no spatial index on the point.
+    rider = models.ForeignKey(
+        Rider, on_delete=models.CASCADE, related_name="locations", db_index=False
+    )
+    point = gis_models.PointField(geography=True, srid=4326, spatial_index=False)
     recorded_at = models.DateTimeField(help_text="When the device took the fix.")
     accuracy_m = models.FloatField(null=True, blank=True, help_text="Radius, metres.")
     heading = models.FloatField(null=True, blank=True, help_text="Degrees from north, 0-360.")
