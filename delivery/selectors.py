@@ -1,7 +1,6 @@
 """Reads for dispatch and tracking: the riders nearest a pickup, a rider's live offers, orders
 left waiting, who may watch an order and where its rider is."""
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -10,7 +9,7 @@ from django.conf import settings
 from django.contrib.gis.db.models.functions import Distance
 from django.contrib.gis.geos import Point
 from django.contrib.gis.measure import D
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
@@ -57,21 +56,27 @@ LIMIT %(limit)s
 # 100,000 riders, against about 0.5 ms for the KNN walk, which stops after `limit` riders (and
 # is bounded by the same radius through the index condition). And once the KNN plan is chosen,
 # its cost estimate is high enough for JIT compilation, which adds about 10 ms to every
-# query. Both are switched off for this query only: SET LOCAL, which ends with the transaction
-# (reset right after the query when the caller's transaction goes on; docs/performance.md has
-# the figures).
-_KNN_PLANNER_SQL = "SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off"
-_KNN_PLANNER_RESET_SQL = "RESET enable_bitmapscan; RESET jit"
+# query. Both are switched off for this query only, by SET LOCALs sent in the same message as
+# the query: one round trip. Several statements in one message are one transaction, which
+# takes the SET LOCALs with it; inside a caller's transaction they are reset in that message
+# too (docs/performance.md has the figures).
+_KNN_PLANNER_SQL = "SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off; "
+_KNN_PLANNER_RESET_SQL = "; RESET enable_bitmapscan; RESET jit"
 
 
-@contextmanager
-def _knn_planner():
-    in_callers_transaction = connection.in_atomic_block
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(_KNN_PLANNER_SQL)
-        yield cursor
-        if in_callers_transaction:
-            cursor.execute(_KNN_PLANNER_RESET_SQL)
+def _knn_rows(sql: str, params: dict) -> list[tuple]:
+    """Runs `sql` (one SELECT) with the planner settings above, in one round trip.
+
+    Django's psycopg cursors bind parameters on the client, so the settings, the query and
+    the reset travel as one simple-query message."""
+    statement = _KNN_PLANNER_SQL + sql.strip()
+    if connection.in_atomic_block:
+        statement += _KNN_PLANNER_RESET_SQL
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        while cursor.description is None and cursor.nextset():
+            pass  # past the SETs' results to the query's
+        return cursor.fetchall()
 
 
 def _nearest_params(*, order_id, pickup: Point, radius_m: int, limit: int, now: datetime) -> dict:
@@ -98,9 +103,7 @@ def riders_nearest_eligible(
     params = _nearest_params(
         order_id=order_id, pickup=pickup, radius_m=radius_m, limit=limit, now=now or timezone.now()
     )
-    with _knn_planner() as cursor:
-        cursor.execute(_NEAREST_SQL, params)
-        rows = cursor.fetchall()
+    rows = _knn_rows(_NEAREST_SQL, params)
     return [Candidate(rider_id, round(distance)) for rider_id, distance in rows]
 
 
@@ -109,9 +112,7 @@ def riders_nearest_eligible_plan(*, order_id, pickup: Point, radius_m: int, limi
     params = _nearest_params(
         order_id=order_id, pickup=pickup, radius_m=radius_m, limit=limit, now=timezone.now()
     )
-    with _knn_planner() as cursor:
-        cursor.execute("EXPLAIN " + _NEAREST_SQL, params)
-        rows = cursor.fetchall()
+    rows = _knn_rows("EXPLAIN " + _NEAREST_SQL, params)
     return "\n".join(row[0] for row in rows)
 
 

@@ -12,6 +12,7 @@ import time_machine
 from django.contrib.gis.db.models.functions import Distance
 from django.contrib.gis.geos import Point
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
@@ -373,3 +374,13 @@ def test_the_knn_planner_settings_end_with_the_query_in_autocommit():
 
     # then the query's own transaction took its SET LOCALs with it
     assert (show("enable_bitmapscan"), show("jit")) == before == ("on", before[1])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_knn_query_and_its_planner_settings_are_one_round_trip():
+    order_id = searching_order().pk
+    with CaptureQueriesContext(connection) as queries:
+        riders_nearest_eligible(order_id=order_id, pickup=PICKUP_POINT, radius_m=3000, limit=3)
+
+    (statement,) = [query["sql"] for query in queries.captured_queries]
+    assert statement.startswith("SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off;")
