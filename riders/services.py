@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 from rest_framework import status
 
@@ -243,6 +243,37 @@ def rider_go_offline(*, rider: Rider) -> Rider:
             transaction.on_commit(lambda: _withdraw_offers(locked.pk))
     locked.user = rider.user
     return locked
+
+
+def riders_set_offline_when_silent_since(cutoff) -> int:
+    """Sets offline every online rider with no fix since `cutoff` who also came online before
+    it; returns how many. The ops consoles hear of each after commit.
+
+    Silent means no location since then (none at all since going online: updated_at); a rider
+    back after a day away has a day-old fix, so the time since going online counts too. The
+    rows are locked with the WHERE clause re-checked by PostgreSQL on each one, so a rider
+    whose ping lands meanwhile stays online.
+    """
+    no_recent_fix = models.Q(last_location_at__lt=cutoff) | models.Q(
+        last_location_at__isnull=True, updated_at__lt=cutoff
+    )
+    not_just_online = models.Q(status_changed_at__lt=cutoff) | models.Q(
+        status_changed_at__isnull=True
+    )
+    with transaction.atomic():
+        idle = list(
+            Rider.objects.select_for_update()
+            .filter(no_recent_fix, not_just_online, status=Rider.Status.ONLINE)
+            .order_by("pk")
+        )
+        now = timezone.now()
+        Rider.objects.filter(pk__in=[rider.pk for rider in idle]).update(
+            status=Rider.Status.OFFLINE, status_changed_at=now, updated_at=now
+        )
+        for rider in idle:
+            rider.status, rider.status_changed_at = Rider.Status.OFFLINE, now
+            _tell_ops(rider)
+    return len(idle)
 
 
 def rider_status_set_by_ops(*, rider: Rider, new_status: str) -> None:

@@ -23,6 +23,7 @@ from delivery.tests.support import north_of_pickup, rider_near_pickup, searching
 from orders.tests.support import ops_user
 from riders.models import Rider
 from riders.services import rider_go_offline, rider_go_online, rider_location_record
+from riders.tasks import set_idle_riders_offline
 from riders.tests.factories import RiderFactory, access_token
 from riders.tests.support import LOCATION_URL, MG_ROAD, as_user, fix
 
@@ -230,6 +231,26 @@ async def test_riders_going_online_and_offline_reach_the_console():
     assert online["status"] == "online"
     assert online["lat"] == pytest.approx(rider.last_location.y)
     assert offline["status"] == "offline"
+
+
+async def test_riders_the_idle_sweep_sets_offline_leave_the_console_at_once(settings):
+    # given an online rider silent for longer than the limit, and a console
+    settings.RIDER_IDLE_OFFLINE_MINUTES = 10
+    rider = await database_sync_to_async(rider_near_pickup)(300, seconds_ago=11 * 60)
+    await database_sync_to_async(
+        lambda: Rider.objects.filter(pk=rider.pk).update(
+            status_changed_at=timezone.now() - timedelta(minutes=30)
+        )
+    )()
+    async with console(await dispatcher()) as communicator:
+        # when the periodic sweep runs
+        assert await database_sync_to_async(set_idle_riders_offline)() == 1
+
+        # then the console hears the rider went offline, without waiting for its snapshot
+        frame = await frame_of_type(communicator, "rider_status", rider_id=str(rider.pk))
+
+    assert frame["status"] == "offline"
+    assert frame["lat"] == pytest.approx(rider.last_location.y)
 
 
 async def test_order_status_changes_reach_the_console_with_the_orders_seq():
