@@ -9,6 +9,7 @@ tell "sign in again" from "not for you".
 
 import json
 import logging
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -183,6 +184,11 @@ class OpsConsumer(AsyncWebsocketConsumer):
     """
 
     joined = False
+    # A console stays open for a shift: its user's rights are read again this often (on the
+    # next frame after), so someone whose group, staff flag or account is taken away stops
+    # watching within about a minute (4403), not at their next sign-in.
+    recheck_seconds = 60.0
+    checked_at = 0.0
 
     async def connect(self):
         user = await _accept_signed_in(self)
@@ -193,6 +199,7 @@ class OpsConsumer(AsyncWebsocketConsumer):
             return
         await self.channel_layer.group_add(OPS_GROUP, self.channel_name)
         self.joined = True
+        self.checked_at = time.monotonic()
         await self.send(text_data=json.dumps({"type": "ready"}))
         logger.info("ops console opened by user %s", user.pk)
 
@@ -207,6 +214,18 @@ class OpsConsumer(AsyncWebsocketConsumer):
 
     async def _relay(self, event):
         """Group messages are typed "ops.<name>"; the browser sees "<name>"."""
+        if not self.joined:
+            return
+        if time.monotonic() - self.checked_at >= self.recheck_seconds:
+            self.checked_at = time.monotonic()
+            user_id = self.scope["user"].pk
+            if not await database_sync_to_async(_console_still_allowed, thread_sensitive=False)(
+                user_id
+            ):
+                await self.channel_layer.group_discard(OPS_GROUP, self.channel_name)
+                self.joined = False
+                await self.close(code=CLOSE_FORBIDDEN)
+                return
         await self.send(text_data=json.dumps({**event, "type": event["type"].removeprefix("ops.")}))
 
     async def ops_riders_moved(self, event):
@@ -217,6 +236,12 @@ class OpsConsumer(AsyncWebsocketConsumer):
 
     async def ops_order_status(self, event):
         await self._relay(event)
+
+
+def _console_still_allowed(user_id) -> bool:
+    from django.contrib.auth import get_user_model
+
+    return console_allowed(get_user_model().objects.filter(pk=user_id).first())
 
 
 def _current_status(order_id) -> dict:

@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from accounts.tests.factories import UserFactory
 from config.asgi import application
+from delivery.consumers import OpsConsumer
 from delivery.realtime import OPS_MOVES_SECONDS, location_broadcast
 from delivery.services import order_assign_by_staff
 from delivery.tests.communicator import WebsocketCommunicator
@@ -132,6 +133,25 @@ async def test_a_foreign_origin_is_refused_at_the_handshake():
     connected, _ = await communicator.connect(timeout=3)
 
     assert not connected
+
+
+async def test_staff_whose_group_is_taken_away_stop_watching(monkeypatch):
+    # given a dispatcher watching the console, whose rights are read again at every frame
+    monkeypatch.setattr(OpsConsumer, "recheck_seconds", 0.0)
+    staff = await dispatcher()
+    rider = await database_sync_to_async(rider_near_pickup)(300, status=Rider.Status.OFFLINE)
+    async with console(staff) as communicator:
+        await database_sync_to_async(rider_go_online)(rider=rider)
+        await frame_of_type(communicator, "rider_status", rider_id=str(rider.pk))
+
+        # when ops take their group away, and something happens
+        await database_sync_to_async(staff.groups.clear)()
+        await database_sync_to_async(rider_go_offline)(rider=rider)
+
+        # then the socket closes with 4403 instead of relaying it
+        closed = await communicator.receive_output(timeout=3)
+
+    assert closed == {"type": "websocket.close", "code": 4403}
 
 
 async def test_it_is_read_only():
