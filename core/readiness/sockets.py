@@ -50,9 +50,8 @@ def websocket_origin(context: Context) -> Outcome:
 @check("P9.11")
 def channel_layer(context: Context) -> Outcome:
     layer = settings.CHANNEL_LAYERS["default"]
-    if not layer["BACKEND"].startswith("channels_redis."):
+    if layer["BACKEND"] != "channels_redis.core.RedisChannelLayer":
         return failed(f"channel layer {layer['BACKEND']}: sockets on other workers are unreachable")
     hosts = layer.get("CONFIG", {}).get("hosts") or [{}]
     limit = hosts[0].get("max_connections") if isinstance(hosts[0], dict) else None
-    kind = layer["BACKEND"].rsplit(".", 1)[-1]
-    return passed(f"{kind} over Redis, a pool of up to {limit or 'the default'} connections")
+    return passed(f"Redis channel layer, a pool of up to {limit or 'the default'} connections")
