@@ -1,6 +1,33 @@
 """The uvicorn worker that gunicorn runs (see gunicorn_conf.py)."""
 
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn_worker import UvicornWorker as _UvicornWorker
+
+
+class RestartingWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, except for a handshake in flight when the worker leaves.
+
+    A leaving worker (recycled after GUNICORN_MAX_REQUESTS, or a deploy's SIGTERM) closes its
+    open sockets with 1012 (service restart), which every client takes as "reconnect". A socket
+    whose handshake was still in the app (signing the user in, joining groups) got an HTTP 500
+    instead: a server error, under load several per recycle, since the sockets of the worker
+    that left a moment earlier are just reconnecting. Here the app finishes its answer; an
+    accept is then followed at once by the same 1012 close, a refusal goes out as it is.
+    """
+
+    close_once_accepted = False
+
+    def shutdown(self) -> None:
+        if self.handshake_initiated and not self.handshake_complete and not self.disconnected:
+            self.close_once_accepted = True
+            return
+        super().shutdown()
+
+    async def send(self, message) -> None:
+        await super().send(message)
+        if self.close_once_accepted and self.handshake_complete and not self.close_sent:
+            self.close_once_accepted = False
+            super().shutdown()
 
 
 class UvicornWorker(_UvicornWorker):
@@ -18,6 +45,7 @@ class UvicornWorker(_UvicornWorker):
         **_UvicornWorker.CONFIG_KWARGS,
         "lifespan": "off",
         "proxy_headers": True,
+        "ws": RestartingWebSocketProtocol,
         "ws_max_size": 64 * 1024,
         "timeout_graceful_shutdown": 10,
     }
