@@ -1,5 +1,6 @@
-"""The HTTP side of the apps: one pooled client, every call timed and counted, 429s waited out
-(Retry-After), an expired access token renewed once; signed-in sessions and the token cache.
+"""The network side of the apps: one pooled HTTP client, every call timed and counted, 429s
+waited out (Retry-After), an expired access token renewed once, a connection the server cut
+retried once on a fresh one (WebSocket handshakes too); signed-in sessions and the token cache.
 
 Nothing raises on an API error: a call returns an Answer (status 0 when no answer came), the
 error is counted by kind in Stats and logged the first few times, and the caller decides.
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import websockets.asyncio.client
+from websockets.exceptions import InvalidMessage
 
 from simulator.stats import Stats
 
@@ -28,6 +31,7 @@ RENEW_BEFORE_SECONDS = 60
 # A 429 whose Retry-After is longer than this is not waited out inside one call.
 MAX_RETRY_AFTER_SECONDS = 60.0
 USER_AGENT = "delivery-simulator/1 (python manage.py simulate)"
+RETRIED = "retried on a fresh connection: "  # + the call's kind: an event counted in Stats
 
 
 @dataclass(frozen=True)
@@ -61,21 +65,44 @@ class Api:
         self.stats = stats
         # Set while shutting down: waits for Retry-After are cut short.
         self.hurry = asyncio.Event()
-        self.client = httpx.AsyncClient(
+        self.client = self._client(max_connections, keep_alive=max_connections)
+        # A call cut by a transport error is retried on a connection of its own: none is kept
+        # alive in this one, so each request opens a new connection.
+        self.retry_client = self._client(max_connections, keep_alive=0)
+
+    def _client(self, max_connections: int, *, keep_alive: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(20.0, connect=10.0),
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_connections, max_keepalive_connections=keep_alive
             ),
             headers={"User-Agent": USER_AGENT},
         )
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.retry_client.aclose()
 
     def ws_url(self, path: str, token: str) -> str:
         scheme, rest = self.base_url.split("://", 1)
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}?token={token}"
+
+    async def open_socket(
+        self, kind: str, path: str, token: str
+    ) -> websockets.asyncio.client.ClientConnection:
+        """A WebSocket opened, its handshake timed under `kind`. A connection the server closed
+        without answering the handshake (a web worker leaving) is tried once more, as an HTTP
+        call is; any other failure is the caller's to count (Stats.socket_refused)."""
+        url = self.ws_url(path, token)
+        started = time.monotonic()
+        try:
+            socket = await websockets.asyncio.client.connect(url, open_timeout=20, close_timeout=5)
+        except (InvalidMessage, ConnectionResetError):
+            self.stats.count(f"{RETRIED}{kind}")
+            socket = await websockets.asyncio.client.connect(url, open_timeout=20, close_timeout=5)
+        self.stats.socket_opened(kind, time.monotonic() - started)
+        return socket
 
     async def sleep(self, seconds: float) -> None:
         """Sleeps, or less once the run is winding down."""
@@ -96,27 +123,34 @@ class Api:
     ) -> Answer:
         """One API call, timed under `kind`. Statuses in `expected` are outcomes, not errors.
 
-        Retries: once on a transport error (a kept-alive connection the server had closed),
-        up to three times on 429 when Retry-After is at most a minute (retry_429), and once
-        with a renewed access token on 401.
+        Retries: once on a transport error, on a fresh connection, up to three times on 429
+        when Retry-After is at most a minute (retry_429), and once with a renewed access token
+        on 401.
         """
         renewed = False
-        transport_retried = False
         throttled = 0
+        client = self.client
         while True:
             request_headers = dict(headers or {})
             if session is not None:
                 request_headers["Authorization"] = f"Bearer {await session.token()}"
             started = time.monotonic()
             try:
-                response = await self.client.request(
+                response = await client.request(
                     method, path, json=json_body, headers=request_headers
                 )
             except httpx.HTTPError as error:
                 elapsed = time.monotonic() - started
-                if not transport_retried and isinstance(error, httpx.TransportError):
-                    transport_retried = True
-                    self.stats.count(f"retried on a fresh connection: {kind}")
+                if client is self.client and isinstance(error, httpx.TransportError):
+                    # A kept-alive connection the server closed as the request went out (a web
+                    # worker recycled after GUNICORN_MAX_REQUESTS): mobile HTTP stacks such as
+                    # OkHttp try once more on a fresh connection, and so does this -- really
+                    # fresh, not another kept-alive one from the pool, which may belong to the
+                    # same leaving worker. Every call the apps make is safe to repeat (fixes by
+                    # recorded_at, bookings by Idempotency-Key, steps and offers answer 409
+                    # once taken).
+                    self.stats.count(f"{RETRIED}{kind}")
+                    client = self.retry_client
                     continue
                 self.stats.latencies[kind].append(elapsed)
                 self.stats.statuses[(kind, 0)] += 1
@@ -163,9 +197,11 @@ def token_expiry(token: str) -> float:
 
 
 class TokenStore:
-    """Refresh tokens kept between runs, per server URL and phone: `.local/simulator-tokens.json`
-    by default (mode 0600, ignored by git). Refresh tokens rotate, so the file is rewritten on
-    every renewal; a token the server no longer takes is dropped and the user signs in again."""
+    """Tokens kept between runs, per server URL and phone: `.local/simulator-tokens.json` by
+    default (mode 0600, ignored by git). The refresh token, and the access token with it, as an
+    app keeps them: a later run within the access token's lifetime needs no call to sign in.
+    Refresh tokens rotate, so the file is rewritten on every renewal; a token the server no
+    longer takes is dropped and the user signs in again."""
 
     def __init__(self, path: Path | None, base_url: str) -> None:
         self.path = path
@@ -185,8 +221,10 @@ class TokenStore:
         entry = self._mine.get(phone)
         return entry if isinstance(entry, dict) and entry.get("refresh") else None
 
-    def put(self, phone: str, role: str, refresh: str) -> None:
+    def put(self, phone: str, role: str, refresh: str, access: str | None = None) -> None:
         self._mine[phone] = {"role": role, "refresh": refresh}
+        if access:
+            self._mine[phone]["access"] = access
         self.save()
 
     def drop(self, phone: str) -> None:
@@ -230,8 +268,12 @@ class Session:
             answer = await self.api.call(
                 "token refresh", "POST", REFRESH_PATH, json_body={"refresh": self.refresh}
             )
+            if answer.status in {400, 401}:
+                # Refused (a database reset since the tokens were cached, say): the next run
+                # signs this user in again instead of trusting a cached access token.
+                self.store.drop(self.phone)
             if not answer.ok or not isinstance(answer.body, dict):
                 return False
             self.access, self.refresh = answer.body["access"], answer.body["refresh"]
-            self.store.put(self.phone, self.role, self.refresh)
+            self.store.put(self.phone, self.role, self.refresh, self.access)
             return True

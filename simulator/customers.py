@@ -2,16 +2,16 @@
 then the order with an Idempotency-Key), learns the 4-digit delivery code from the order it
 gets back (the order detail shows it to its customer while the order is live) and watches the
 order on /ws/delivery/<id>/ until it ends, re-reading the tracking snapshot when a `seq` is
-skipped."""
+skipped and timing how long each of the rider's fixes took to arrive. Some customers follow
+their orders on a second phone too (Config.second_phones)."""
 
 import asyncio
 import json
 import random
-import time
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import websockets.asyncio.client
 from websockets.exceptions import ConnectionClosed
 
 from simulator.riders import SOCKET_ERRORS, SOCKETS_DROPPED
@@ -32,6 +32,7 @@ PACKAGES = [
 ]
 CLOSE_NORMAL, CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN = 1000, 4401, 4403
 TERMINAL = frozenset({"delivered", "cancelled", "failed"})
+FIX_TO_TRACKING = "fix -> tracking socket"  # Stats.delays: recorded_at to the location frame
 
 
 def customer_phone(index: int) -> str:
@@ -44,12 +45,28 @@ class SimCustomer:
         self.index = index
         self.phone = customer_phone(index)
         self.rng = random.Random(f"{sim.seed}-customer-{index}")  # noqa: S311 - a simulation
+        self.phones = 2 if index < sim.config.second_phones else 1  # each watches every order
         self.session = None
+        self.signing_in = True  # until the sign-in succeeded or gave up
 
-    async def sign_in(self) -> None:
-        self.session = await self.sim.signin.session(self.phone, "customer")
-        if self.session is not None and self.sim.running():
+    async def sign_in(self, *, new: bool = False) -> None:
+        """Signs in; a returning customer's app then lists their orders (a new one has none)."""
+        try:
+            self.session = await self.sim.signin.session(self.phone, "customer")
+        finally:
+            self.signing_in = False
+        if self.session is not None and self.sim.running() and not new:
             await self._adopt_live_orders()
+
+    async def sign_in_and_book(self) -> None:
+        """A new customer: signs in by OTP (the app's first start), then books at once."""
+        await self.sign_in(new=True)
+        if self.session is not None and self.sim.running():
+            await self.book()
+
+    def _follow(self, order_id: str) -> None:
+        for _ in range(self.phones):
+            self.sim.watch(self.watch(order_id))
 
     async def _adopt_live_orders(self) -> None:
         """Orders an earlier run left live (it was killed): the app lists them, shows their
@@ -64,7 +81,7 @@ class SimCustomer:
                 continue
             self.sim.orders.adopt(order["id"], self, order.get("delivery_code"), order["status"])
             self.sim.stats.count("live orders of earlier runs found")
-            self.sim.watch(self.watch(order["id"]))
+            self._follow(order["id"])
 
     async def book(self) -> None:
         """Quote, book (cash), hand the code to the book of orders, then watch the order."""
@@ -99,7 +116,7 @@ class SimCustomer:
             return
         order = booked.body
         sim.orders.booked(order["id"], self, order.get("delivery_code"), order["status"])
-        sim.watch(self.watch(order["id"]))
+        self._follow(order["id"])
 
     async def watch(self, order_id: str) -> None:
         """The tracking screen: reconnects when dropped, until the order ends (the server then
@@ -110,17 +127,14 @@ class SimCustomer:
             opened = False
             try:
                 token = await self.session.token()
-                started = time.monotonic()
-                async with websockets.asyncio.client.connect(
-                    sim.api.ws_url(f"/ws/delivery/{order_id}/", token),
-                    open_timeout=20,
-                    close_timeout=5,
+                async with await sim.api.open_socket(
+                    "tracking socket open", f"/ws/delivery/{order_id}/", token
                 ) as socket:
                     opened = True
-                    sim.stats.socket_opened("tracking socket open", time.monotonic() - started)
                     sim.stats.count("tracking sockets opened")
                     backoff = 1.0
-                    await self._read(order_id, socket)
+                    with sim.stats.socket_held("tracking"):
+                        await self._read(order_id, socket)
                 if socket.close_code == CLOSE_NORMAL:
                     return  # the order has ended
                 sim.stats.count(SOCKETS_DROPPED)  # 1001/1012: the server went away; reconnect
@@ -139,7 +153,7 @@ class SimCustomer:
                     sim.stats.count(SOCKETS_DROPPED)
                 else:
                     sim.stats.socket_refused("tracking socket open", error)
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(backoff * self.rng.uniform(0.5, 1.5))  # see SimRider._ride
             backoff = min(backoff * 2, 30.0)
 
     async def _read(self, order_id: str, socket) -> None:
@@ -168,6 +182,13 @@ class SimCustomer:
                 last_seq = max(seq, last_seq or 0)
             if kind == "status":
                 sim.orders.status(order_id, frame.get("status"))
+            elif kind == "location":
+                try:
+                    fixed_at = datetime.fromisoformat(frame["at"])
+                except (KeyError, TypeError, ValueError):
+                    sim.stats.error("tracking socket: a location frame without its time")
+                    continue
+                sim.stats.delay(FIX_TO_TRACKING, (datetime.now(UTC) - fixed_at).total_seconds())
 
     async def order_code(self, order_id: str) -> str | None:
         """The delivery code as this customer's app shows it (the order detail)."""

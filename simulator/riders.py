@@ -13,6 +13,7 @@ only claimed once a fix at the place has been stored, so it is inside DELIVERY_G
 import asyncio
 import contextlib
 import json
+import math
 import random
 import time
 from collections import deque
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import websockets.asyncio.client
 from django.conf import settings
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -55,6 +55,7 @@ STAGE_FOR_STATUS = {
 }
 CARRYING = frozenset(STAGE_FOR_STATUS)
 SOCKETS_DROPPED = "sockets dropped by the server and reopened"
+NO_ACK_IN_TIME = "location (WS): no ack in time"  # an error; the ack's latency counts if it comes
 
 
 def rider_phone(index: int) -> str:
@@ -83,7 +84,9 @@ class SimRider:
         self.rng = random.Random(f"{sim.seed}-rider-{index}")  # noqa: S311 - a simulation
         config = sim.config
         self.riding = Riding.pick(self.rng, *config.speed_kmh)
-        self.over_http = self.rng.random() < config.http_share
+        # Exactly --http-share of the riders, spread evenly (0.5: every other one).
+        share = config.http_share
+        self.over_http = math.floor((index + 1) * share) > math.floor(index * share)
         self.session = None
         self.position: Point | None = None
         self.route: Route | None = None
@@ -129,10 +132,15 @@ class SimRider:
             if await sim.db.run(database.approve_rider, self.phone):
                 sim.stats.count("riders approved by the simulator")
         await self._place_at_start()
-        if profile.body.get("status") == "on_delivery":
+        status = profile.body.get("status")
+        if status == "on_delivery":
             order_id = await sim.db.run(database.rider_current_order, self.phone)
             if order_id:
                 await self._resume(order_id)
+        if status in {"online", "on_delivery"}:  # an earlier run's: the app carries on
+            self.online = True
+            sim.stats.count("riders online already")
+            return True
         # A first fix before going online, so dispatch knows where the rider is at once.
         await self._send_fix_http()
         online = await self._call("rider online", "POST", ME_PATH + "online/")
@@ -166,18 +174,17 @@ class SimRider:
             opened = False
             try:
                 token = await self.session.token()
-                started = time.monotonic()
-                async with websockets.asyncio.client.connect(
-                    self.sim.api.ws_url("/ws/rider/", token), open_timeout=20, close_timeout=5
+                async with await self.sim.api.open_socket(
+                    "rider socket open", "/ws/rider/", token
                 ) as socket:
                     opened = True
-                    self.sim.stats.socket_opened("rider socket open", time.monotonic() - started)
                     self.socket = socket
                     self.sim.stats.count("rider sockets opened")
                     backoff = 1.0
                     reader = asyncio.create_task(self._read(socket))
                     try:
-                        await self._tick_until_stopped(reader)
+                        with self.sim.stats.socket_held("rider"):
+                            await self._tick_until_stopped(reader)
                     finally:
                         self.socket = None
                         reader.cancel()
@@ -193,16 +200,20 @@ class SimRider:
                     self.sim.stats.count(SOCKETS_DROPPED)
                 else:
                     self.sim.stats.socket_refused("rider socket open", error)
-                await self.sim.api.sleep(backoff)
+                # Jittered, as apps do: a web worker recycling drops all its sockets at once,
+                # and their reconnects should not land on the next worker in one burst.
+                await self.sim.api.sleep(backoff * self.rng.uniform(0.5, 1.5))
                 backoff = min(backoff * 2, 30.0)
 
     async def _tick_until_stopped(self, reader: asyncio.Task) -> None:
         next_tick = time.monotonic()
         while self.sim.running() and not reader.done():
             await self._tick()
-            # Fell behind (a slow answer)? The next fix goes after a whole interval, not at once.
-            next_tick = max(next_tick, time.monotonic() - self.sim.config.ping_seconds / 2)
+            # The phone's location timer keeps its pace whatever the server does: a tick that
+            # ran late (a slow answer) is followed by the next one at once, but never by a
+            # burst of the ones missed.
             next_tick += self.sim.config.ping_seconds * self.rng.uniform(0.9, 1.1)
+            next_tick = max(next_tick, time.monotonic())
             await self.sim.api.sleep(next_tick - time.monotonic())
 
     async def _tick(self) -> None:
@@ -293,7 +304,7 @@ class SimRider:
             await self.socket.send(json.dumps({"type": "location", **self._fix()}))
             return await asyncio.wait_for(asyncio.shield(future), ACK_TIMEOUT_SECONDS)
         except TimeoutError:
-            self.sim.stats.error("location (WS): no ack in time")
+            self.sim.stats.error(NO_ACK_IN_TIME)
             return False
         except ConnectionClosed:
             return False
@@ -479,6 +490,8 @@ class SimRider:
                 self._route_to(job.drop)
         elif job.stage == "at_drop":
             code = await sim.delivery_code(job.order_id)
+            if code is None and await sim.customer_still_signing_in(job.order_id):
+                return  # the customer's app is opening (a run resumed): wait at the door
             if code is None:
                 answer = await self._step("fail", {"reason": "no delivery code from the customer"})
                 if answer.ok:

@@ -12,12 +12,12 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulator.api import Api, TokenStore
+from simulator.api import RETRIED, Api, TokenStore
 from simulator.customers import TERMINAL, SimCustomer
 from simulator.database import Database
 from simulator.geo import Zone
 from simulator.riders import SOCKETS_DROPPED, SimRider
-from simulator.signin import SignIn
+from simulator.signin import OTP_CONCURRENCY, SignIn
 from simulator.stats import Stats, percentile
 
 logger = logging.getLogger("simulator")
@@ -29,6 +29,7 @@ MAX_PHONES = 10_000  # each range has four free digits
 EARLIER = "earlier runs' orders "
 FIRST_CUSTOMERS = 3  # signed in before the riders; the others after them
 NOT_OURS = "offers declined (not a simulated customer's order)"
+NEW_CUSTOMERS_AT_ONCE = 1000  # new_customer_per_order: OTP sign-ins are not paced
 
 
 class SimulationError(Exception):
@@ -56,6 +57,16 @@ class Config:
     mint_when_throttled: bool = False
     report_seconds: float = 15.0
     ramp_seconds: float = 10.0  # riders start spread over this long
+    # Not options of the command; the proof suite's load test (proof/test_load.py) sets them.
+    # Every booking by a customer opening the app for the first time: a new phone number signs
+    # in by OTP, then books. The per-IP OTP throttle must allow one sign-in per booking: these
+    # sign-ins are not paced, each customer signs in on their own phone.
+    new_customer_per_order: bool = False
+    # The first this many --customers follow each of their orders on a second phone as well.
+    second_phones: int = 0
+    # False: the run stops as a killed one would once the calls on the wire have finished,
+    # leaving orders and riders as they are, for a test to look at (a later run resumes them).
+    wind_down: bool = True
 
     def problems(self) -> list[str]:
         found = []
@@ -63,8 +74,10 @@ class Config:
             found.append(f"--riders and --customers must be between 0 and {MAX_PHONES}")
         if self.orders_per_minute < 0:
             found.append("--orders-per-minute must not be negative")
-        if self.orders_per_minute > 0 and self.customers == 0:
+        if self.orders_per_minute > 0 and self.customers == 0 and not self.new_customer_per_order:
             found.append("booking orders needs at least one --customers")
+        if not 0 <= self.second_phones <= self.customers:
+            found.append("second_phones must be between 0 and --customers")
         if self.minutes is not None and self.minutes <= 0:
             found.append("--minutes must be positive")
         for name, (low, high) in (
@@ -149,6 +162,9 @@ class OrderBook:
     def open(self) -> list[OrderInfo]:
         return [info for info in self._orders.values() if info.status not in TERMINAL]
 
+    def all(self) -> list[OrderInfo]:
+        return list(self._orders.values())
+
     def outcomes(self) -> Counter:
         counts = Counter()
         for info in self._orders.values():
@@ -189,6 +205,7 @@ class Simulation:
         self._bookings: set[asyncio.Task] = set()
         self._watches: set[asyncio.Task] = set()
         self._customers_by_phone: dict[str, SimCustomer] = {}
+        self._next_customer = config.customers  # the index of the next new customer
 
     # --- What riders and customers use ---------------------------------------------------------
 
@@ -213,17 +230,28 @@ class Simulation:
     async def delivery_code(self, order_id: str) -> str | None:
         """The code the order's customer reads out: known from booking, or asked of the
         customer's app (order detail) for an order of an earlier run. None for orders that are
-        not a simulated customer's."""
+        not a simulated customer's, or whose customer is not signed in."""
         info = self.orders.get(order_id)
         if info is not None and info.code:
             return info.code
-        from simulator import database
-
-        phone = await self.db.run(database.order_customer_phone, order_id)
-        customer = self._customers_by_phone.get(phone)
+        customer = await self._customer_of(order_id)
         if customer is None or customer.session is None:
             return None
         return await customer.order_code(order_id)
+
+    async def customer_still_signing_in(self, order_id: str) -> bool:
+        """The order is a simulated customer's whose app has not finished signing in yet."""
+        customer = await self._customer_of(order_id)
+        return customer is not None and customer.signing_in and self.running()
+
+    async def _customer_of(self, order_id: str) -> SimCustomer | None:
+        info = self.orders.get(order_id)
+        if info is not None:
+            return info.customer
+        from simulator import database
+
+        phone = await self.db.run(database.order_customer_phone, order_id)
+        return self._customers_by_phone.get(phone)
 
     # --- The run ---------------------------------------------------------------------------
 
@@ -234,7 +262,9 @@ class Simulation:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.api = Api(self.config.url, self.stats)
+        # A connection per app, as phones have (the fewer, the more calls queue here).
+        connections = max(100, self.config.riders + self.config.customers)
+        self.api = Api(self.config.url, self.stats, max_connections=connections)
         self.db = Database()
         store = TokenStore(self.config.token_file, self.config.url)
         self.signin = SignIn(
@@ -245,6 +275,9 @@ class Simulation:
             running=self.running,
             say=self.say,
             mint_when_throttled=self.config.mint_when_throttled,
+            otp_at_once=(
+                NEW_CUSTOMERS_AT_ONCE if self.config.new_customer_per_order else OTP_CONCURRENCY
+            ),
         )
         tasks: list[asyncio.Task] = []
         handled = self._handle_signals(loop, asyncio.current_task())
@@ -268,9 +301,12 @@ class Simulation:
                 for i, rider in enumerate(self.riders)
             ]
             tasks += rider_tasks
+            # The other customers open their apps over a ramp as long, after the riders'.
             later = self.config.ramp_seconds + 1.0
+            customer_step = self.config.ramp_seconds / max(1, len(self.customers) - first)
             tasks += [
-                asyncio.create_task(self._later(later, c.sign_in)) for c in self.customers[first:]
+                asyncio.create_task(self._later(later + i * customer_step, c.sign_in))
+                for i, c in enumerate(self.customers[first:])
             ]
             tasks.append(asyncio.create_task(self._book_orders()))
             tasks.append(asyncio.create_task(self._report()))
@@ -350,20 +386,38 @@ class Simulation:
             await self.guarded(start())
 
     async def _book_orders(self) -> None:
-        """Poisson arrivals at --orders-per-minute, each from one of the signed-in customers."""
+        """Poisson arrivals at --orders-per-minute, each from one of the signed-in customers,
+        or from a new customer signing in first (new_customer_per_order)."""
         if self.config.orders_per_minute <= 0:
             return
-        while self.running() and not any(c.session for c in self.customers):
+        new_customers = self.config.new_customer_per_order
+        while self.running() and not new_customers and not any(c.session for c in self.customers):
             await self.api.sleep(0.5)
         rate = self.config.orders_per_minute / 60.0
         while self.running():
             await self.api.sleep(self.rng.expovariate(rate))
-            ready = [c for c in self.customers if c.session is not None]
-            if not self.running() or not ready:
+            if not self.running():
                 continue
-            task = asyncio.create_task(self.guarded(self.rng.choice(ready).book()))
+            if new_customers and self._next_customer >= MAX_PHONES:
+                self.stats.error("bookings stopped: no phone number left for a new customer")
+                return
+            if new_customers:
+                booking = self._new_customer().sign_in_and_book()
+            else:
+                ready = [c for c in self.customers if c.session is not None]
+                if not ready:
+                    continue
+                booking = self.rng.choice(ready).book()
+            task = asyncio.create_task(self.guarded(booking))
             self._bookings.add(task)
             task.add_done_callback(self._bookings.discard)
+
+    def _new_customer(self) -> SimCustomer:
+        customer = SimCustomer(self, self._next_customer)
+        self._next_customer += 1
+        self.customers.append(customer)
+        self._customers_by_phone[customer.phone] = customer
+        return customer
 
     async def _report(self) -> None:
         while self.running():
@@ -397,6 +451,8 @@ class Simulation:
         for tasks in (set(self._bookings), rider_tasks):
             if tasks:
                 await asyncio.wait(tasks, timeout=WIND_DOWN_STEP_SECONDS)
+        if not self.config.wind_down:
+            return
         slots = asyncio.Semaphore(20)
 
         async def bounded(coroutine):
@@ -456,8 +512,13 @@ class Simulation:
             f"{signed['OTP']}, cached token {signed['cached token']}, minted "
             f"{signed['minted (OTP throttled)']}); approved by the simulator "
             f"{events['riders approved by the simulator']}; went online "
-            f"{events['riders went online']}; online at the end {self.online_at_end}",
-            f"  customers   {c.customers} asked; signed in {customers_in}",
+            f"{events['riders went online']} (online already {events['riders online already']}); "
+            f"online at the end {self.online_at_end}",
+            f"  customers   {c.customers} asked"
+            f"{', and a new one for every booking' if c.new_customer_per_order else ''}; signed "
+            f"in {customers_in} (OTP {events['customers signed in: OTP']}, cached token "
+            f"{events['customers signed in: cached token']}, minted "
+            f"{events['customers signed in: minted (OTP throttled)']})",
             f"  orders      booked {events['orders booked']}; delivered {outcomes['delivered']}; "
             f"failed {outcomes['failed']}; cancelled {outcomes['cancelled']} (no rider or by "
             f"ops); closed at shutdown: cancelled {outcomes['cancelled at shutdown']}, failed "
@@ -483,14 +544,18 @@ class Simulation:
             f"  positions   fixes sent {events['fixes sent over the socket']} over the socket, "
             f"{events['fixes sent over HTTP']} over HTTP",
             f"  sockets     opened: rider {events['rider sockets opened']}, tracking "
-            f"{events['tracking sockets opened']}; dropped by the server and reopened "
-            f"{events[SOCKETS_DROPPED]}",
+            f"{events['tracking sockets opened']}; open at once at most: rider "
+            f"{stats.sockets_peak['rider']}, tracking {stats.sockets_peak['tracking']}; dropped "
+            f"by the server and reopened {events[SOCKETS_DROPPED]}",
             f"  deliveries  completed {events['deliveries completed']}; taken from the rider "
             f"{events['deliveries taken from the rider (cancelled or unassigned)']}; resumed "
             f"from an earlier run {events['deliveries resumed from an earlier run']}",
             f"  errors      {sum(stats.errors.values())} in all, 5xx answers {stats.server_errors}",
             *stats.error_table(),
-            f"  calls       {stats.calls} in all",
+            f"  calls       {stats.calls} in all; failed (5xx or no answer) "
+            f"{stats.failed_calls}, an error rate of {stats.error_rate:.3%}; retried on a fresh "
+            f"connection {sum(n for k, n in events.items() if k.startswith(RETRIED))}",
             *stats.latency_table(),
+            *stats.delay_table(),
         ]
         return "\n".join(lines)

@@ -1,13 +1,16 @@
-"""Signing the simulator's users in: a cached refresh token first, else phone OTP through the
-API with the code read from the dummy SMS outbox, paced under the server's throttles.
+"""Signing the simulator's users in: cached tokens first (the access token while it lasts, else
+the refresh token), else phone OTP through the API with the code read from the dummy SMS
+outbox, paced under the server's throttles.
 
 The server limits OTP requests per phone (THROTTLE_OTP_REQUEST_PHONE, a 60 s resend cooldown
 and OTP_MAX_SENDS_PER_HOUR, counted in PostgreSQL) and per client IP
 (THROTTLE_OTP_REQUEST_IP, 30 an hour by default), and verifications likewise. All simulated
 users come from one IP, so:
-- refresh tokens are kept between runs (api.TokenStore); a later run signs everyone in
-  through `token/refresh/`, which has no throttle, and never asks for a code;
-- at most OTP_CONCURRENCY sign-ins run at once;
+- tokens are kept between runs (api.TokenStore); a later run starts with the access tokens
+  while they last, else signs everyone in through `token/refresh/`, which has no throttle,
+  and never asks for a code;
+- at most OTP_CONCURRENCY sign-ins run at once (unless the caller knows the throttle allows
+  more: Config.new_customer_per_order);
 - a 429 `throttled` closes a gate for every OTP sign-in until its Retry-After has passed (one
   user's `otp_cooldown` only delays that user), and the wait is announced once;
 - with --mint-when-throttled, a user the throttle turns away gets tokens issued straight from
@@ -23,7 +26,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from simulator import database
-from simulator.api import Api, Session, TokenStore
+from simulator.api import RENEW_BEFORE_SECONDS, Api, Session, TokenStore, token_expiry
 from simulator.database import Database, NotDummyOutbox
 from simulator.stats import Stats
 
@@ -49,11 +52,12 @@ class SignIn:
         running: Callable[[], bool],
         say: Callable[[str], None],
         mint_when_throttled: bool = False,
+        otp_at_once: int = OTP_CONCURRENCY,
     ) -> None:
         self.api, self.db, self.store, self.stats = api, db, store, stats
         self.running, self.say = running, say
         self.mint_when_throttled = mint_when_throttled
-        self._otp_slots = asyncio.Semaphore(OTP_CONCURRENCY)
+        self._otp_slots = asyncio.Semaphore(otp_at_once)
         self._refresh_slots = asyncio.Semaphore(REFRESH_CONCURRENCY)
         self._gate_until = 0.0  # time.monotonic() before which no OTP request goes out
         self.fatal: str | None = None  # set when OTP sign-in cannot work at all
@@ -62,15 +66,19 @@ class SignIn:
         """A signed-in session for the simulator's `phone` in `role`, or None (counted)."""
         cached = self.store.get(phone)
         if cached is not None and cached.get("role") == role:
+            session = Session(
+                self.api,
+                self.store,
+                phone=phone,
+                role=role,
+                access=cached.get("access") or "",
+                refresh=cached["refresh"],
+            )
+            if token_expiry(session.access) - time.time() >= RENEW_BEFORE_SECONDS:
+                # The app still holds a good access token (a 401 later renews it).
+                self.stats.count(f"{role}s signed in: cached token")
+                return session
             async with self._refresh_slots:
-                session = Session(
-                    self.api,
-                    self.store,
-                    phone=phone,
-                    role=role,
-                    access="",
-                    refresh=cached["refresh"],
-                )
                 if await session.renew():
                     self.stats.count(f"{role}s signed in: cached token")
                     return session
@@ -134,7 +142,7 @@ class SignIn:
             )
             if verified.ok:
                 body = verified.body
-                self.store.put(phone, role, body["refresh"])
+                self.store.put(phone, role, body["refresh"], body["access"])
                 self.stats.count(f"{role}s signed in: OTP")
                 return Session(
                     self.api,
@@ -172,7 +180,7 @@ class SignIn:
 
     async def _mint(self, phone: str, role: str) -> Session:
         access, refresh = await self.db.run(database.mint_tokens, phone, role)
-        self.store.put(phone, role, refresh)
+        self.store.put(phone, role, refresh, access)
         self.stats.count(f"{role}s signed in: minted (OTP throttled)")
         return Session(self.api, self.store, phone=phone, role=role, access=access, refresh=refresh)
 

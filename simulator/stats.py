@@ -1,9 +1,13 @@
-"""What a run counts: call latencies by kind, answers by status, errors by kind, events; and the
-summary printed at the end."""
+"""What a run counts: call latencies by kind, answers by status, errors by kind, events, sockets
+held open, how long a rider's fix takes to reach the customer watching; and the tables of the
+summary printed at the end. The one place for percentiles: `manage.py simulate` and the proof
+suite's load test (proof/test_load.py) report through it."""
 
+import contextlib
 import logging
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 logger = logging.getLogger("simulator")
@@ -26,6 +30,11 @@ class Stats:
     statuses: Counter = field(default_factory=Counter)  # (kind, HTTP status or 0) -> count
     errors: Counter = field(default_factory=Counter)  # "kind: what" -> count
     events: Counter = field(default_factory=Counter)  # "riders online", "offers accepted", ...
+    # One-way delays by kind, not calls: "fix -> tracking socket" (the fix's recorded_at to the
+    # moment its location frame reached a customer's /ws/delivery/; one clock, one host).
+    delays: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    sockets_open: Counter = field(default_factory=Counter)  # "rider", "tracking" -> open now
+    sockets_peak: Counter = field(default_factory=Counter)  # ... -> most open at once
 
     def call(self, kind: str, seconds: float, status: int, code: str | None = None) -> None:
         """One HTTP call (status 0: no answer) or WebSocket round trip, and how it ended."""
@@ -49,6 +58,19 @@ class Stats:
         what = f"HTTP {status}" if status else f"no answer ({type(error).__name__})"
         self.error(f"{kind}: {what}", str(error))
 
+    @contextlib.contextmanager
+    def socket_held(self, who: str) -> Iterator[None]:
+        """While one of `who`'s sockets is open ("rider", "tracking"), for the peak count."""
+        self.sockets_open[who] += 1
+        self.sockets_peak[who] = max(self.sockets_peak[who], self.sockets_open[who])
+        try:
+            yield
+        finally:
+            self.sockets_open[who] -= 1
+
+    def delay(self, kind: str, seconds: float) -> None:
+        self.delays[kind].append(seconds)
+
     def error(self, key: str, detail: str = "") -> None:
         self.errors[key] += 1
         if self.errors[key] <= LOGGED_PER_KIND:
@@ -67,20 +89,43 @@ class Stats:
     def calls(self) -> int:
         return sum(self.statuses.values())
 
+    @property
+    def failed_calls(self) -> int:
+        """Calls the server failed: a 5xx, or no answer at all (refused, cut, timed out)."""
+        return sum(
+            count for (_, status), count in self.statuses.items() if status == 0 or status >= 500
+        )
+
+    @property
+    def error_rate(self) -> float:
+        """Failed calls over all calls; 4xx answers are the client's business, not failures."""
+        return self.failed_calls / max(1, self.calls)
+
     def latency_table(self) -> list[str]:
-        lines = [f"  {'call':<28}{'count':>7}{'p50 ms':>9}{'p95 ms':>9}  answers"]
+        lines = [f"  {'call':<28}{'count':>7}{_PERCENTILE_HEADINGS}  answers"]
         for kind in sorted(self.latencies):
-            values = self.latencies[kind]
             answers = ", ".join(
                 f"{status or 'no answer'}: {count}"
                 for (name, status), count in sorted(self.statuses.items())
                 if name == kind
             )
-            lines.append(
-                f"  {kind:<28}{len(values):>7}{percentile(values, 0.5) * 1000:>9.0f}"
-                f"{percentile(values, 0.95) * 1000:>9.0f}  {answers}"
-            )
+            lines.append(_row(kind, self.latencies[kind], answers))
+        return lines
+
+    def delay_table(self) -> list[str]:
+        if not self.delays:
+            return []
+        lines = [f"  {'delay':<28}{'count':>7}{_PERCENTILE_HEADINGS}"]
+        lines += [_row(kind, self.delays[kind]) for kind in sorted(self.delays)]
         return lines
 
     def error_table(self) -> list[str]:
         return [f"  {count:>6}  {key}" for key, count in self.errors.most_common()]
+
+
+_PERCENTILE_HEADINGS = f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+
+
+def _row(kind: str, values: list[float], after: str = "") -> str:
+    cells = "".join(f"{percentile(values, share) * 1000:>9.0f}" for share in (0.5, 0.95, 0.99))
+    return f"  {kind:<28}{len(values):>7}{cells}  {after}".rstrip()

@@ -30,8 +30,8 @@ from simulator.geo import (
     offset,
     street_route,
 )
-from simulator.riders import GPS_NOISE_M, rider_settings_check
-from simulator.run import Config
+from simulator.riders import GPS_NOISE_M, SimRider, rider_settings_check
+from simulator.run import Config, Simulation
 from simulator.stats import percentile
 
 MG_ROAD = (12.9716, 77.5946)
@@ -196,6 +196,20 @@ def test_options_that_would_break_the_servers_rules_are_refused():
     assert "RIDER_MAX_SPEED_KMH" in rider_settings_check(settings.RIDER_MAX_SPEED_KMH)
     problems = Config(speed_kmh=(30, 15), decline_rate=2, riders=10_001).problems()
     assert len(problems) == 3
+
+
+def test_the_share_of_riders_on_http_is_exact_and_spread_out():
+    for share, over_http in ((0.5, [1, 3, 5, 7, 9]), (0.2, [4, 9]), (0.0, []), (1.0, range(10))):
+        simulation = Simulation(Config(riders=10, http_share=share, seed=1))
+        riders = [SimRider(simulation, index) for index in range(10)]
+        assert [rider.index for rider in riders if rider.over_http] == list(over_http)
+
+
+def test_second_phones_and_new_customers_are_checked():
+    assert Config(customers=5, second_phones=5).problems() == []
+    assert Config(customers=0, new_customer_per_order=True).problems() == []
+    assert len(Config(customers=5, second_phones=6).problems()) == 1
+    assert len(Config(customers=0).problems()) == 1  # bookings need customers
 
 
 def test_the_token_cache_keeps_refresh_tokens_per_server_and_only_for_its_owner(tmp_path):

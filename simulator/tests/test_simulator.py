@@ -166,7 +166,7 @@ def test_a_short_run_signs_in_rides_books_and_delivers_through_the_api(server, w
     )
     text = out.getvalue()
     assert "signed in 5 (OTP 0, cached token 5, minted 0)" in text, text
-    assert "went online 5; online at the end 5" in text, text
+    assert "went online 5 (online already 0); online at the end 5" in text, text
     assert "5xx answers 0" in text, text
     assert not simulated_riders().exclude(status=Rider.Status.OFFLINE).exists()
 
