@@ -352,27 +352,30 @@ else:
     _cache_backend = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 CACHES = {"default": _cache_backend}
 
-# Redis connections one process's channel layer may hold at once. redis-py's asyncio pool
-# refuses the next one ("Too many connections") rather than waiting, and every socket that
-# connects, joins a group or is sent to takes one for a moment: the pool's default of 100 was
-# exhausted by 200 sockets opening at once in the load test, dropping them.
+# The channel layer: channels-redis over Redis pub/sub. A group send is one PUBLISH, however
+# many sockets listen, and each process relays it to its own sockets; channels-redis's list-based
+# layer (channels_redis.core) paid a Redis script per listening socket and a receive loop per
+# process that fell behind at 200 pings a second with 1,000 orders watched (ping -> customer p99
+# 4.3 s against 0.5 s; docs/performance.md). Messages are not queued: one sent while a process
+# is cut off from Redis is lost, as with the core layer when Redis is down; clients re-read the
+# REST snapshot when the `seq` jumps. redis-py's PubSub subscribes again after reconnecting.
+# Connections one process's channel layer may hold at once: redis-py's asyncio pool refuses the
+# next one ("Too many connections") rather than waiting.
 CHANNEL_LAYER_MAX_CONNECTIONS = env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000)
 if CHANNEL_LAYER_MAX_CONNECTIONS <= 0:
     _problems.append("CHANNEL_LAYER_MAX_CONNECTIONS must be positive.")
 if USE_REDIS:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {
                         "address": REDIS_URL,
                         "max_connections": CHANNEL_LAYER_MAX_CONNECTIONS,
-                        # Each process's receive loop blocks in BZPOPMIN for 5 s. redis-py 8
-                        # reads with a 5 s socket timeout by default, so an idle wait could
-                        # end in TimeoutError and tear the sockets' consumers down
-                        # (django/channels_redis#422): read longer than the block lasts.
-                        "socket_timeout": REDIS_SOCKET_TIMEOUT + 5,
+                        # The listener polls with its own 0.1 s timeout; this bounds a publish
+                        # to a Redis that hangs.
+                        "socket_timeout": REDIS_SOCKET_TIMEOUT,
                         "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
                     }
                 ],

@@ -50,8 +50,9 @@ def websocket_origin(context: Context) -> Outcome:
 @check("P9.11")
 def channel_layer(context: Context) -> Outcome:
     layer = settings.CHANNEL_LAYERS["default"]
-    if layer["BACKEND"] != "channels_redis.core.RedisChannelLayer":
+    if not layer["BACKEND"].startswith("channels_redis."):
         return failed(f"channel layer {layer['BACKEND']}: sockets on other workers are unreachable")
     hosts = layer.get("CONFIG", {}).get("hosts") or [{}]
     limit = hosts[0].get("max_connections") if isinstance(hosts[0], dict) else None
-    return passed(f"Redis channel layer, a pool of up to {limit or 'the default'} connections")
+    kind = layer["BACKEND"].rsplit(".", 1)[-1]
+    return passed(f"{kind} over Redis, a pool of up to {limit or 'the default'} connections")

@@ -3,6 +3,7 @@ fallback, and the Redis URLs managed platforms hand out (Railway's with a passwo
 ElastiCache's over TLS). Each loads the real settings in a fresh process under the given
 environment, as a deployed process would."""
 
+import asyncio
 import json
 import secrets
 import shutil
@@ -13,7 +14,7 @@ import time
 import pytest
 import redis.asyncio
 from channels.layers import get_channel_layer
-from channels_redis.core import RedisChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings as django_settings
 
 from core.tests.production_env import production_env, run_python, settings_as_json
@@ -165,13 +166,19 @@ def test_a_redis_url_with_a_user_and_password_serves_cache_broker_results_and_so
 
 
 _TLS_SETTINGS_OF_EVERY_CLIENT = """
-import json, ssl, django
+import asyncio, json, ssl, django
 django.setup()
 import redis, redis.asyncio
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 from config.celery import app
 from core import health
+
+async def channel_layer_pool():
+    # the pool the layer's Redis client uses on this event loop
+    shard = get_channel_layer()._get_layer()._shards[0]
+    shard._ensure_redis()
+    return shard._redis.connection_pool
 
 MODES = {ssl.CERT_REQUIRED: "required", ssl.CERT_OPTIONAL: "optional", ssl.CERT_NONE: "none"}
 
@@ -192,7 +199,7 @@ params = app.backend.connparams
 print(json.dumps({
     "cache": pool(cache.redis.client.get_client(write=True).connection_pool),
     "health": pool(health._redis().connection_pool),
-    "channel_layer": pool(get_channel_layer().create_pool(0)),
+    "channel_layer": pool(asyncio.run(channel_layer_pool())),
     "results": {
         "tls": params["connection_class"] is redis.SSLConnection,
         "verify": mode(params["ssl_cert_reqs"]),
@@ -226,14 +233,18 @@ def test_a_tls_redis_url_gives_every_redis_client_a_verified_tls_connection():
 @pytest.mark.checklist("P9.11")
 def test_the_sockets_of_a_process_share_one_bounded_redis_connection_pool():
     # the channel layer every WebSocket consumer of this process sends and listens through
-    layer = get_channel_layer()
-    assert isinstance(layer, RedisChannelLayer)
-    pool = layer.create_pool(0)
-    try:
-        assert isinstance(pool, redis.asyncio.ConnectionPool)
-        assert pool.max_connections == django_settings.CHANNEL_LAYER_MAX_CONNECTIONS
-    finally:
-        pool.reset()
+    async def pool_of_this_process():
+        layer = get_channel_layer()
+        assert isinstance(layer, RedisPubSubChannelLayer)
+        shard = layer._get_layer()._shards[0]  # one Redis; the layer keeps one client per loop
+        shard._ensure_redis()
+        pool = shard._redis.connection_pool
+        await layer.flush()  # closes the client
+        return pool
+
+    pool = asyncio.run(pool_of_this_process())
+    assert isinstance(pool, redis.asyncio.ConnectionPool)
+    assert pool.max_connections == django_settings.CHANNEL_LAYER_MAX_CONNECTIONS
     # and production's default bound (config/settings.py says why it is not lower)
     assert settings_as_json(production_env(), "CHANNEL_LAYER_MAX_CONNECTIONS") == {
         "CHANNEL_LAYER_MAX_CONNECTIONS": 1000
