@@ -179,8 +179,9 @@ class OpsConsumer(AsyncWebsocketConsumer):
     read and the join is lost. Then, as they happen (delivery.realtime): {"type":
     "riders_moved", "riders": [{"rider_id", "lat", "lng", "at"}, ...]} (about once a second
     per web worker, each rider at its newest position), {"type": "rider_status", "rider_id",
-    "status", "lat", "lng", "at"} and {"type": "order_status", "order_id", "seq", "status",
-    "payment_status", "rider_id", "at"}.
+    "status", "lat", "lng", "at"}, {"type": "order_status", "order_id", "seq", "status",
+    "payment_status", "rider_id", "at"} and {"type": "alerts_changed", "alert", "order_id"}
+    (an alert an event starts, such as a failed refund: the console re-reads its snapshot).
     """
 
     joined = False
@@ -235,6 +236,9 @@ class OpsConsumer(AsyncWebsocketConsumer):
         await self._relay(event)
 
     async def ops_order_status(self, event):
+        await self._relay(event)
+
+    async def ops_alerts_changed(self, event):
         await self._relay(event)
 
 

@@ -98,6 +98,12 @@ def ops_order_status_message(order) -> dict:
     }
 
 
+def ops_alerts_changed_message(*, alert: str, order_id) -> dict:
+    """An alert that starts with an event, not with time passing (a refund failed): the
+    consoles re-read their snapshot for it rather than wait for the next periodic read."""
+    return {"type": "ops.alerts_changed", "alert": alert, "order_id": str(order_id)}
+
+
 def _time(moment) -> str:
     """ISO 8601 in the service's time zone, as the REST API renders times."""
     return timezone.localtime(moment).isoformat()

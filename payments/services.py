@@ -20,6 +20,7 @@ from rest_framework import status
 from accounts.models import User
 from core.exceptions import ApiError
 from core.queueing import queue_task
+from delivery import realtime
 from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus
 from orders.selectors import order_get_for_customer
 from orders.state import Action, Actor, order_transition
@@ -385,11 +386,12 @@ def refund_send(*, refund_id) -> Refund:
         )
     except razorpay.RazorpayRejected as error:
         with transaction.atomic():
-            refund, _ = _lock_refund(refund_id)
+            refund, order = _lock_refund(refund_id)
             if refund.status == Refund.Status.PENDING:
                 refund.status = Refund.Status.FAILED
                 refund.last_error = error.message[:500]
                 refund.save(update_fields=["status", "last_error", "updated_at"])
+                _refund_failed_alert(order)
         logger.error("refund %s refused by Razorpay: %s", refund_id, error.message)
         return refund
     with transaction.atomic():
@@ -427,7 +429,15 @@ def refund_settle(
         refund.status = Refund.Status.PROCESSED if processed else Refund.Status.FAILED
         refund.save(update_fields=["razorpay_refund_id", "status", "updated_at"])
         _settle_order_after_refund(order)
+        if not processed:
+            _refund_failed_alert(order)
     return refund
+
+
+def _refund_failed_alert(order: Order) -> None:
+    """The ops consoles show the "refund failed" alert now, not at their next snapshot."""
+    message = realtime.ops_alerts_changed_message(alert="refund_failed", order_id=order.pk)
+    realtime.send_on_commit(realtime.OPS_GROUP, message)
 
 
 def order_refund(*, order_id, user: User, reason: str = "") -> Order:

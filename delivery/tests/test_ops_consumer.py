@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -17,7 +18,12 @@ from rest_framework.test import APIClient
 from accounts.tests.factories import UserFactory
 from config.asgi import application
 from delivery.consumers import OpsConsumer
-from delivery.realtime import OPS_MOVES_SECONDS, location_broadcast
+from delivery.realtime import (
+    OPS_GROUP,
+    OPS_MOVES_SECONDS,
+    location_broadcast,
+    ops_alerts_changed_message,
+)
 from delivery.services import order_assign_by_staff
 from delivery.tests.communicator import WebsocketCommunicator
 from delivery.tests.support import north_of_pickup, rider_near_pickup, searching_order
@@ -294,3 +300,14 @@ async def test_order_status_changes_reach_the_console_with_the_orders_seq():
     assert frame["seq"] == order.tracking_seq + 1
     assert frame["payment_status"] == "none"
     assert on_delivery["status"] == "on_delivery"
+
+
+async def test_an_alert_an_event_starts_reaches_the_console():
+    staff = await dispatcher()
+    async with console(staff) as communicator:
+        message = ops_alerts_changed_message(alert="refund_failed", order_id="0c1f")
+        await get_channel_layer().group_send(OPS_GROUP, message)
+
+        frame = await communicator.receive_json_from(timeout=3)
+
+    assert frame == {"type": "alerts_changed", "alert": "refund_failed", "order_id": "0c1f"}

@@ -1,12 +1,17 @@
 """Razorpay checkout, webhooks, refunds and reconciliation over HTTP, Razorpay faked locally."""
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 import time_machine
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
+from delivery.realtime import OPS_GROUP
+from ops.selectors import console_alerts
 from orders.models import Order, OrderEvent, OrderStatus, PaymentStatus
 from orders.tests.support import book, client_for, ops_user, order_url
 from payments.models import Payment, Refund, WebhookEvent
@@ -344,7 +349,7 @@ def test_a_pending_refund_is_settled_by_the_refund_processed_webhook(
     assert Order.objects.get(pk=order["id"]).payment_status == PaymentStatus.REFUNDED
 
 
-def test_a_refund_that_fails_at_razorpay_leaves_the_order_refund_pending(
+def test_a_refund_that_fails_at_razorpay_leaves_the_order_refund_pending_and_alerts_ops(
     checkout, razorpay, api_client, on_commit
 ):
     # given a cancelled paid order whose refund Razorpay accepted but has not processed
@@ -355,15 +360,39 @@ def test_a_refund_that_fails_at_razorpay_leaves_the_order_refund_pending(
         _verify(client, rzp_order_id, payment["id"])
         client.post(order_url(order["id"], "cancel"), {}, format="json")
     refund = Refund.objects.get()
+    entity = {"id": refund.razorpay_refund_id, "payment_id": payment["id"], "status": "failed"}
+
+    def refund_fails():
+        with on_commit():
+            post_webhook(api_client, webhook_body("refund.failed", refund=entity), "evt_rf")
+
+    async def consoles_hear():
+        """What the ops group (the consoles' sockets) hears while the refund fails."""
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(OPS_GROUP, channel)
+        try:
+            await sync_to_async(refund_fails)()
+            while True:
+                message = await asyncio.wait_for(layer.receive(channel), timeout=5)
+                if message["type"] == "ops.alerts_changed":
+                    return message
+        finally:
+            await layer.group_discard(OPS_GROUP, channel)
 
     # when Razorpay reports that the refund failed
-    entity = {"id": refund.razorpay_refund_id, "payment_id": payment["id"], "status": "failed"}
-    with on_commit():
-        post_webhook(api_client, webhook_body("refund.failed", refund=entity), "evt_rf")
+    message = async_to_sync(consoles_hear)()
 
     # then the refund is failed and the order is not called refunded: the money is not back
     assert Refund.objects.get().status == Refund.Status.FAILED
     assert Order.objects.get(pk=order["id"]).payment_status == PaymentStatus.REFUND_PENDING
+    # and the ops consoles are told at once (they re-read their snapshot, which has the alert)
+    assert message == {
+        "type": "ops.alerts_changed",
+        "alert": "refund_failed",
+        "order_id": order["id"],
+    }
+    assert [alert.kind for alert in console_alerts()] == ["refund_failed"]
 
 
 def test_refunds_from_the_admin_need_the_refund_permission(checkout, razorpay, on_commit):

@@ -5,7 +5,8 @@
 // loading are replayed on top of it; positions only move forward in time and order statuses
 // only forward in their seq, so a replayed frame older than the snapshot changes nothing. The
 // snapshot is read again every RESYNC_MS and after every reconnect: the alerts depend on time
-// and on rows no frame describes (payments, refunds).
+// and on rows no frame describes (payments, refunds). An "alerts_changed" frame (a refund
+// failed) asks for a read at once.
 //
 // window.opsConsole exposes the state to tests and to curious ops in the devtools.
 
@@ -209,6 +210,7 @@ class OpsConsole {
     if (frame.type === "riders_moved") frame.riders.forEach((move) => this.onRiderMoved(move));
     else if (frame.type === "rider_status") this.onRiderStatus(frame);
     else if (frame.type === "order_status") this.onOrderStatus(frame);
+    else if (frame.type === "alerts_changed") this.resyncSoon();
   }
 
   onRiderMoved(move) {
