@@ -649,11 +649,19 @@ def _throttle_rate(name: str, default: str) -> str:
 
 
 # Scoped throttles on the default cache, which keeps counting in memory while Redis is down.
+# In development every simulated user (manage.py simulate) and every test phone on the desk
+# signs in from one address, so the per-IP limits are higher there by default; production and
+# the tests keep the real ones.
+_DEVELOPMENT_SERVER = DJANGO_ENV == "development" and not IS_TEST
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
     "otp_request_phone": _throttle_rate("THROTTLE_OTP_REQUEST_PHONE", "10/hour"),
-    "otp_request_ip": _throttle_rate("THROTTLE_OTP_REQUEST_IP", "30/hour"),
+    "otp_request_ip": _throttle_rate(
+        "THROTTLE_OTP_REQUEST_IP", "1000/hour" if _DEVELOPMENT_SERVER else "30/hour"
+    ),
     "otp_verify_phone": _throttle_rate("THROTTLE_OTP_VERIFY_PHONE", "20/hour"),
-    "otp_verify_ip": _throttle_rate("THROTTLE_OTP_VERIFY_IP", "60/hour"),
+    "otp_verify_ip": _throttle_rate(
+        "THROTTLE_OTP_VERIFY_IP", "2000/hour" if _DEVELOPMENT_SERVER else "60/hour"
+    ),
 }
 # Gunicorn's uvicorn workers already replace the client address with the X-Forwarded-For value
 # sent by trusted proxies (FORWARDED_ALLOW_IPS). DRF must not read the header a second time, or

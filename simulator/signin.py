@@ -4,8 +4,8 @@ outbox, paced under the server's throttles.
 
 The server limits OTP requests per phone (THROTTLE_OTP_REQUEST_PHONE, a 60 s resend cooldown
 and OTP_MAX_SENDS_PER_HOUR, counted in PostgreSQL) and per client IP
-(THROTTLE_OTP_REQUEST_IP, 30 an hour by default), and verifications likewise. All simulated
-users come from one IP, so:
+(THROTTLE_OTP_REQUEST_IP, 30 an hour by default, 1000 on a development server), and
+verifications likewise. All simulated users come from one IP, so:
 - tokens are kept between runs (api.TokenStore); a later run starts with the access tokens
   while they last, else signs everyone in through `token/refresh/`, which has no throttle,
   and never asks for a code;

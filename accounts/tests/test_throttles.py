@@ -11,6 +11,8 @@ from django.test import override_settings
 
 from accounts.tests.factories import phone_number
 from accounts.tests.support import OTP_REQUEST_URL, OTP_VERIFY_URL
+from core.tests.production_env import production_env, settings_as_json
+from core.tests.servers import base_env
 
 pytestmark = pytest.mark.django_db
 
@@ -121,3 +123,20 @@ def test_a_cache_that_raises_closes_the_gate_instead_of_opening_it(api_client):
 
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "throttled"
+
+
+@pytest.mark.parametrize(
+    ("django_env", "per_ip"),
+    [
+        # every simulated user of `manage.py simulate` signs in from the developer's address
+        ("development", ("1000/hour", "2000/hour")),
+        ("production", ("30/hour", "60/hour")),
+    ],
+)
+def test_the_per_ip_limits_are_higher_by_default_only_on_a_development_server(django_env, per_ip):
+    env = production_env() if django_env == "production" else base_env(DJANGO_ENV=django_env)
+
+    rates = settings_as_json(env, "REST_FRAMEWORK")["REST_FRAMEWORK"]["DEFAULT_THROTTLE_RATES"]
+
+    assert (rates["otp_request_ip"], rates["otp_verify_ip"]) == per_ip
+    assert (rates["otp_request_phone"], rates["otp_verify_phone"]) == ("10/hour", "20/hour")
