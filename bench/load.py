@@ -12,7 +12,6 @@ One asyncio loop (uvloop) in the bench process, on the same 2 cores as the serve
 """
 
 import asyncio
-import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -113,13 +112,6 @@ def ws_connect(url: str, **kwargs):
     return websockets.asyncio.client.connect(
         url, compression=None, open_timeout=60, max_queue=None, **kwargs
     )
-
-
-def percentile(values: list[float], share: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 
 
 @dataclass

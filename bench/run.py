@@ -39,6 +39,7 @@ from pathlib import Path
 
 from bench import stack
 from bench.stack import say
+from simulator.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
@@ -149,12 +150,6 @@ def access_token(user) -> str:
     from rest_framework_simplejwt.tokens import AccessToken
 
     return str(AccessToken.for_user(user))
-
-
-def percentile(values, share):
-    from bench.load import percentile as _percentile
-
-    return _percentile(values, share)
 
 
 # --- 1-3. Throughput -------------------------------------------------------------------------
