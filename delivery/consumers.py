@@ -15,6 +15,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework.exceptions import ValidationError
 
+from accounts.models import User
 from core.exceptions import DEPENDENCY_ERRORS, ApiError, ServiceUnavailable
 from delivery import realtime
 from delivery.realtime import OPS_GROUP, location_broadcast, order_group, rider_group
@@ -243,9 +244,7 @@ class OpsConsumer(AsyncWebsocketConsumer):
 
 
 def _console_still_allowed(user_id) -> bool:
-    from django.contrib.auth import get_user_model
-
-    return console_allowed(get_user_model().objects.filter(pk=user_id).first())
+    return console_allowed(User.objects.filter(pk=user_id).first())
 
 
 def _current_status(order_id) -> dict:
