@@ -9,10 +9,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Django must be set up before anything imports models (the consumers do).
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from delivery.auth import JwtAuthMiddleware, allowed_hosts_origin_validator  # noqa: E402
+from delivery.auth import (  # noqa: E402
+    AuthMiddlewareStack,
+    JwtAuthMiddleware,
+    allowed_hosts_origin_validator,
+)
 from delivery.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(

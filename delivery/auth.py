@@ -7,9 +7,11 @@ string; config.logs masks it in every log line, and nothing here logs it.
 import logging
 from urllib.parse import parse_qs
 
+from channels.auth import AuthMiddleware, UserLazyObject
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
@@ -17,8 +19,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 logger = logging.getLogger(__name__)
 
 
-@database_sync_to_async
-def _user_for_token(raw_token: str):
+def _user_for_token_sync(raw_token: str):
     """The active user the access token names, or AnonymousUser for any flaw in it."""
     authentication = JWTAuthentication()
     try:
@@ -28,13 +29,18 @@ def _user_for_token(raw_token: str):
         return AnonymousUser()
 
 
+# Not thread-sensitive: one self-contained read, so handshakes do not queue in the one thread
+# asgiref keeps per process for thread-sensitive calls (delivery.consumers.Consumer).
+_user_for_token = database_sync_to_async(_user_for_token_sync, thread_sensitive=False)
+
+
 class JwtAuthMiddleware(BaseMiddleware):
     """Sets scope["user"] from `?token=`; goes outside AuthMiddlewareStack.
 
     A connection with a token gets that token's user, or AnonymousUser when the token is bad
     (never the session's user: a bad credential must fail). Without a token the scope is left
     for AuthMiddlewareStack, which finds a staff member's admin session in a browser and
-    AnonymousUser for everyone else. AuthMiddleware keeps a user already in the scope.
+    AnonymousUser for everyone else. SessionAuthMiddleware keeps a user already in the scope.
     """
 
     async def __call__(self, scope, receive, send):
@@ -42,6 +48,25 @@ class JwtAuthMiddleware(BaseMiddleware):
         if tokens:
             scope = {**scope, "user": await _user_for_token(tokens[-1])}
         return await super().__call__(scope, receive, send)
+
+
+class SessionAuthMiddleware(AuthMiddleware):
+    """channels' AuthMiddleware for the sockets the token did not sign in (staff browsers).
+
+    channels' own looks up the session's user for every socket, even one whose user
+    JwtAuthMiddleware has set, and does it through a thread-sensitive database_sync_to_async:
+    every app's handshake then queued in the one thread asgiref keeps per process for such
+    calls. A user already in the scope is kept as it is, without that lookup.
+    """
+
+    async def resolve_scope(self, scope):
+        if isinstance(scope["user"], UserLazyObject):
+            await super().resolve_scope(scope)
+
+
+def AuthMiddlewareStack(inner):  # channels' name, for the same three layers
+    """channels.auth.AuthMiddlewareStack, with SessionAuthMiddleware as its AuthMiddleware."""
+    return CookieMiddleware(SessionMiddleware(SessionAuthMiddleware(inner)))
 
 
 class NativeAppOriginValidator(OriginValidator):

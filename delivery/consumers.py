@@ -11,6 +11,7 @@ import json
 import logging
 import time
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework.exceptions import ValidationError
@@ -23,7 +24,7 @@ from delivery.selectors import order_for_watcher
 from ops.permissions import console_allowed
 from orders.models import TERMINAL_STATUSES, Order
 from riders.apis import location_input, location_output
-from riders.services import rider_get_or_create, rider_location_record
+from riders.services import rider_get_or_create, rider_location_record_async
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,26 @@ class FrameError(Exception):
         self.code, self.message, self.fields = code, message, fields
 
 
-class RiderConsumer(AsyncWebsocketConsumer):
+class Consumer(AsyncWebsocketConsumer):
+    """The base of the project's consumers: channels' AsyncConsumer.dispatch, without the
+    `aclose_old_connections()` it awaits before every message.
+
+    That call is a thread-sensitive sync_to_async, and a socket has no request context, so it
+    runs in the one thread asgiref keeps per process for such calls: every frame and every group
+    message of every socket of a worker queued there, behind each other and behind any slow
+    thread-sensitive call. These consumers reach the database only through
+    database_sync_to_async, which closes old connections itself before and after each call, so
+    the per-message cleanup does nothing for them.
+    """
+
+    async def dispatch(self, message):
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+
+class RiderConsumer(Consumer):
     """Client sends {"type": "location", ...}; server sends offers and error frames.
 
     A bad frame (not JSON, over 4 KB, binary, unknown type, invalid fields, a refused fix) is
@@ -55,7 +75,7 @@ class RiderConsumer(AsyncWebsocketConsumer):
         if not user.is_rider:
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        rider = await database_sync_to_async(rider_get_or_create)(user=user)
+        rider = await database_sync_to_async(rider_get_or_create, thread_sensitive=False)(user=user)
         self.rider_id = rider.pk
         await self.channel_layer.group_add(rider_group(self.rider_id), self.channel_name)
         logger.info("rider %s connected", self.rider_id)  # never the scope: its query has a token
@@ -83,12 +103,7 @@ class RiderConsumer(AsyncWebsocketConsumer):
     async def _location(self, frame: dict) -> dict:
         try:
             fields = location_input({key: value for key, value in frame.items() if key != "type"})
-            # Not thread-sensitive: Channels would otherwise run every socket's database work in
-            # one thread per process. The call is self-contained (its own transaction), and
-            # database_sync_to_async hands the connection back to the pool when it returns.
-            receipt = await database_sync_to_async(rider_location_record, thread_sensitive=False)(
-                user_id=self.scope["user"].pk, **fields
-            )
+            receipt = await rider_location_record_async(user_id=self.scope["user"].pk, **fields)
         except ValidationError as error:
             raise FrameError("invalid", "Invalid location.", _plain(error.detail)) from None
         except ApiError as error:
@@ -114,7 +129,7 @@ class RiderConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(event))
 
 
-class DeliveryConsumer(AsyncWebsocketConsumer):
+class DeliveryConsumer(Consumer):
     """An order's live status and its rider's position, for its customer, its rider and ops.
 
     Server-to-client only: {"type": "status", "seq", "status", ...} and
@@ -171,7 +186,7 @@ class DeliveryConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(event))
 
 
-class OpsConsumer(AsyncWebsocketConsumer):
+class OpsConsumer(Consumer):
     """The ops console's feed: every rider's moves and status, every order's status.
 
     For staff who may watch the console (ops.permissions.console_allowed), signed in with the
@@ -258,7 +273,7 @@ def _current_status(order_id) -> dict:
     )
 
 
-async def _accept_signed_in(consumer: AsyncWebsocketConsumer):
+async def _accept_signed_in(consumer: Consumer):
     """Accepts the handshake (so a close code can reach the client) and returns the signed-in
     user, or closes with 4401 and returns None."""
     await consumer.accept()

@@ -2,7 +2,6 @@
 
 import json
 
-from channels.db import database_sync_to_async
 from django.http import JsonResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -35,7 +34,7 @@ from riders.services import (
     rider_get_or_create,
     rider_go_offline,
     rider_go_online,
-    rider_location_record,
+    rider_location_record_async,
     rider_profile_update,
 )
 
@@ -404,12 +403,7 @@ class RiderLocationApi(APIView):
     async def post(self, request):
         user_id = _bearer_user_id(request)
         fields = location_input(_json_body(request))
-        # Not thread-sensitive: under ASGI every sync view of this worker shares one thread,
-        # and pings must not queue behind them (or each other). database_sync_to_async hands
-        # the connection back to the pool when the call returns, as the rider socket does.
-        receipt = await database_sync_to_async(rider_location_record, thread_sensitive=False)(
-            user_id=user_id, **fields
-        )
+        receipt = await rider_location_record_async(user_id=user_id, **fields)
         await location_broadcast(receipt)  # committed by now
         return JsonResponse(location_output(receipt), status=status.HTTP_202_ACCEPTED)
 

@@ -4,11 +4,14 @@ Through config.asgi.application, so the origin check, the JWT middleware and the
 the real ones. transaction=True: the consumer reads and writes from other threads.
 """
 
+import asyncio
 import json
+import time
 from datetime import datetime, timedelta
 
 import pytest
 import pytest_asyncio
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
@@ -234,3 +237,28 @@ async def test_the_token_never_reaches_the_log(rider, caplog):
     assert "rider" in caplog.text  # the consumer did log its connection
     assert token not in caplog.text
     assert token.split(".")[2] not in caplog.text  # nor the signature on its own
+
+
+async def test_a_busy_shared_sync_thread_holds_up_neither_pings_nor_new_sockets(rider):
+    """asgiref runs every thread-sensitive call of a process outside a request (sockets have
+    none) in one shared thread; a slow one there (an admin action, a management call) must not
+    stall every socket of the worker behind it."""
+    # given the shared thread busy for 3 s
+    busy = asyncio.ensure_future(sync_to_async(time.sleep)(3))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    try:
+        # when a rider connects and pings
+        communicator = socket(access_token(rider.user))
+        connected, _ = await communicator.connect(timeout=2)
+        assert connected
+        await communicator.send_json_to({"type": "location", **fix(MG_ROAD, seconds_ago=1)})
+        reply = await communicator.receive_json_from(timeout=2)
+        waited = time.monotonic() - started
+        await communicator.disconnect()
+    finally:
+        await busy
+
+    # then the socket opened and the ping was stored and acknowledged meanwhile
+    assert reply["type"] == "location_ack", reply
+    assert waited < 2, f"the rider waited {waited:.1f} s for the busy thread"
