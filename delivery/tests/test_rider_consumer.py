@@ -243,17 +243,17 @@ async def test_a_busy_shared_sync_thread_holds_up_neither_pings_nor_new_sockets(
     """asgiref runs every thread-sensitive call of a process outside a request (sockets have
     none) in one shared thread; a slow one there (an admin action, a management call) must not
     stall every socket of the worker behind it."""
-    # given the shared thread busy for 3 s
-    busy = asyncio.ensure_future(sync_to_async(time.sleep)(3))
+    # given the shared thread busy for 5 s
+    busy = asyncio.ensure_future(sync_to_async(time.sleep)(5))
     await asyncio.sleep(0.2)
     started = time.monotonic()
     try:
         # when a rider connects and pings
         communicator = socket(access_token(rider.user))
-        connected, _ = await communicator.connect(timeout=2)
+        connected, _ = await communicator.connect(timeout=3)
         assert connected
         await communicator.send_json_to({"type": "location", **fix(MG_ROAD, seconds_ago=1)})
-        reply = await communicator.receive_json_from(timeout=2)
+        reply = await communicator.receive_json_from(timeout=3)
         waited = time.monotonic() - started
         await communicator.disconnect()
     finally:
@@ -261,4 +261,4 @@ async def test_a_busy_shared_sync_thread_holds_up_neither_pings_nor_new_sockets(
 
     # then the socket opened and the ping was stored and acknowledged meanwhile
     assert reply["type"] == "location_ack", reply
-    assert waited < 2, f"the rider waited {waited:.1f} s for the busy thread"
+    assert waited < 4, f"the rider waited {waited:.1f} s for the busy thread"
