@@ -3,10 +3,11 @@
 import logging
 import time
 
-from channels.db import database_sync_to_async
 from django.db import connection
 from django.http import JsonResponse
 from django.urls import include, path
+
+from core.db import database_call
 
 logger = logging.getLogger(__name__)
 # The slowest request the slow view will make; keeps a stray call from holding a worker.
@@ -34,9 +35,8 @@ def _update_row() -> None:
 
 
 async def one_row_update_async(request):
-    # As the rider-location view does its database work: outside the thread-sensitive thread,
-    # the connection handed back to the pool when the call returns.
-    await database_sync_to_async(_update_row, thread_sensitive=False)()
+    # As the rider-location view does its database work.
+    await database_call(_update_row)()
     return JsonResponse({"ok": True})
 
 

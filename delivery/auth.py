@@ -8,13 +8,14 @@ import logging
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddleware, UserLazyObject
-from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
+
+from core.db import database_call
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +30,7 @@ def _user_for_token_sync(raw_token: str):
         return AnonymousUser()
 
 
-# Not thread-sensitive: one self-contained read, so handshakes do not queue in the one thread
-# asgiref keeps per process for thread-sensitive calls (delivery.consumers.Consumer).
-_user_for_token = database_sync_to_async(_user_for_token_sync, thread_sensitive=False)
+_user_for_token = database_call(_user_for_token_sync)
 
 
 class JwtAuthMiddleware(BaseMiddleware):

@@ -12,11 +12,11 @@ import logging
 import time
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework.exceptions import ValidationError
 
 from accounts.models import User
+from core.db import database_call
 from core.exceptions import DEPENDENCY_ERRORS, ApiError, ServiceUnavailable
 from delivery import realtime
 from delivery.realtime import OPS_GROUP, location_broadcast, order_group, rider_group
@@ -47,9 +47,9 @@ class Consumer(AsyncWebsocketConsumer):
     That call is a thread-sensitive sync_to_async, and a socket has no request context, so it
     runs in the one thread asgiref keeps per process for such calls: every frame and every group
     message of every socket of a worker queued there, behind each other and behind any slow
-    thread-sensitive call. These consumers reach the database only through
-    database_sync_to_async, which closes old connections itself before and after each call, so
-    the per-message cleanup does nothing for them.
+    thread-sensitive call. These consumers reach the database only through core.db.database_call
+    (database_sync_to_async), which closes old connections itself before and after each call,
+    so the per-message cleanup does nothing for them.
     """
 
     async def dispatch(self, message):
@@ -75,7 +75,7 @@ class RiderConsumer(Consumer):
         if not user.is_rider:
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        rider = await database_sync_to_async(rider_get_or_create, thread_sensitive=False)(user=user)
+        rider = await database_call(rider_get_or_create)(user=user)
         self.rider_id = rider.pk
         await self.channel_layer.group_add(rider_group(self.rider_id), self.channel_name)
         logger.info("rider %s connected", self.rider_id)  # never the scope: its query has a token
@@ -146,7 +146,7 @@ class DeliveryConsumer(Consumer):
         user = await _accept_signed_in(self)
         if user is None:
             return
-        order = await database_sync_to_async(order_for_watcher, thread_sensitive=False)(
+        order = await database_call(order_for_watcher)(
             user=user, order_id=self.scope["url_route"]["kwargs"]["order_id"]
         )
         if order is None:
@@ -158,9 +158,7 @@ class DeliveryConsumer(Consumer):
         await self.channel_layer.group_add(order_group(self.order_id), self.channel_name)
         # After joining: an event between the read and the join would otherwise be lost. The
         # first frame may repeat a seq already sent; clients keep the highest.
-        current = await database_sync_to_async(_current_status, thread_sensitive=False)(
-            self.order_id
-        )
+        current = await database_call(_current_status)(self.order_id)
         await self.send(text_data=json.dumps(current))
         logger.info("order %s watched by user %s", self.order_id, user.pk)
         if current["status"] in TERMINAL_STATUSES:
@@ -211,7 +209,7 @@ class OpsConsumer(Consumer):
         user = await _accept_signed_in(self)
         if user is None:
             return
-        if not await database_sync_to_async(console_allowed, thread_sensitive=False)(user):
+        if not await database_call(console_allowed)(user):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         await self.channel_layer.group_add(OPS_GROUP, self.channel_name)
@@ -236,9 +234,7 @@ class OpsConsumer(Consumer):
         if time.monotonic() - self.checked_at >= self.recheck_seconds:
             self.checked_at = time.monotonic()
             user_id = self.scope["user"].pk
-            if not await database_sync_to_async(_console_still_allowed, thread_sensitive=False)(
-                user_id
-            ):
+            if not await database_call(_console_still_allowed)(user_id):
                 await self.channel_layer.group_discard(OPS_GROUP, self.channel_name)
                 self.joined = False
                 await self.close(code=CLOSE_FORBIDDEN)

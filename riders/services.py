@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection, models, transaction
 from django.utils import timezone
 from rest_framework import status
 
 from accounts.models import User
+from core.db import database_call
 from core.exceptions import ApiError
 from delivery import realtime
 from orders.models import CARRYING_STATUSES as CARRYING
@@ -398,12 +398,8 @@ def rider_location_record(
     )
 
 
-# For async callers (the location view and the rider socket), wrapped once: building the
-# wrapper on every ping cost about 2 % of a worker's samples on the socket path (py-spy). Not
-# thread-sensitive: the call is self-contained (one statement, its own transaction), so it runs
-# in any thread of the loop's pool instead of queueing behind other sockets' and views' database
-# work in one thread per process; the connection goes back to the pool when it returns.
-rider_location_record_async = database_sync_to_async(rider_location_record, thread_sensitive=False)
+# For the location view and the rider socket: wrapped once, not on every ping.
+rider_location_record_async = database_call(rider_location_record)
 
 
 def _location_ping(params: dict):

@@ -82,23 +82,21 @@ async def handshake_while_the_worker_leaves(port: int) -> tuple[int | None, int 
         await limit
 
 
-@pytest.mark.parametrize("gunicorn", ["config.workers.UvicornWorker"], indirect=True)
-def test_a_handshake_in_flight_is_accepted_then_closed_1012_not_answered_500(gunicorn):
+@pytest.mark.parametrize(
+    ("gunicorn", "answer"),
+    [
+        # 1012: service restart, which clients take as "reconnect"
+        pytest.param("config.workers.UvicornWorker", (None, 1012), id="project-worker"),
+        # the case the project's worker exists for: the stock one answers that handshake 500
+        pytest.param("uvicorn_worker.UvicornWorker", (500, None), id="stock-worker"),
+    ],
+    indirect=["gunicorn"],
+)
+def test_a_handshake_in_flight_when_the_worker_leaves(gunicorn, answer):
     port, log = gunicorn
 
     status, close_code = asyncio.run(handshake_while_the_worker_leaves(port))
 
     output = log.read_text()
     assert "Maximum request limit" in output, output
-    assert (status, close_code) == (None, 1012), output  # 1012: service restart, reconnect
-
-
-@pytest.mark.parametrize("gunicorn", ["uvicorn_worker.UvicornWorker"], indirect=True)
-def test_the_stock_worker_answers_that_handshake_500(gunicorn):
-    """The case the project's worker exists for: without it the same client gets a 500."""
-    port, log = gunicorn
-
-    status, close_code = asyncio.run(handshake_while_the_worker_leaves(port))
-
-    assert "Maximum request limit" in log.read_text()
-    assert (status, close_code) == (500, None)
+    assert (status, close_code) == answer, output
