@@ -10,7 +10,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import reverse  # noqa: E402
 
+from core.hotpath import HotPathHandler  # noqa: E402
 from delivery.auth import (  # noqa: E402
     AuthMiddlewareStack,
     JwtAuthMiddleware,
@@ -20,7 +22,8 @@ from delivery.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # The rider's location ping skips Django's per-request thread (core.hotpath).
+        "http": HotPathHandler(paths=[reverse("riders:location")], fallback=django_asgi_app),
         # Origin check first (ALLOWED_HOSTS; native apps send no Origin and pass), then the
         # ?token= JWT, then the admin session for staff browsers.
         "websocket": allowed_hosts_origin_validator(

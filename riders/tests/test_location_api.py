@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -11,7 +12,7 @@ from accounts.tests.factories import UserFactory
 from riders.apis import RiderLocationApi
 from riders.models import Rider, RiderLocation
 from riders.services import rider_location_record
-from riders.tests.factories import RiderFactory, RiderUserFactory, located
+from riders.tests.factories import RiderFactory, RiderUserFactory, access_token, located
 from riders.tests.support import LOCATION_URL, MG_ROAD, NORTH_1KM, as_user, fix
 
 # Transactional: the view runs the service in a worker thread with its own connection (as in
@@ -254,3 +255,32 @@ def test_other_methods_are_a_405(api_client, rider):
     assert response.status_code == 405
     assert response["Allow"] == "POST"
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_token_remembered_from_earlier_pings_is_refused_once_it_expires(api_client, rider):
+    # given a token checked and remembered while valid
+    assert post_fix(api_client, fix()).status_code == 202
+
+    # when its 15 minutes are over
+    with time_machine.travel(timezone.now() + timedelta(minutes=16)):
+        response = post_fix(api_client, fix())
+
+    # then
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "token_not_valid"
+
+
+def test_a_remembered_token_with_another_signature_is_refused(api_client, rider):
+    # given the rider's token, checked and remembered
+    token = access_token(rider.user)
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert post_fix(api_client, fix()).status_code == 202
+
+    # when the same claims come with a signature that is not ours
+    header, claims, _ = token.split(".")
+    forged = ".".join([header, claims, "A" * 43])
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
+    response = post_fix(api_client, fix())
+
+    # then
+    assert response.status_code == 401
