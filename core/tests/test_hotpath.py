@@ -13,6 +13,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from prometheus_client import REGISTRY
 
 from accounts.tests.factories import UserFactory
 from config.asgi import application, django_asgi_app
@@ -210,3 +211,27 @@ def test_only_async_views_may_take_the_hot_path():
     # A sync view would run in asgiref's one shared thread: refused when the app is built.
     with pytest.raises(ImproperlyConfigured, match=ME_URL):
         HotPathHandler(paths=[ME_URL], fallback=django_asgi_app)
+
+
+def test_pings_on_the_hot_path_are_counted_in_the_request_metrics(rider_headers):
+    def served(name):
+        labels = {"status": "202", "view": "riders:location", "method": "POST"}
+        return REGISTRY.get_sample_value(name, labels) or 0
+
+    before = served("django_http_responses_total_by_status_view_method_total")
+    latencies = REGISTRY.get_sample_value(
+        "django_http_requests_latency_seconds_by_view_method_count",
+        {"view": "riders:location", "method": "POST"},
+    )
+
+    for _ in range(3):
+        assert call(HOT_PATH, body=json_body(fix()), headers=rider_headers).status_code == 202
+
+    assert served("django_http_responses_total_by_status_view_method_total") == before + 3
+    assert (
+        REGISTRY.get_sample_value(
+            "django_http_requests_latency_seconds_by_view_method_count",
+            {"view": "riders:location", "method": "POST"},
+        )
+        == (latencies or 0) + 3
+    )
