@@ -306,6 +306,7 @@ class Throughput:
                         f"{percentile(result.latencies, 0.5) * 1000:6.1f} ms  p99 "
                         f"{percentile(result.latencies, 0.99) * 1000:6.1f} ms  failed "
                         f"{dict(result.failures) or 0}; CPU ms per unit: {result.cpu_per_unit()}"
+                        f"; web split {meter.split('web')} %"
                     )
         finally:
             for task in drains:

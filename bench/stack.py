@@ -326,6 +326,7 @@ class CpuMeter:
     def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
         self.groups = groups
         self.before: dict[str, dict[int, float]] = {}
+        self.used: dict[str, dict[int, float]] = {}
 
     def _sample(self) -> dict[str, dict[int, float]]:
         return {
@@ -337,7 +338,18 @@ class CpuMeter:
 
     def stop(self) -> dict[str, float]:
         after = self._sample()
-        return {
-            name: sum(used - self.before.get(name, {}).get(pid, 0.0) for pid, used in pids.items())
-            for name, pids in after.items()
-        }
+        self.used = {}
+        for name, pids in after.items():
+            before = self.before.get(name, {})
+            self.used[name] = {pid: used - before.get(pid, 0.0) for pid, used in pids.items()}
+        return {name: sum(pids.values()) for name, pids in self.used.items()}
+
+    def split(self, name: str) -> str:
+        """How the CPU of group `name` was shared among its processes, in %, largest first.
+
+        Long-lived connections stay on the worker that accepted them, and one worker can
+        accept a whole burst of them: a round whose web split is far from even measured one
+        busy worker and one idle one."""
+        used = sorted(self.used[name].values(), reverse=True)
+        total = sum(used) or 1.0
+        return "/".join(f"{100 * value / total:.0f}" for value in used)
