@@ -13,6 +13,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import got_request_exception
+from django.db import OperationalError
 from prometheus_client import REGISTRY
 
 from accounts.tests.factories import UserFactory
@@ -235,3 +237,40 @@ def test_pings_on_the_hot_path_are_counted_in_the_request_metrics(rider_headers)
         )
         == (latencies or 0) + 3
     )
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "reported"),
+    [
+        # DependencyErrorMiddleware's 503, which is not an error of ours to report
+        (OperationalError("connection to server lost"), 503, False),
+        # Django's handler500, and got_request_exception, where Sentry's integration listens
+        (RuntimeError("a bug"), 500, True),
+    ],
+)
+def test_a_failing_ping_answers_as_the_full_stack_does(
+    rider_headers, monkeypatch, failure, status, reported
+):
+    # given the ping's database call failing
+    async def failing(**fields):
+        raise failure
+
+    monkeypatch.setattr("riders.apis.rider_location_record_async", failing)
+    signalled = []
+
+    def receiver(sender, **kwargs):
+        signalled.append(sender)
+
+    got_request_exception.connect(receiver)
+    try:
+        # when
+        full = _comparable(call(django_asgi_app, body=json_body(fix()), headers=rider_headers))
+        reported_by_full = len(signalled)
+        hot = _comparable(call(HOT_PATH, body=json_body(fix()), headers=rider_headers))
+    finally:
+        got_request_exception.disconnect(receiver)
+
+    # then
+    assert hot == full
+    assert hot[0] == status
+    assert (reported_by_full, len(signalled) - reported_by_full) == (int(reported), int(reported))
