@@ -13,7 +13,9 @@ that does no I/O, so the chain is settings.HOT_PATH_MIDDLEWARE, which leaves out
 CSRF, user and message middleware a bearer-token JSON API does not use (its test pins the
 list). The view must be async and reach the database through core.db.database_call, which
 closes old connections itself; that is why the request_started signal is not sent here.
-Every other request goes to the full Django handler.
+ASGIHandler.__call__ is kept: it gives the request a thread-sensitive context of its own (no
+thread starts unless something thread-sensitive runs), and sentry-sdk patches it to give each
+request scopes of its own. Every other request goes to the full Django handler.
 """
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -94,6 +96,12 @@ class HotPathHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or self._path_info(scope) not in self.paths:
             return await self.fallback(scope, receive, send)
+        # ASGIHandler.__call__: a thread-sensitive context of the request's own (no thread is
+        # started unless something thread-sensitive runs), then handle(). It is also where
+        # sentry-sdk wraps every request in scopes of its own.
+        return await super().__call__(scope, receive, send)
+
+    async def handle(self, scope, receive, send):
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:

@@ -42,9 +42,9 @@ print(json.dumps({
 """
 
 
-def _run(env: dict) -> dict:
+def _run(env: dict, script: str = CRASH_A_REQUEST) -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", CRASH_A_REQUEST],
+        [sys.executable, "-c", script],
         cwd=PROJECT_DIR,
         env=env,
         capture_output=True,
@@ -99,3 +99,57 @@ def test_with_a_dsn_a_crash_reaches_sentry_without_personal_data(httpserver):
     assert crash_reports, f"no crash report among {len(envelopes)} envelopes"
     for leak in ("secret-jwt-value", "secret-session-value", "203.0.113.9"):
         assert all(leak not in body for body in crash_reports), f"{leak} reached Sentry"
+
+
+# Pings through the hot path (core.hotpath) with Sentry on: each request gets scopes of its
+# own, so nothing Sentry attaches to a request stays behind on the process's scopes.
+PING_THE_HOT_PATH = """
+import asyncio, json, sentry_sdk, django
+django.setup()
+from config.asgi import application
+
+hot_path = application.application_mapping["http"]
+
+async def ping():
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/api/v1/riders/me/location/", "query_string": b"",
+        "raw_path": b"/api/v1/riders/me/location/", "root_path": "",
+        "headers": [(b"host", b"localhost"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+    }
+    statuses = []
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+    await hot_path(scope, receive, send)
+    return statuses[0]
+
+def attached():
+    return sum(
+        len(scope._event_processors)
+        for scope in (sentry_sdk.get_global_scope(), sentry_sdk.get_isolation_scope(),
+                      sentry_sdk.get_current_scope())
+    )
+
+async def main():
+    await ping()
+    before = attached()
+    statuses = [await ping() for _ in range(200)]
+    return {"statuses": sorted(set(statuses)), "attached": attached() - before,
+            "active": sentry_sdk.get_client().is_active()}
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+@pytest.mark.slow
+def test_pings_on_the_hot_path_leave_nothing_on_sentrys_scopes(httpserver):
+    httpserver.expect_request("/api/1/envelope/", method="POST").respond_with_json({})
+    dsn = f"http://publickey@127.0.0.1:{httpserver.port}/1"
+
+    outcome = _run(base_env(DJANGO_ENV="test", SENTRY_DSN=dsn), PING_THE_HOT_PATH)
+
+    assert outcome == {"statuses": [401], "attached": 0, "active": True}
