@@ -1,8 +1,6 @@
 """Rider endpoints: the profile, going online and offline, location pings, and offers."""
 
-import functools
 import json
-import time
 
 from django.http import JsonResponse
 from django.utils import timezone
@@ -454,27 +452,9 @@ def _bearer_user_id(request):
     raw_token = authentication.get_raw_token(header) if header else None
     if raw_token is None:
         raise exceptions.NotAuthenticated()
-    user_id, expires_at = _verified_claims(raw_token)
-    if expires_at <= time.time():
-        # Verified once, expired since: verifying it again refuses it as simplejwt does (its
-        # leeway included).
-        _verified_claims.__wrapped__(raw_token)
-    return user_id
-
-
-@functools.lru_cache(maxsize=8192)
-def _verified_claims(raw_token: bytes) -> tuple:
-    """(user id, expiry) of an access token whose signature and claims have been checked.
-
-    A rider pings with the same token every few seconds for its 15 minutes; checking its HS256
-    signature each time was about a sixth of the ping's CPU. Only a token that passed every
-    check is remembered, keyed by all its bytes (signature included), and its expiry is
-    compared on every use. Nothing else can change the answer: logout revokes the refresh
-    token, not access tokens (API.md). Were access tokens ever revocable, this must go.
-    """
-    token = JWTAuthentication().get_validated_token(raw_token)
+    token = authentication.get_validated_token(raw_token)
     try:
-        return token[jwt_settings.USER_ID_CLAIM], token["exp"]
+        return token[jwt_settings.USER_ID_CLAIM]
     except KeyError:
         raise exceptions.AuthenticationFailed(code="token_not_valid") from None
 

@@ -257,8 +257,8 @@ def test_other_methods_are_a_405(api_client, rider):
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_a_token_remembered_from_earlier_pings_is_refused_once_it_expires(api_client, rider):
-    # given a token checked and remembered while valid
+def test_a_token_that_worked_is_refused_once_it_expires(api_client, rider):
+    # given a token that was accepted
     assert post_fix(api_client, fix()).status_code == 202
 
     # when its 15 minutes are over
@@ -270,8 +270,8 @@ def test_a_token_remembered_from_earlier_pings_is_refused_once_it_expires(api_cl
     assert response.json()["error"]["code"] == "token_not_valid"
 
 
-def test_a_remembered_token_with_another_signature_is_refused(api_client, rider):
-    # given the rider's token, checked and remembered
+def test_the_claims_of_a_token_that_worked_with_another_signature_are_refused(api_client, rider):
+    # given the rider's token, accepted
     token = access_token(rider.user)
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     assert post_fix(api_client, fix()).status_code == 202
