@@ -89,7 +89,7 @@ class HotPathHandler(ASGIHandler):
             elif getattr(middleware_class, "async_capable", False):
                 handler = middleware_class(handler)  # async itself: django-guid, django-cors
             else:
-                raise TypeError(f"{middleware_path} can run neither inline nor async")
+                raise ImproperlyConfigured(f"{middleware_path} can run neither inline nor async")
             handler = convert_exception_to_response(handler)
         self._middleware_chain = handler
 
