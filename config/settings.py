@@ -152,20 +152,16 @@ MIDDLEWARE = [
 # bearer-token JSON POST has no use for sessions, CSRF, the session user, messages or static
 # files. Whatever is added to MIDDLEWARE runs there too unless it is named here; it must do no
 # I/O (core/tests/test_hotpath.py pins the list).
-HOT_PATH_MIDDLEWARE = [
-    path
-    for path in MIDDLEWARE
-    if path
-    not in {
-        "core.middleware.ProbeMiddleware",
-        "whitenoise.middleware.WhiteNoiseMiddleware",
-        "django.contrib.sessions.middleware.SessionMiddleware",
-        "django.middleware.csrf.CsrfViewMiddleware",
-        "django.contrib.auth.middleware.AuthenticationMiddleware",
-        "django.contrib.messages.middleware.MessageMiddleware",
-        "core.middleware.SyncChainMiddleware",
-    }
-]
+_NOT_ON_THE_HOT_PATH = {
+    "core.middleware.ProbeMiddleware",  # /health/ and /metrics only
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "core.middleware.SyncChainMiddleware",  # the hot path has no chain thread to keep it in
+}
+HOT_PATH_MIDDLEWARE = [path for path in MIDDLEWARE if path not in _NOT_ON_THE_HOT_PATH]
 
 # GDAL before 3.9 (Debian 12 ships 3.6) cannot block file and network access while parsing
 # spatial reference text. We never hand client-supplied SRS or WKT to GDAL: positions are
