@@ -32,7 +32,6 @@ class InlineMiddleware:
     """A MiddlewareMixin middleware whose request and response hooks run in the event loop."""
 
     def __init__(self, middleware, get_response):
-        self.middleware = middleware
         self.get_response = get_response
         self.process_request = getattr(middleware, "process_request", None)
         self.process_response = getattr(middleware, "process_response", None)

@@ -355,9 +355,9 @@ class AwareDateTimeField(serializers.DateTimeField):
 class RiderLocationApi(APIView):
     """POST me/location/: served as an async Django view, outside DRF's request cycle.
 
-    Every online rider pings every few seconds. DRF's dispatch is synchronous, and under ASGI
-    synchronous views run one at a time per worker; an async view that hands only the database
-    work to a thread serves several times more (ARCHITECTURE.md, "Performance facts"). So
+    Every online rider pings every few seconds. DRF's dispatch is synchronous; an async view
+    that hands only the database work to a thread costs a fraction of it, and under ASGI
+    core.hotpath serves this view without Django's per-request thread (docs/performance.md). So
     `dispatch` is replaced: it reads the bearer token without loading the user (the service's
     UPDATE checks the role itself), validates with the same InputSerializer the rider WebSocket
     uses, and renders errors with the project's exception handler. Being an APIView still puts

@@ -31,12 +31,16 @@ ORIGIN = "https://ops.example.com"
 PER_RESPONSE = {"date", "content-length", "server"}
 
 
+def asgi_client(app) -> httpx.AsyncClient:
+    """An HTTP client whose requests go to the ASGI `app` in this process."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
+
+
 def call(app, method="POST", *, path=LOCATION_URL, body=None, headers=None):
     """One request to the ASGI `app`; its answer."""
 
     async def run():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        async with asgi_client(app) as client:
             return await client.request(method, path, content=body, headers=headers)
 
     return async_to_sync(run)()
@@ -173,8 +177,7 @@ def test_a_ping_on_the_hot_path_starts_no_thread_of_its_own(rider_headers, monke
 
     async def threads_started_by(app, pings=20):
         # One event loop for all of them, as a server has.
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        async with asgi_client(app) as client:
             for number in range(3 + pings):
                 if number == 3:
                     started.clear()

@@ -104,28 +104,16 @@ def test_with_a_dsn_a_crash_reaches_sentry_without_personal_data(httpserver):
 # Pings through the hot path (core.hotpath) with Sentry on: each request gets scopes of its
 # own, so nothing Sentry attaches to a request stays behind on the process's scopes.
 PING_THE_HOT_PATH = """
-import asyncio, json, sentry_sdk, django
+import asyncio, json, httpx, sentry_sdk, django
 django.setup()
 from config.asgi import application
 
-hot_path = application.application_mapping["http"]
+transport = httpx.ASGITransport(app=application.application_mapping["http"])
 
 async def ping():
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/api/v1/riders/me/location/", "query_string": b"",
-        "raw_path": b"/api/v1/riders/me/location/", "root_path": "",
-        "headers": [(b"host", b"localhost"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
-    }
-    statuses = []
-    async def receive():
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-    async def send(message):
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-    await hot_path(scope, receive, send)
-    return statuses[0]
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        response = await client.post("/api/v1/riders/me/location/", json={})
+    return response.status_code
 
 def attached():
     return sum(
