@@ -2,16 +2,18 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-# Django must be set up before anything imports models (the consumers do).
-django_asgi_app = get_asgi_application()
+# Django must be set up before anything imports models (the consumers do): the first half of
+# django.core.asgi.get_asgi_application(). The second half, the handler, is ours (below).
+django.setup(set_prefix=False)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import reverse  # noqa: E402
 
+from core.handlers import SyncChainASGIHandler  # noqa: E402
 from core.hotpath import HotPathHandler  # noqa: E402
 from delivery.auth import (  # noqa: E402
     AuthMiddlewareStack,
@@ -19,6 +21,10 @@ from delivery.auth import (  # noqa: E402
     allowed_hosts_origin_validator,
 )
 from delivery.routing import websocket_urlpatterns  # noqa: E402
+
+# Every HTTP request but the hot paths: Django's handler, with the middleware chain and the
+# view in one thread hop (core.handlers).
+django_asgi_app = SyncChainASGIHandler()
 
 application = ProtocolTypeRouter(
     {

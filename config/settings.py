@@ -143,9 +143,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
-    # Last: under ASGI the chain runs in one thread per request instead of hopping between
-    # threads at every middleware (core.middleware.SyncChainMiddleware, docs/performance.md).
-    "core.middleware.SyncChainMiddleware",
 ]
 
 # The rider's location ping (core.hotpath) runs this part of the chain, in the event loop: a
@@ -159,7 +156,6 @@ _NOT_ON_THE_HOT_PATH = {
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "core.middleware.SyncChainMiddleware",  # the hot path has no chain thread to keep it in
 }
 HOT_PATH_MIDDLEWARE = [path for path in MIDDLEWARE if path not in _NOT_ON_THE_HOT_PATH]
 

@@ -1,9 +1,9 @@
 """The ASGI handler for the hottest endpoint, the rider's location ping, without thread hops.
 
 Django's ASGIHandler gives every request a thread of its own and hops into it several times:
-for the request_started signal, for the middleware chain (core.middleware.SyncChainMiddleware
-keeps that to one hop), and for response.close(). An async view pays all of them and then
-hops back to the event loop. For a request that is one database call, the hops cost more
+for the request_started signal, for the middleware chain (core.handlers keeps that to one
+hop), and for response.close(). An async view pays all of them and then hops back to the
+event loop. For a request that is one database call, the hops cost more
 than the work (docs/performance.md).
 
 `HotPathHandler` serves the paths it is given with Django's own request, URL resolution,

@@ -1,4 +1,4 @@
-"""Middleware: health probes and dependency outages (early), one thread per request (last)."""
+"""Middleware: health probes and dependency outages, early in the chain."""
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.utils.deprecation import MiddlewareMixin
@@ -54,25 +54,3 @@ class DependencyErrorMiddleware(MiddlewareMixin):
         if isinstance(exception, DEPENDENCY_ERRORS):
             return dependency_error_response(exception)
         return None
-
-
-class SyncChainMiddleware:
-    """Last in MIDDLEWARE: under ASGI, runs the whole chain in the request's one thread.
-
-    When Django builds an async chain, each MiddlewareMixin middleware (most of Django's own,
-    django-prometheus, this module's) calls its process_request and process_response hooks
-    through sync_to_async, one thread hop each: about fifteen per request with this project's
-    middleware, each a wake-up of another thread. This sync-only last step makes Django run
-    the chain synchronously in the thread it gives each request, with no hop between
-    middleware; sync views run right there, async views (the rider-location ping) on the event
-    loop, one hop away. Under WSGI it does nothing. Measured in docs/performance.md.
-    """
-
-    sync_capable = True
-    async_capable = False
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        return self.get_response(request)

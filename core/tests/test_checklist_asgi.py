@@ -1,7 +1,7 @@
 """config/asgi.py sets Django up before it imports Channels and the consumers (checklist P3.15).
 
 channels.auth and delivery.consumers import Django models at module level; imported before
-`get_asgi_application()` they would raise AppRegistryNotReady. Proven the way gunicorn loads
+`django.setup()` they would raise AppRegistryNotReady. Proven the way gunicorn loads
 the module: imported first thing in a fresh interpreter.
 """
 
@@ -47,14 +47,15 @@ def test_importing_the_asgi_module_first_sets_django_up_before_the_consumers_loa
 
 
 @pytest.mark.checklist("P3.15")
-def test_get_asgi_application_is_called_before_any_channels_or_app_import():
+def test_django_is_set_up_before_any_channels_or_app_import():
     tree = ast.parse((PROJECT_DIR / "config" / "asgi.py").read_text())
     setup_line = next(
         node.lineno
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
-        and node.func.id == "get_asgi_application"
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and (node.func.value.id, node.func.attr) == ("django", "setup")
     )
     late_imports = [
         node

@@ -1,0 +1,125 @@
+"""core.handlers: a sync view and its middleware run in one thread hop, and answer as Django's
+own ASGI handler does.
+
+Django's ASGIHandler, given the same MIDDLEWARE, is the reference: the tests send the same
+requests to both. Transactional: the views run in the request's thread with their own
+connection.
+"""
+
+import asyncio
+import threading
+
+import pytest
+from asgiref.sync import AsyncToSync
+from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import got_request_exception
+from django.db import OperationalError
+
+from config.asgi import django_asgi_app
+from core.handlers import SyncChainASGIHandler
+from core.tests.test_hotpath import _comparable, asgi_client, json_body
+from riders.tests.factories import RiderFactory, access_token
+from riders.tests.support import LOCATION_URL, ME_URL, fix
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def call(app, method="POST", *, path=ME_URL, body=None, headers=None):
+    """One request to the ASGI `app`, from a fresh event loop as a server's: not from inside
+    async_to_sync, whose thread would take the request's thread-sensitive calls."""
+
+    async def run():
+        async with asgi_client(app) as client:
+            return await client.request(method, path, content=body, headers=headers)
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def rider_headers():
+    rider = RiderFactory()
+    return {
+        "Authorization": f"Bearer {access_token(rider.user)}",
+        "Content-Type": "application/json",
+    }
+
+
+@pytest.fixture
+def loop_returns(monkeypatch):
+    """The names of the threads that handed work back to the event loop (async_to_sync)."""
+    returns = []
+    original = AsyncToSync.__call__
+
+    def noting(self, *args, **kwargs):
+        returns.append(threading.current_thread().name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncToSync, "__call__", noting)
+    return returns
+
+
+def test_the_served_application_uses_the_one_hop_handler():
+    assert type(django_asgi_app) is SyncChainASGIHandler
+
+
+def test_a_sync_view_answers_as_djangos_handler_without_going_back_to_the_loop(
+    rider_headers, loop_returns
+):
+    # when the rider's profile (a sync DRF view) is read through each handler
+    ours = _comparable(call(django_asgi_app, "GET", path=ME_URL, headers=rider_headers))
+    ours_returned = list(loop_returns)
+    loop_returns.clear()
+    djangos = _comparable(call(ASGIHandler(), "GET", path=ME_URL, headers=rider_headers))
+
+    # then the same answer; Django's chain handed the view back to the loop, ours did not
+    assert ours == djangos
+    assert ours[0] == 200
+    assert ours_returned == []
+    assert loop_returns
+
+
+def test_an_async_view_is_called_on_the_loop_from_the_chain(rider_headers, loop_returns):
+    # The ping's view is async. The hot path serves it in production; this handler still can.
+    response = call(
+        django_asgi_app, path=LOCATION_URL, body=json_body(fix()), headers=rider_headers
+    )
+
+    assert response.status_code == 202
+    assert len(loop_returns) == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "reported"),
+    [
+        # DependencyErrorMiddleware's 503, which is not an error of ours to report
+        (OperationalError("connection to server lost"), 503, False),
+        # Django's handler500, and got_request_exception, where Sentry's integration listens
+        (RuntimeError("a bug"), 500, True),
+    ],
+)
+def test_a_failing_sync_view_answers_as_djangos_handler(
+    rider_headers, monkeypatch, failure, status, reported
+):
+    # given the profile view's service failing
+    def failing(**kwargs):
+        raise failure
+
+    monkeypatch.setattr("riders.apis.rider_get_or_create", failing)
+    signalled = []
+
+    def receiver(sender, **kwargs):
+        signalled.append(sender)
+
+    got_request_exception.connect(receiver)
+    try:
+        # when
+        ours = _comparable(call(django_asgi_app, "GET", path=ME_URL, headers=rider_headers))
+        reported_by_ours = len(signalled)
+        djangos = _comparable(call(ASGIHandler(), "GET", path=ME_URL, headers=rider_headers))
+    finally:
+        got_request_exception.disconnect(receiver)
+
+    # then
+    assert ours == djangos
+    assert ours[0] == status
+    assert (reported_by_ours, len(signalled) - reported_by_ours) == (int(reported), int(reported))
