@@ -11,12 +11,19 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    models,
+    transaction,
+)
 from django.utils import timezone
 from rest_framework import status
 
 from accounts.models import User
-from core.db import database_call
+from core.db import GroupCommit, database_call
 from core.exceptions import ApiError
 from delivery import realtime
 from orders.models import CARRYING_STATUSES as CARRYING
@@ -340,6 +347,15 @@ SELECT rider_id, outcome, order_id, seq FROM rider_location_ping(
     %(carrying)s, %(accuracy_m)s, %(heading)s, %(speed_mps)s
 )
 """
+# The same for a batch of pings (0006_...): one statement and one transaction for them all.
+_LOCATION_PINGS_SQL = """
+SELECT idx, rider_id, outcome, order_id, seq FROM rider_location_pings(
+    %(user_id)s::uuid[], %(lat)s::float8[], %(lng)s::float8[], %(recorded_at)s::timestamptz[],
+    %(now)s::timestamptz[], %(accuracy_m)s::float8[], %(heading)s::float8[],
+    %(speed_mps)s::float8[], %(max_speed_mps)s, %(jitter_m)s, %(carrying)s
+)
+"""
+_PER_PING = ("user_id", "lat", "lng", "recorded_at", "now", "accuracy_m", "heading", "speed_mps")
 _CARRYING_VALUES = [str(status) for status in CARRYING]
 
 
@@ -353,7 +369,8 @@ def rider_location_record(
     heading: float | None = None,
     speed_mps: float | None = None,
 ) -> LocationReceipt:
-    """Stores one fix from a rider's app (HTTP or WebSocket): the rider pings' hot path.
+    """Stores one fix from a rider's app: the rider pings' hot path (from async code, the HTTP
+    view and the rider socket: rider_location_record_async).
 
     Refuses fixes that are stale, from the future, or too far from the previous fix for the
     time between them. A fix older than the latest one joins the trail without moving
@@ -362,12 +379,55 @@ def rider_location_record(
     delivery, the fix takes its place in the order's tracking sequence; the caller broadcasts it
     (delivery.realtime.location_broadcast).
     """
+    params = _ping_params(
+        user_id=user_id,
+        lat=lat,
+        lng=lng,
+        recorded_at=recorded_at,
+        accuracy_m=accuracy_m,
+        heading=heading,
+        speed_mps=speed_mps,
+    )
+    row = _location_ping(params)
+    if row is None:
+        _location_refusal(user_id=user_id)  # raises, or creates the missing profile
+        row = _location_ping(params)
+    return _receipt(row, params)
+
+
+async def rider_location_record_async(**fields) -> LocationReceipt:
+    """rider_location_record for the location view and the rider socket.
+
+    The fix is stored together with the others this process's event loop receives meanwhile
+    (core.db.GroupCommit): one statement and one commit for the batch instead of one per fix,
+    and one thread hop. The rules, the locks and the answer are those of one fix alone. A fix
+    whose account has no row in the batch (not a rider, or no profile yet) is retried alone,
+    which finds out why.
+    """
+    params = _ping_params(**fields)
+    row = await _ping_batches(params)
+    if row is None:
+        return await _record_alone(**fields)
+    return _receipt(row, params)
+
+
+def _ping_params(
+    *,
+    user_id: UUID,
+    lat: float,
+    lng: float,
+    recorded_at: datetime,
+    accuracy_m: float | None = None,
+    heading: float | None = None,
+    speed_mps: float | None = None,
+) -> dict:
+    """The database function's arguments for one fix; refuses a stale or future one first."""
     now = timezone.now()
     if recorded_at < now - timedelta(seconds=settings.RIDER_LOCATION_MAX_AGE_SECONDS):
         raise LocationStale()
     if recorded_at > now + LOCATION_CLOCK_SKEW:
         raise LocationFromFuture()
-    params = {
+    return {
         "user_id": user_id,
         "lat": lat,
         "lng": lng,
@@ -380,26 +440,21 @@ def rider_location_record(
         "heading": heading,
         "speed_mps": speed_mps,
     }
-    row = _location_ping(params)
-    if row is None:
-        _location_refusal(user_id=user_id)  # raises, or creates the missing profile
-        row = _location_ping(params)
+
+
+def _receipt(row, params: dict) -> LocationReceipt:
     if row is None or row[1] == "too_fast":
         raise LocationImpossibleSpeed()
     rider_id, outcome, order_id, seq = row
     return LocationReceipt(
         rider_id=rider_id,
-        recorded_at=recorded_at,
+        recorded_at=params["recorded_at"],
         is_latest=outcome == "latest",
-        lat=lat,
-        lng=lng,
+        lat=params["lat"],
+        lng=params["lng"],
         order_id=order_id,
         seq=seq,
     )
-
-
-# For the location view and the rider socket: wrapped once, not on every ping.
-rider_location_record_async = database_call(rider_location_record)
 
 
 def _location_ping(params: dict):
@@ -407,6 +462,65 @@ def _location_ping(params: dict):
     with connection.cursor() as cursor:
         cursor.execute(_LOCATION_PING_SQL, params)
         return cursor.fetchone()
+
+
+def _location_pings(batch: list[dict]) -> list:
+    """Stores a batch of fixes in one statement; for each, in order, its row as _location_ping
+    gives it (None: no active rider with a profile), or the error it met.
+
+    The batch goes in user order, so that two batches meeting in PostgreSQL lock the same
+    riders (and their orders) in the same order. If the statement fails with an error of its
+    own (a constraint, a deadlock, a row locked elsewhere past the lock timeout, a value it
+    cannot take), the fixes are stored one by one, so that one bad fix fails alone; when the
+    database cannot be reached, the error is everyone's.
+    """
+    order = sorted(range(len(batch)), key=lambda index: str(batch[index]["user_id"]))
+    arrays = {name: [batch[index][name] for index in order] for name in _PER_PING}
+    # The view passes the token's user id as text, the socket a UUID: one type to a list.
+    arrays["user_id"] = [str(user_id) for user_id in arrays["user_id"]]
+    first = batch[0]
+    shared = {name: first[name] for name in ("max_speed_mps", "jitter_m", "carrying")}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(_LOCATION_PINGS_SQL, {**arrays, **shared})
+            rows = {idx: tuple(row) for idx, *row in cursor.fetchall()}
+    except DatabaseError as error:
+        if len(batch) == 1 or not _worth_trying_alone(error):
+            raise
+        return [_location_ping_alone(params) for params in batch]
+    results = [None] * len(batch)
+    for idx, index in enumerate(order, start=1):
+        results[index] = rows.get(idx)
+    return results
+
+
+def _worth_trying_alone(error: DatabaseError) -> bool:
+    """Whether storing each fix of a failed batch alone can help: not when the database
+    cannot be reached (class 08, or no answer at all) or cancelled the statement (class 57, a
+    timeout); yes when it refused the statement (a constraint, a deadlock, a bad value) or
+    the driver could not send it."""
+    if isinstance(error, InterfaceError):
+        return False
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    if sqlstate is None:
+        return not isinstance(error, OperationalError)
+    return not sqlstate.startswith(("08", "57"))
+
+
+def _location_ping_alone(params: dict):
+    """One fix of a failed batch, in a batch of its own (with the batch's lock timeout)."""
+    try:
+        return _location_pings([params])[0]
+    except DatabaseError as error:
+        return error
+
+
+# One batch out at a time per worker: under load the fixes wait for it and go out together in
+# bigger batches, cheaper for PostgreSQL and sooner answered than with two half-size batches
+# (docs/performance.md). A row locked elsewhere holds a batch up for at most the function's
+# lock timeout (riders/migrations/0006_...).
+_ping_batches = GroupCommit(_location_pings, max_in_flight=1)
+_record_alone = database_call(rider_location_record)
 
 
 def _location_refusal(*, user_id: UUID) -> None:
