@@ -168,14 +168,6 @@ def test_a_caller_that_goes_away_leaves_the_others_their_answers():
     assert others[1] == 30
 
 
-def test_each_event_loop_batches_on_its_own():
-    store = Store()
-    commit = GroupCommit(store)
-
-    assert asyncio.run(commit(1)) == 10
-    assert asyncio.run(commit(2)) == 20  # a new loop: nothing left over from the first
-
-
 @pytest.mark.parametrize("max_in_flight", [1, 2])
 def test_many_calls_from_many_tasks_all_get_their_answers(max_in_flight):
     store = Store()

@@ -24,7 +24,6 @@ from riders.models import Rider, RiderLocation
 from riders.services import (
     LocationImpossibleSpeed,
     NotARider,
-    rider_location_record,
     rider_location_record_async,
 )
 from riders.tests.factories import RiderFactory, RiderUserFactory, located
@@ -124,11 +123,12 @@ def test_fixes_of_one_rider_in_one_batch_follow_the_rules_of_fixes_sent_one_by_o
     assert RiderLocation.objects.filter(rider=rider).count() == 3
 
 
-def test_a_fix_too_far_from_the_one_before_it_in_the_batch_is_refused():
+def test_a_fix_too_far_from_the_one_before_it_in_the_batch_is_refused(batches):
     rider = RiderFactory()
 
     first, jump = together(ping(rider.user, seconds_ago=2), ping(rider.user, (13.5, 77.6)))
 
+    assert len(batches) == 1
     assert first.is_latest
     assert isinstance(jump, LocationImpossibleSpeed)
 
@@ -187,10 +187,11 @@ def test_when_the_database_cannot_be_reached_every_ping_of_the_batch_gets_that_e
     assert len(cursors) == 1  # not tried again fix by fix
 
 
-def test_batches_from_two_processes_and_a_delivery_racing_them_never_deadlock():
+def test_batches_of_the_same_riders_from_two_workers_all_land_with_gapless_seqs():
     """Two event loops (as two web workers) send batches of the same riders in opposite
-    orders while each rider's order moves on; every fix is stored or refused for its own
-    reason, and each order's seqs stay gapless."""
+    orders, each fix also taking its order's next seq: every fix is stored (a deadlock, were
+    the batches not sorted, would be retried fix by fix) and each order's seqs stay
+    gapless."""
     orders = [OrderFactory(status=OrderStatus.PICKED_UP) for _ in range(6)]
     for order in orders:
         located(order.rider, lat=MG_ROAD[0], lng=MG_ROAD[1], seconds_ago=120)
@@ -228,16 +229,6 @@ def test_batches_from_two_processes_and_a_delivery_racing_them_never_deadlock():
         seqs = sorted(r.seq for r in receipts if r.order_id == order.pk and r.seq is not None)
         assert seqs == list(range(order.tracking_seq + 1, order.tracking_seq + 1 + len(seqs)))
         assert Order.objects.get(pk=order.pk).tracking_seq == order.tracking_seq + len(seqs)
-
-
-def test_the_sync_path_stores_one_fix_as_before():
-    rider = RiderFactory()
-
-    receipt = rider_location_record(
-        user_id=rider.user_id, lat=MG_ROAD[0], lng=MG_ROAD[1], recorded_at=at(1)
-    )
-
-    assert receipt.rider_id == rider.pk and receipt.is_latest
 
 
 def test_a_batch_mixing_the_views_and_the_sockets_user_ids_is_stored(batches):
