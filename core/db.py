@@ -42,7 +42,7 @@ class GroupCommit:
     """
 
     def __init__(
-        self, store_batch: Callable[[list], list], *, max_in_flight: int = 2, max_size: int = 64
+        self, store_batch: Callable[[list], list], *, max_in_flight: int = 1, max_size: int = 64
     ):
         self.store_batch = database_call(store_batch)
         self.max_in_flight = max_in_flight

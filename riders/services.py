@@ -519,7 +519,7 @@ def _location_ping_alone(params: dict):
 # bigger batches, cheaper for PostgreSQL and sooner answered than with two half-size batches
 # (docs/performance.md). A row locked elsewhere holds a batch up for at most the function's
 # lock timeout (riders/migrations/0006_...).
-_ping_batches = GroupCommit(_location_pings, max_in_flight=1)
+_ping_batches = GroupCommit(_location_pings)
 _record_alone = database_call(rider_location_record)
 
 
