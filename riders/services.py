@@ -359,18 +359,10 @@ _PER_PING = ("user_id", "lat", "lng", "recorded_at", "now", "accuracy_m", "headi
 _CARRYING_VALUES = [str(status) for status in CARRYING]
 
 
-def rider_location_record(
-    *,
-    user_id: UUID,
-    lat: float,
-    lng: float,
-    recorded_at: datetime,
-    accuracy_m: float | None = None,
-    heading: float | None = None,
-    speed_mps: float | None = None,
-) -> LocationReceipt:
-    """Stores one fix from a rider's app: the rider pings' hot path (from async code, the HTTP
-    view and the rider socket: rider_location_record_async).
+def rider_location_record(**fix) -> LocationReceipt:
+    """Stores one fix from a rider's app: `user_id`, `lat`, `lng`, `recorded_at`, and optionally
+    `accuracy_m`, `heading` and `speed_mps` (_ping_params). From async code, the HTTP view and
+    the rider socket, call rider_location_record_async: the rider pings' hot path.
 
     Refuses fixes that are stale, from the future, or too far from the previous fix for the
     time between them. A fix older than the latest one joins the trail without moving
@@ -379,23 +371,15 @@ def rider_location_record(
     delivery, the fix takes its place in the order's tracking sequence; the caller broadcasts it
     (delivery.realtime.location_broadcast).
     """
-    params = _ping_params(
-        user_id=user_id,
-        lat=lat,
-        lng=lng,
-        recorded_at=recorded_at,
-        accuracy_m=accuracy_m,
-        heading=heading,
-        speed_mps=speed_mps,
-    )
+    params = _ping_params(**fix)
     row = _location_ping(params)
     if row is None:
-        _location_refusal(user_id=user_id)  # raises, or creates the missing profile
+        _location_refusal(user_id=params["user_id"])  # raises, or creates the missing profile
         row = _location_ping(params)
     return _receipt(row, params)
 
 
-async def rider_location_record_async(**fields) -> LocationReceipt:
+async def rider_location_record_async(**fix) -> LocationReceipt:
     """rider_location_record for the location view and the rider socket.
 
     The fix is stored together with the others this process's event loop receives meanwhile
@@ -404,10 +388,10 @@ async def rider_location_record_async(**fields) -> LocationReceipt:
     whose account has no row in the batch (not a rider, or no profile yet) is retried alone,
     which finds out why.
     """
-    params = _ping_params(**fields)
+    params = _ping_params(**fix)
     row = await _ping_batches(params)
     if row is None:
-        return await _record_alone(**fields)
+        return await _record_alone(**fix)
     return _receipt(row, params)
 
 

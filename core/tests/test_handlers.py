@@ -12,13 +12,16 @@ import threading
 import pytest
 from asgiref.sync import AsyncToSync
 from django.core.handlers.asgi import ASGIHandler
-from django.core.signals import got_request_exception
-from django.db import OperationalError
 
 from config.asgi import django_asgi_app
 from core.handlers import SyncChainASGIHandler
-from core.tests.test_hotpath import _comparable, asgi_client, json_body
-from riders.tests.factories import RiderFactory, access_token
+from core.tests.test_hotpath import (
+    _comparable,
+    answered_and_reported,
+    asgi_client,
+    failing_views,
+    json_body,
+)
 from riders.tests.support import LOCATION_URL, ME_URL, fix
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,15 +36,6 @@ def call(app, method="POST", *, path=ME_URL, body=None, headers=None):
             return await client.request(method, path, content=body, headers=headers)
 
     return asyncio.run(run())
-
-
-@pytest.fixture
-def rider_headers():
-    rider = RiderFactory()
-    return {
-        "Authorization": f"Bearer {access_token(rider.user)}",
-        "Content-Type": "application/json",
-    }
 
 
 @pytest.fixture
@@ -88,15 +82,7 @@ def test_an_async_view_is_called_on_the_loop_from_the_chain(rider_headers, loop_
     assert len(loop_returns) == 1
 
 
-@pytest.mark.parametrize(
-    ("failure", "status", "reported"),
-    [
-        # DependencyErrorMiddleware's 503, which is not an error of ours to report
-        (OperationalError("connection to server lost"), 503, False),
-        # Django's handler500, and got_request_exception, where Sentry's integration listens
-        (RuntimeError("a bug"), 500, True),
-    ],
-)
+@failing_views
 def test_a_failing_sync_view_answers_as_djangos_handler(
     rider_headers, monkeypatch, failure, status, reported
 ):
@@ -105,21 +91,14 @@ def test_a_failing_sync_view_answers_as_djangos_handler(
         raise failure
 
     monkeypatch.setattr("riders.apis.rider_get_or_create", failing)
-    signalled = []
 
-    def receiver(sender, **kwargs):
-        signalled.append(sender)
-
-    got_request_exception.connect(receiver)
-    try:
-        # when
-        ours = _comparable(call(django_asgi_app, "GET", path=ME_URL, headers=rider_headers))
-        reported_by_ours = len(signalled)
-        djangos = _comparable(call(ASGIHandler(), "GET", path=ME_URL, headers=rider_headers))
-    finally:
-        got_request_exception.disconnect(receiver)
+    # when
+    ours, djangos = answered_and_reported(
+        lambda: call(django_asgi_app, "GET", path=ME_URL, headers=rider_headers),
+        lambda: call(ASGIHandler(), "GET", path=ME_URL, headers=rider_headers),
+    )
 
     # then
-    assert ours == djangos
-    assert ours[0] == status
-    assert (reported_by_ours, len(signalled) - reported_by_ours) == (int(reported), int(reported))
+    assert ours[0] == djangos[0]
+    assert ours[0][0] == status
+    assert (ours[1], djangos[1]) == (reported, reported)

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from accounts.tests.factories import UserFactory
 from config.asgi import application, django_asgi_app
 from core.hotpath import HotPathHandler
-from riders.tests.factories import RiderFactory, access_token
+from riders.tests.factories import access_token
 from riders.tests.support import LOCATION_URL, ME_URL, fix
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,15 +48,6 @@ def call(app, method="POST", *, path=LOCATION_URL, body=None, headers=None):
 
 def json_body(data) -> bytes:
     return json.dumps(data).encode()
-
-
-@pytest.fixture
-def rider_headers():
-    rider = RiderFactory()
-    return {
-        "Authorization": f"Bearer {access_token(rider.user)}",
-        "Content-Type": "application/json",
-    }
 
 
 @pytest.fixture(autouse=True)
@@ -243,15 +234,35 @@ def test_pings_on_the_hot_path_are_counted_in_the_request_metrics(rider_headers)
     )
 
 
-@pytest.mark.parametrize(
+# A view failing, and how the stack answers: DependencyErrorMiddleware's 503, which is not an
+# error of ours to report; Django's handler500 with got_request_exception, where Sentry's
+# integration listens.
+failing_views = pytest.mark.parametrize(
     ("failure", "status", "reported"),
-    [
-        # DependencyErrorMiddleware's 503, which is not an error of ours to report
-        (OperationalError("connection to server lost"), 503, False),
-        # Django's handler500, and got_request_exception, where Sentry's integration listens
-        (RuntimeError("a bug"), 500, True),
-    ],
+    [(OperationalError("connection to server lost"), 503, 0), (RuntimeError("a bug"), 500, 1)],
 )
+
+
+def answered_and_reported(*requests) -> list[tuple[tuple, int]]:
+    """Each request's answer (_comparable), and how many times it sent got_request_exception."""
+    signalled = []
+
+    def receiver(sender, **kwargs):
+        signalled.append(sender)
+
+    got_request_exception.connect(receiver)
+    try:
+        results = []
+        for request in requests:
+            before = len(signalled)
+            answer = _comparable(request())
+            results.append((answer, len(signalled) - before))
+        return results
+    finally:
+        got_request_exception.disconnect(receiver)
+
+
+@failing_views
 def test_a_failing_ping_answers_as_the_full_stack_does(
     rider_headers, monkeypatch, failure, status, reported
 ):
@@ -260,21 +271,14 @@ def test_a_failing_ping_answers_as_the_full_stack_does(
         raise failure
 
     monkeypatch.setattr("riders.apis.rider_location_record_async", failing)
-    signalled = []
 
-    def receiver(sender, **kwargs):
-        signalled.append(sender)
-
-    got_request_exception.connect(receiver)
-    try:
-        # when
-        full = _comparable(call(django_asgi_app, body=json_body(fix()), headers=rider_headers))
-        reported_by_full = len(signalled)
-        hot = _comparable(call(HOT_PATH, body=json_body(fix()), headers=rider_headers))
-    finally:
-        got_request_exception.disconnect(receiver)
+    # when
+    full, hot = answered_and_reported(
+        lambda: call(django_asgi_app, body=json_body(fix()), headers=rider_headers),
+        lambda: call(HOT_PATH, body=json_body(fix()), headers=rider_headers),
+    )
 
     # then
-    assert hot == full
-    assert hot[0] == status
-    assert (reported_by_full, len(signalled) - reported_by_full) == (int(reported), int(reported))
+    assert hot[0] == full[0]
+    assert hot[0][0] == status
+    assert (full[1], hot[1]) == (reported, reported)
