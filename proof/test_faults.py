@@ -801,11 +801,14 @@ def test_worker_killed_during_dispatch_the_task_comes_back_and_offers_once(tmp_p
 
         # when the database ends the west transaction (its client is gone) before it commits,
         # and the east one gets its lock and commits after all
+        # (the west backend must be gone before the locks are released: pg_terminate_backend
+        # only signals, and a backend handed its lock first would commit before it dies)
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [west_pid])
+            cursor.execute("SELECT pg_terminate_backend(%s, 20000)", [west_pid])
+            assert cursor.fetchone() == (True,)
+        assert not _backend_alive(west_pid)
         for locker in lockers:
             locker.rollback()
-        wait_for(lambda: not _backend_alive(west_pid), 20, "the west backend to end")
         wait_for(lambda: not _backend_alive(east_pid), 20, "the east backend to end")
         assert _dispatch_outcome(west_order) == ([], [])
         assert _dispatch_outcome(east_order) == ([(1, 1)], [(east_rider.rider.pk, 1)])
