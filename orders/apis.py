@@ -230,7 +230,8 @@ class OrderListCreateApi(APIView):
         order, created = order_create(
             customer=request.user, idempotency_key=key or None, **serializer.validated_data
         )
-        order = order_get_for_user(user=request.user, order_id=order.pk)
+        if not created:  # a retry: the order as it is now (it may have a rider by then)
+            order = order_get_for_user(user=request.user, order_id=order.pk)
         return Response(
             order_output(order, request.user),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

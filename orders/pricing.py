@@ -29,9 +29,13 @@ class TariffTerms:
 
 
 def tariff_for_area(area: ServiceArea) -> TariffTerms:
-    """The area's own tariff, or the PRICING_* settings when ops have not set one."""
-    tariff = Tariff.objects.filter(service_area=area).first()
-    if tariff is None:
+    """The area's own tariff, or the PRICING_* settings when ops have not set one.
+
+    Reads `area.tariff`: no statement when the area was loaded with select_related("tariff").
+    """
+    try:
+        tariff = area.tariff
+    except Tariff.DoesNotExist:
         return TariffTerms.defaults()
     return TariffTerms(
         base_fare_paise=tariff.base_fare_paise,

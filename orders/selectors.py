@@ -1,7 +1,7 @@
 """Reads for orders and service areas. User-facing code loads orders only through these gates."""
 
 from django.contrib.gis.geos import Point
-from django.db.models import QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from rest_framework import status
 
 from accounts.models import User
@@ -19,9 +19,21 @@ def service_area_list_active() -> QuerySet[ServiceArea]:
     return ServiceArea.objects.filter(is_active=True).order_by("name")
 
 
-def service_areas_covering(point: Point) -> QuerySet[ServiceArea]:
-    """Active areas whose polygon covers the point (ST_Covers: the border counts as inside)."""
-    return service_area_list_active().filter(area__covers=point)
+def service_areas_for_trip(pickup: Point, drop: Point) -> QuerySet[ServiceArea]:
+    """Active areas covering the pickup or the drop, in one statement, each with `covers_pickup`
+    and `covers_drop` (ST_Covers: the border counts as inside) and its tariff; the polygon
+    itself is not loaded."""
+
+    def covers(point: Point) -> ExpressionWrapper:
+        return ExpressionWrapper(Q(area__covers=point), output_field=BooleanField())
+
+    return (
+        service_area_list_active()
+        .filter(Q(area__covers=pickup) | Q(area__covers=drop))
+        .annotate(covers_pickup=covers(pickup), covers_drop=covers(drop))
+        .select_related("tariff")
+        .defer("area")
+    )
 
 
 def user_sees_all_orders(user: User) -> bool:

@@ -34,7 +34,7 @@ from orders.models import (
     Rating,
 )
 from orders.pricing import price_trip, tariff_for_area, trip_distance_m
-from orders.selectors import order_get_for_customer, service_areas_covering
+from orders.selectors import order_get_for_customer, service_areas_for_trip
 from orders.state import Action, Actor, order_transition
 
 logger = logging.getLogger(__name__)
@@ -91,14 +91,13 @@ def quote_create(
 ) -> Quote:
     """Prices a trip inside one active service area; refuses points outside every area."""
     _require_customer(customer)
-    pickup_areas = list(service_areas_covering(pickup.point))
-    drop_areas = {area.pk: area for area in service_areas_covering(drop.point)}
+    areas = list(service_areas_for_trip(pickup.point, drop.point))
     fields = {}
-    if not pickup_areas:
+    if not any(area.covers_pickup for area in areas):
         fields["pickup"] = ["This place is outside our service area."]
-    if not drop_areas:
+    if not any(area.covers_drop for area in areas):
         fields["drop"] = ["This place is outside our service area."]
-    shared = [area for area in pickup_areas if area.pk in drop_areas]
+    shared = [area for area in areas if area.covers_pickup and area.covers_drop]
     if not fields and not shared:
         fields["drop"] = ["Pickup and drop must lie in the same service area."]
     if fields:
@@ -161,7 +160,8 @@ def order_create(
 
     With an Idempotency-Key, a retry of the same request returns the order the first one made
     (created False); the same key with a different request is refused. Locks the quote row so
-    that two concurrent bookings of one quote are serialised.
+    that two concurrent bookings of one quote are serialised. A new order comes with its quote
+    loaded (what the API shows of it); a replayed one is returned as `_replay` read it.
     """
     from payments.services import payments_require_enabled
 
@@ -218,6 +218,7 @@ def order_create(
                 action=Action.REQUEST_PAYMENT if online else Action.CONFIRM_CASH,
                 actor=Actor.system(),
             )
+            order.quote = quote
     except IntegrityError:
         # A concurrent request with the same key won the insert; answer as its retry.
         if idempotency_key:

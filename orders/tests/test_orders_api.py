@@ -4,6 +4,8 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
@@ -78,6 +80,36 @@ def test_cash_on_delivery_books_at_the_quoted_amount_and_goes_to_dispatch(
         ("confirm_cash", "created", "searching_rider", "system"),
     ]
     assert dispatched == [str(order.pk)]
+
+
+def test_a_booking_answers_what_a_read_of_the_order_shows_in_seventeen_statements(
+    customer, service_area
+):
+    # given a customer's client
+    client = client_for(customer)
+
+    # when they quote and book, counting the statements each request sends
+    # (read before the next request: Django empties the connection's log when one starts)
+    with CaptureQueriesContext(connection) as quoting:
+        quote = client.post(QUOTE_URL, quote_body(), format="json").json()
+    quoting = [query["sql"] for query in quoting.captured_queries]
+    with CaptureQueriesContext(connection) as booking:
+        response = client.post(
+            ORDERS_URL,
+            {"quote_id": quote["id"], "payment_method": "cod"},
+            format="json",
+            headers={"Idempotency-Key": "k-17"},
+        )
+    booking = [query["sql"] for query in booking.captured_queries]
+
+    # then the booking's answer is the order as a read of it shows it
+    assert response.status_code == 201, response.content
+    assert response.json() == client.get(order_url(response.json()["id"])).json()
+    # and the quote took 4 statements (the user, the areas with their tariffs, the distance,
+    # the insert) and the booking 13 (the user; BEGIN, the locked quote, the key's replay
+    # check, the quote's order check, the order and its event; the state machine's savepoint,
+    # lock, update, event and release; COMMIT), with no read-back of the order
+    assert (len(quoting), len(booking)) == (4, 13), [sql[:60] for sql in quoting + booking]
 
 
 def test_the_amount_comes_from_the_quote_never_from_the_client(customer, service_area):

@@ -3,12 +3,13 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.gis.geos import MultiPolygon, Polygon
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.tests.factories import UserFactory
-from orders.models import Quote, Tariff
-from orders.tests.factories import DROP, OUTSIDE, PICKUP
+from orders.models import Quote, ServiceArea, Tariff
+from orders.tests.factories import DROP, OUTSIDE, PICKUP, ServiceAreaFactory
 from orders.tests.support import QUOTE_URL, client_for, quote_body
 
 pytestmark = pytest.mark.django_db
@@ -150,3 +151,51 @@ def test_only_customers_get_quotes_and_anonymous_callers_are_refused(api_client,
     assert client_for(rider_only).post(QUOTE_URL, quote_body(), format="json").status_code == 403
     assert api_client.post(QUOTE_URL, quote_body(), format="json").status_code == 401
     assert not Quote.objects.exists()
+
+
+def _square_around(*places, half_side=0.01) -> MultiPolygon:
+    """The smallest lng/lat box holding the places, widened by half_side degrees."""
+    lngs, lats = [p["lng"] for p in places], [p["lat"] for p in places]
+    west, east = min(lngs) - half_side, max(lngs) + half_side
+    south, north = min(lats) - half_side, max(lats) + half_side
+    ring = ((west, south), (east, south), (east, north), (west, north), (west, south))
+    return MultiPolygon(Polygon(ring), srid=4326)
+
+
+def test_pickup_and_drop_in_two_different_areas_are_refused(customer):
+    # given one area around the pickup only and another around the drop only
+    ServiceAreaFactory(name="Around MG Road", area=_square_around(PICKUP))
+    ServiceAreaFactory(name="Around Koramangala", area=_square_around(DROP))
+
+    response = client_for(customer).post(QUOTE_URL, quote_body(), format="json")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "outside_service_area"
+    assert error["fields"] == {"drop": ["Pickup and drop must lie in the same service area."]}
+    assert not Quote.objects.exists()
+
+
+def test_of_overlapping_areas_the_quote_takes_the_one_holding_both_places_and_its_tariff(
+    customer,
+):
+    # given an area around the pickup only (first by name, with a tariff of its own), and one
+    # around both places with another tariff
+    pickup_only = ServiceAreaFactory(name="A: around MG Road", area=_square_around(PICKUP))
+    both = ServiceAreaFactory(name="B: the two places", area=_square_around(PICKUP, DROP))
+    for area, base_fare in ((pickup_only, 11_100), (both, 22_200)):
+        Tariff.objects.create(
+            service_area=area,
+            base_fare_paise=base_fare,
+            per_km_paise=0,
+            free_weight_grams=9999,
+            per_extra_kg_paise=0,
+        )
+
+    response = client_for(customer).post(QUOTE_URL, quote_body(), format="json")
+
+    # then the quote is priced in the area holding both, by that area's tariff
+    assert response.status_code == 201, response.content
+    assert response.json()["total_paise"] == 22_200
+    assert Quote.objects.get().service_area == both
+    assert ServiceArea.objects.count() == 2
