@@ -48,6 +48,12 @@ app.conf.update(
     redis_socket_timeout=5,
     redis_socket_connect_timeout=5,
     result_expires=3600,
+    # One result backend for the process, not one per thread: the web serves each request in a
+    # thread of its own (ASGI's thread-sensitive context), and a backend per thread is a Redis
+    # client and pool built for every request that queues a task (2.5 ms of a booking on the
+    # development VM). redis-py's client is thread safe; nothing in the web waits on a result,
+    # the one use of the backend's single pub/sub consumer.
+    result_backend_thread_safe=True,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,

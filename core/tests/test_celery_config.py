@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import uuid
 
 import pytest
@@ -22,10 +23,11 @@ from core.health import BEAT_HEARTBEAT_KEY
 from core.tasks import beat_heartbeat
 
 CELERY_OPTIONS = {name for name, _ in flatten(NAMESPACES)}
-# Read by others than Celery's option table: the Redis result backend reads the first with
+# Read by others than Celery's option table: the result backends read the first two with
 # conf.get(); celery-redbeat reads the redbeat_* ones.
 OPTIONS_READ_ELSEWHERE = {
     "redis_backend_health_check_interval",
+    "result_backend_thread_safe",
     "redbeat_redis_url",
     "redbeat_redis_options",
     "redbeat_key_prefix",
@@ -52,6 +54,7 @@ EXPECTED = {
     "beat_max_loop_interval": 5,
     "redbeat_lock_timeout": 30,
     "redis_backend_health_check_interval": 60,
+    "result_backend_thread_safe": True,
 }
 
 PERIODIC = {
@@ -156,6 +159,22 @@ def test_a_task_result_is_kept_in_redis_for_one_hour():
         assert app.AsyncResult(task_id).get(timeout=5) == {"answer": 42}
     finally:
         app.backend.forget(task_id)
+
+
+def test_a_task_queued_from_a_new_thread_uses_the_process_result_backend():
+    # Each ASGI request runs in a thread of its own; a backend per thread would build a Redis
+    # client for every request that queues a task.
+    seen = []
+
+    def result_of_a_task_queued_here():
+        seen.append(beat_heartbeat.AsyncResult(uuid.uuid4().hex).backend)
+
+    for _ in range(2):
+        thread = threading.Thread(target=result_of_a_task_queued_here)
+        thread.start()
+        thread.join()
+
+    assert len(seen) == 2 and seen[0] is seen[1] is app.backend
 
 
 @pytest.mark.checklist("P5.12")
