@@ -1,6 +1,7 @@
 """Database work called from async code: the sockets' consumers and the async views."""
 
 import asyncio
+import copy
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,22 @@ def database_call(func):
     return database_sync_to_async(func, thread_sensitive=False)
 
 
+def _copy_for_another_caller(error: BaseException) -> BaseException:
+    """The same error (type, arguments, cause) as an object of its own.
+
+    Each caller raises what it is handed, and raising an exception object prepends the
+    raiser's frames to its traceback: callers sharing one object would each log the others'
+    frames too. An error that cannot be copied is shared.
+    """
+    try:
+        twin = copy.copy(error)
+    except Exception:
+        return error
+    twin.__cause__, twin.__context__ = error.__cause__, error.__context__
+    twin.__suppress_context__ = error.__suppress_context__
+    return twin.with_traceback(error.__traceback__)
+
+
 @dataclass
 class _LoopBatches:
     waiting: list = field(default_factory=list)  # (item, future) not yet handed to a batch
@@ -36,7 +53,7 @@ class GroupCommit:
     end of the event loop's current turn before its batch goes out, so a lone call is not
     delayed; under load, the calls that arrive while `max_in_flight` batches are being stored
     go out together in the next one (at most `max_size` to a batch). When the whole batch
-    fails (the database is down), every caller in it gets that error.
+    fails (the database is down), every caller in it gets that error (a copy of its own).
 
     Per-loop state: each event loop (a server worker's, or a test's) batches on its own.
     """
@@ -81,8 +98,8 @@ class GroupCommit:
             results = await self.store_batch([item for item, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
-        except BaseException as error:  # handed to every caller of the batch
-            results = [error] * len(batch)
+        except BaseException as error:  # handed to every caller of the batch, a copy each
+            results = [error] + [_copy_for_another_caller(error) for _ in batch[1:]]
         finally:
             batches.in_flight -= 1
             self._flush_soon(loop, batches)

@@ -4,6 +4,7 @@ notes each batch and can be held, so the tests decide what arrives while a batch
 
 import asyncio
 import threading
+import traceback
 
 import pytest
 
@@ -137,6 +138,42 @@ def test_a_failed_batch_fails_every_caller_in_it_and_the_next_batch_goes_out():
 
     assert [type(result) for result in first] == [ConnectionError, ConnectionError]
     assert later == 30
+
+
+def test_each_caller_of_a_failed_batch_raises_an_error_of_its_own_with_the_same_cause():
+    # given a store that fails as Django does on a dead database: its error wraps the driver's
+    class DriverError(Exception):
+        pass
+
+    def store(items):
+        try:
+            raise DriverError("server closed the connection")
+        except DriverError as driver_error:
+            raise ConnectionError("the database went away") from driver_error
+
+    commit = GroupCommit(store)
+
+    async def call_and_catch(item):
+        try:
+            await commit(item)
+        except ConnectionError as error:
+            return error
+
+    async def run():
+        return await asyncio.gather(*(call_and_catch(item) for item in range(3)))
+
+    errors = asyncio.run(run())
+
+    # then each caller caught its own object, alike in all that a handler reads
+    assert len({id(error) for error in errors}) == 3
+    assert {(type(error), error.args) for error in errors} == {
+        (ConnectionError, ("the database went away",))
+    }
+    assert all(isinstance(error.__cause__, DriverError) for error in errors)
+    # and each traceback holds its own caller's frame once, not the other callers' too
+    for error in errors:
+        frames = traceback.extract_tb(error.__traceback__)
+        assert [frame.name for frame in frames].count("call_and_catch") == 1
 
 
 def test_a_store_answering_the_wrong_number_of_results_fails_the_batch_instead_of_hanging():
