@@ -350,7 +350,9 @@ def throughput_rows(measured: dict) -> list[Row]:
 # --- 5-6. 1,000 orders watched; health probes -------------------------------------------------
 
 
-async def watch(port: int, trips, *, seconds: float, ping_seconds: float) -> list[Row]:
+async def watch(
+    port: int, trips, *, seconds: float, ping_seconds: float, meter: "stack.CpuMeter"
+) -> list[Row]:
     from websockets.exceptions import WebSocketException
 
     from bench.load import HttpClient, HttpError, http_request, ws_connect
@@ -436,7 +438,9 @@ async def watch(port: int, trips, *, seconds: float, ping_seconds: float) -> lis
     tasks += [asyncio.create_task(prober(path, 10.0)) for path in probes]
     await asyncio.sleep(ping_seconds + 2)  # every rider has pinged once; sockets settled
     measuring.set()
+    meter.start()
     await asyncio.sleep(seconds)
+    used = meter.stop()
     measuring.clear()
     stop.set()
     await asyncio.sleep(1)
@@ -461,6 +465,11 @@ async def watch(port: int, trips, *, seconds: float, ping_seconds: float) -> lis
         f" ms p99 {health:.1f} ms ({len(probes['/health/'])}), bare p50 "
         f"{percentile(probes['/bench/json/'], 0.5) * 1000:.1f} ms p99 {bare:.1f} ms; "
         f"failures {probe_failures[:5]}"
+    )
+    say(
+        "watch: CPU while measured, in cores: "
+        + ", ".join(f"{name} {cpu / seconds:.2f}" for name, cpu in used.items())
+        + f"; the machine {100 * meter.machine_busy:.0f}% busy over its {os.cpu_count()} cores"
     )
     complete = len(delays) >= 0.9 * expected and not errors
     return [
@@ -582,19 +591,19 @@ def main() -> None:
             connection.close()
         else:
             knn_row = None
+        database = stack.database_name(env.database_url)
+
+        def meter(server):
+            return stack.CpuMeter(
+                {
+                    "web": server.worker_pids,
+                    "postgres": lambda: stack.postgres_pids(database),
+                    "redis": lambda: [redis.process.pid],
+                    "load": lambda: [os.getpid()],
+                }
+            )
+
         if not only or "throughput" in only:
-            database = stack.database_name(env.database_url)
-
-            def meter(server):
-                return stack.CpuMeter(
-                    {
-                        "web": server.worker_pids,
-                        "postgres": lambda: stack.postgres_pids(database),
-                        "redis": lambda: [redis.process.pid],
-                        "load": lambda: [os.getpid()],
-                    }
-                )
-
             throughput = Throughput(
                 baseline, web, trips, args.connections, profile=args.profile, meter=meter
             )
@@ -613,6 +622,7 @@ def main() -> None:
                     trips[: args.watched],
                     seconds=args.watch_seconds,
                     ping_seconds=args.watch_ping_seconds,
+                    meter=meter(web),
                 )
             )
         workers = web.worker_pids()

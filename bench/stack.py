@@ -320,13 +320,24 @@ def postgres_pids(database: str) -> list[int]:
     return pids
 
 
+def machine_busy_and_total() -> tuple[int, int]:
+    """The machine's busy and total CPU ticks so far, all cores (/proc/stat's first line)."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    total = sum(ticks[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
 class CpuMeter:
-    """CPU seconds used by groups of processes between start() and stop()."""
+    """CPU seconds used by groups of processes between start() and stop(), and how busy the
+    whole machine was meanwhile (`machine_busy`, 0-1 of all its cores)."""
 
     def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
         self.groups = groups
         self.before: dict[str, dict[int, float]] = {}
         self.used: dict[str, dict[int, float]] = {}
+        self.machine_before = (0, 0)
+        self.machine_busy = math.nan
 
     def _sample(self) -> dict[str, dict[int, float]]:
         return {
@@ -335,9 +346,13 @@ class CpuMeter:
 
     def start(self) -> None:
         self.before = self._sample()
+        self.machine_before = machine_busy_and_total()
 
     def stop(self) -> dict[str, float]:
         after = self._sample()
+        busy, total = machine_busy_and_total()
+        spent = total - self.machine_before[1]
+        self.machine_busy = (busy - self.machine_before[0]) / spent if spent else math.nan
         self.used = {}
         for name, pids in after.items():
             before = self.before.get(name, {})
