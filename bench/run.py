@@ -351,7 +351,13 @@ def throughput_rows(measured: dict) -> list[Row]:
 
 
 async def watch(
-    port: int, trips, *, seconds: float, ping_seconds: float, meter: "stack.CpuMeter"
+    port: int,
+    trips,
+    *,
+    seconds: float,
+    ping_seconds: float,
+    meter: "stack.CpuMeter",
+    profile_server=None,
 ) -> list[Row]:
     from websockets.exceptions import WebSocketException
 
@@ -439,9 +445,18 @@ async def watch(
     await asyncio.sleep(ping_seconds + 2)  # every rider has pinged once; sockets settled
     measuring.set()
     meter.start()
+    profilers = []
+    if profile_server is not None:
+        out_dir = profile_server.log_path.parent
+        profilers = stack.profile(profile_server.worker_pids(), seconds, out_dir, "watch")
     await asyncio.sleep(seconds)
     used = meter.stop()
     measuring.clear()
+    for profiler in profilers:
+        await asyncio.to_thread(profiler.wait)
+    if profilers:
+        paths = sorted(profile_server.log_path.parent.glob("profile-watch-*.txt"))
+        say(f"profile of the watch:\n{stack.profile_summary(paths)}")
     stop.set()
     await asyncio.sleep(1)
     for task in tasks:
@@ -545,8 +560,9 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         default="",
-        choices=["", "baseline", "http", "ws", "order"],
-        help="py-spy the web workers during this path's first round; prints where time goes",
+        choices=["", "baseline", "http", "ws", "order", "watch"],
+        help="py-spy the web workers during this path's first round (or the watch's measured "
+        "seconds); prints where time goes",
     )
     args = parser.parse_args()
     only = {part.strip() for part in args.only.split(",") if part.strip()}
@@ -623,6 +639,7 @@ def main() -> None:
                     seconds=args.watch_seconds,
                     ping_seconds=args.watch_ping_seconds,
                     meter=meter(web),
+                    profile_server=web if args.profile == "watch" else None,
                 )
             )
         workers = web.worker_pids()
