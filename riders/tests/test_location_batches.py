@@ -282,3 +282,66 @@ def test_a_rider_row_locked_elsewhere_holds_its_batch_up_seconds_not_until_the_l
     assert waited < 5.5
     assert len(batches) == 1
     assert not RiderLocation.objects.filter(rider=locked).exists()
+
+
+def test_a_batch_chosen_as_a_deadlock_victim_is_stored_fix_by_fix(batches, monkeypatch):
+    """A batch that PostgreSQL breaks out of a deadlock (40P01) is stored fix by fix: each fix
+    lands once and each order's seq moves by one."""
+    failed_with = []
+    judge = services._worth_trying_alone
+
+    def noting(error):
+        failed_with.append(getattr(error.__cause__, "sqlstate", None))
+        return judge(error)
+
+    monkeypatch.setattr(services, "_worth_trying_alone", noting)
+    # given two riders carrying orders, in the order a batch takes them (by user id)
+    orders = sorted(
+        (OrderFactory(status=OrderStatus.PICKED_UP) for _ in range(2)),
+        key=lambda order: str(order.rider.user_id),
+    )
+    for order in orders:
+        located(order.rider, lat=MG_ROAD[0], lng=MG_ROAD[1], seconds_ago=120)
+    first, second = orders
+    outcome, holding = [], threading.Event()
+
+    def other_transaction() -> None:
+        # holds the second order's row; once the batch waits for it (holding the first
+        # rider's row), asks for the first rider's row: a cycle. The batch began waiting
+        # first, so its deadlock check runs first and it is the one PostgreSQL breaks.
+        with psycopg_connection() as other, other.transaction():
+            other.execute("SELECT 1 FROM orders_order WHERE id = %s FOR UPDATE", [second.pk])
+            holding.set()
+            for _ in range(200):
+                waiting = other.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                ).fetchone()[0]
+                if waiting:
+                    break
+                time.sleep(0.02)
+            else:
+                outcome.append("the batch never waited")
+                return
+            other.execute("SELECT 1 FROM riders_rider WHERE id = %s FOR UPDATE", [first.rider_id])
+            outcome.append("locked")
+
+    thread = threading.Thread(target=other_transaction)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        # when both riders ping together
+        receipts = together(ping(first.rider.user, NORTH_1KM), ping(second.rider.user, NORTH_1KM))
+    finally:
+        thread.join(15)
+
+    # then the batch's statement was the deadlock's victim and the other transaction got its
+    # lock; both fixes were stored after all, each taking its order's next seq once
+    assert failed_with == ["40P01"]
+    assert outcome == ["locked"]
+    assert len(batches) == 1
+    assert [type(receipt).__name__ for receipt in receipts] == ["LocationReceipt"] * 2
+    for order, receipt in zip(orders, receipts, strict=True):
+        assert receipt.order_id == order.pk and receipt.seq == order.tracking_seq + 1
+        assert Order.objects.get(pk=order.pk).tracking_seq == order.tracking_seq + 1
+        assert RiderLocation.objects.filter(rider=order.rider).count() == 1
