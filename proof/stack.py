@@ -9,6 +9,8 @@ tokens minted here (riders.tests.factories.access_token) are the ones login woul
 
 import contextlib
 import json
+import os
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -114,6 +116,8 @@ class Stack:
         return LogWindow(self, from_start=True).errors()
 
     def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            RUNNING.remove(self)
         for process in (self.beat, self.worker):
             if process is not None:
                 process.close()
@@ -163,6 +167,34 @@ class LogWindow:
         return [line for line in self.lines() if "uvicorn.access" in line and '" 5' in line]
 
 
+# The stacks started and not yet stopped in this test process (the session's shared one, and
+# a test's own).
+RUNNING: list[Stack] = []
+
+
+@contextlib.contextmanager
+def other_workers_paused(own: Stack):
+    """The Celery workers of the other running stacks stopped (SIGSTOP) meanwhile.
+
+    The session's shared stack runs beat, whose dispatch sweep (every 10 s) reads the same test
+    database: it would dispatch the orders of a test that needs to see who dispatched them.
+    Pausing its worker (beat's messages wait in its own Redis) leaves its beat's lock alone.
+    """
+    paused = [
+        stack.worker
+        for stack in RUNNING
+        if stack is not own and stack.worker is not None and stack.worker.process.poll() is None
+    ]
+    for worker in paused:
+        os.killpg(worker.pid, signal.SIGSTOP)
+    try:
+        yield paused
+    finally:
+        for worker in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGCONT)
+
+
 def start_stack(
     work_dir: Path,
     *,
@@ -187,6 +219,7 @@ def start_stack(
         **env_changes,
     )
     stack = Stack(work_dir, redis, razorpay_http, razorpay, env)
+    RUNNING.append(stack)
     try:
         stack.start_web(workers=web_workers)
         if worker:

@@ -30,6 +30,9 @@ REFRESH_PATH = "/api/v1/auth/token/refresh/"
 RENEW_BEFORE_SECONDS = 60
 # A 429 whose Retry-After is longer than this is not waited out inside one call.
 MAX_RETRY_AFTER_SECONDS = 60.0
+# One attempt at a call gives up after these (a call without an answer is a failed call).
+CONNECT_TIMEOUT_SECONDS = 10.0
+READ_TIMEOUT_SECONDS = 20.0
 USER_AGENT = "delivery-simulator/1 (python manage.py simulate)"
 RETRIED = "retried on a fresh connection: "  # + the call's kind: an event counted in Stats
 
@@ -73,7 +76,7 @@ class Api:
     def _client(self, max_connections: int, *, keep_alive: int) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=self.base_url,
-            timeout=httpx.Timeout(20.0, connect=10.0),
+            timeout=httpx.Timeout(READ_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=keep_alive
             ),
