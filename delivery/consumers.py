@@ -58,6 +58,20 @@ class Consumer(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    # Once the consumer has closed its socket, a group message already on its way (a location
+    # right after the final status) is dropped: the server refuses a frame after its close
+    # (uvicorn raises, an error in the log), and the client re-reads the snapshot if it comes back.
+    closed_by_server = False
+
+    async def close(self, code=None, reason=None):
+        self.closed_by_server = True
+        await super().close(code=code, reason=reason)
+
+    async def send(self, text_data=None, bytes_data=None, close=False):
+        if self.closed_by_server:
+            return
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+
 
 class RiderConsumer(Consumer):
     """Client sends {"type": "location", ...}; server sends offers and error frames.

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -20,7 +21,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.tests.factories import UserFactory
 from config.asgi import application
-from delivery.realtime import location_broadcast
+from delivery.realtime import location_broadcast, order_group
 from delivery.services import delivery_complete, delivery_fail, order_unassign_by_staff
 from delivery.tests.communicator import WebsocketCommunicator
 from orders.models import Order, OrderStatus
@@ -418,6 +419,23 @@ async def test_everyone_is_closed_1000_once_the_order_has_ended(status, end, fin
             frame = await communicator.receive_json_from(timeout=3)
             assert instant(frame) == status_frame(ended)
             assert await next_close(communicator) == 1000
+
+
+async def test_a_location_on_its_way_after_the_final_status_is_not_sent_after_the_close():
+    # uvicorn refuses a frame after the server's close (RuntimeError, an error in the log): the
+    # proof load test saw a location arrive just after an order's final status
+    order = await database_sync_to_async(assigned_order)(OrderStatus.AT_DROPOFF)
+    async with watching(order.pk, order.customer) as (socket, _):
+        await database_sync_to_async(_deliver)(order)
+        await socket.receive_json_from(timeout=3)
+        assert await next_close(socket) == 1000
+
+        await get_channel_layer().group_send(
+            order_group(order.pk),
+            {"type": "location", "order_id": str(order.pk), "seq": SEQ + 2, "lat": 1, "lng": 2},
+        )
+
+        assert await socket.receive_nothing(timeout=0.5)
 
 
 @pytest.mark.parametrize("final", ["delivered", "cancelled", "failed"])
