@@ -59,11 +59,14 @@ class Consumer(AsyncWebsocketConsumer):
         await handler(message)
 
     # Once the consumer has closed its socket, a group message already on its way (a location
-    # right after the final status) is dropped: the server refuses a frame after its close
-    # (uvicorn raises, an error in the log), and the client re-reads the snapshot if it comes back.
+    # or another status right after the final status) sends nothing, not even a second close:
+    # the server refuses either after its close (uvicorn raises, an error in the log), and the
+    # client re-reads the snapshot if it comes back.
     closed_by_server = False
 
     async def close(self, code=None, reason=None):
+        if self.closed_by_server:
+            return
         self.closed_by_server = True
         await super().close(code=code, reason=reason)
 
