@@ -297,8 +297,8 @@ class Throughput:
                     for profiler in profilers:
                         profiler.wait()
                     if profilers:
-                        paths = sorted(server.log_path.parent.glob(f"profile-{name}-*.txt"))
-                        say(f"profile of {name}:\n{stack.profile_summary(paths)}")
+                        summary = stack.profile_summary(server.log_path.parent, name)
+                        say(f"profile of {name}:\n{summary}")
                     totals[name].merge(result)
                     per_round[name].append(result.rate)
                     say(
@@ -455,8 +455,7 @@ async def watch(
     for profiler in profilers:
         await asyncio.to_thread(profiler.wait)
     if profilers:
-        paths = sorted(profile_server.log_path.parent.glob("profile-watch-*.txt"))
-        say(f"profile of the watch:\n{stack.profile_summary(paths)}")
+        say(f"profile of the watch:\n{stack.profile_summary(out_dir, 'watch')}")
     stop.set()
     await asyncio.sleep(1)
     for task in tasks:

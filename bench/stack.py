@@ -253,13 +253,13 @@ def profile(pids: list[int], seconds: float, out_dir: Path, name: str) -> list[s
     return processes
 
 
-def profile_summary(paths: list[Path], top: int = 30) -> str:
+def profile_summary(out_dir: Path, name: str, top: int = 30) -> str:
     """The functions most often on the stack (inclusive) and on top of it (self), in percent of
-    the samples, from py-spy's collapsed stacks."""
+    the samples, from the collapsed stacks `profile(..., out_dir, name)` wrote."""
     inclusive: dict[str, int] = {}
     own: dict[str, int] = {}
     total = 0
-    for path in paths:
+    for path in sorted(out_dir.glob(f"profile-{name}-*.txt")):
         if not path.is_file():
             continue
         for line in path.read_text().splitlines():
