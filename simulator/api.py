@@ -30,7 +30,9 @@ REFRESH_PATH = "/api/v1/auth/token/refresh/"
 RENEW_BEFORE_SECONDS = 60
 # A 429 whose Retry-After is longer than this is not waited out inside one call.
 MAX_RETRY_AFTER_SECONDS = 60.0
-# One attempt at a call gives up after these (a call without an answer is a failed call).
+# One attempt at a call gives up after CONNECT_TIMEOUT_SECONDS to connect, or READ_TIMEOUT_SECONDS
+# waiting for a pooled connection, to send, or for each read (httpx's phases); a call without
+# an answer is a failed call.
 CONNECT_TIMEOUT_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 20.0
 USER_AGENT = "delivery-simulator/1 (python manage.py simulate)"
