@@ -58,7 +58,8 @@ class Stack:
     web: servers.Server | None = None
     worker: CeleryProcess | None = None
     beat: CeleryProcess | None = None
-    _closers: list = field(default_factory=list)
+    # The other stacks' workers this one stopped while it runs (see pause_other_workers).
+    _paused: list[CeleryProcess] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -115,6 +116,22 @@ class Stack:
         """Every error the web has logged since it started (see LogWindow.errors)."""
         return LogWindow(self, from_start=True).errors()
 
+    def pause_other_workers(self) -> None:
+        """Stops (SIGSTOP) the Celery workers of the other running stacks until this one stops.
+
+        Every stack but a database-fault test's reads the same test database, and each runs
+        beat, whose sweeps (dispatch every 10 s, offers, stale riders) act on any order or rider
+        there: the session's shared stack would dispatch a test's orders with its own worker
+        and send the offers to its own Redis, where the test's riders never hear them. So one
+        stack's worker runs at a time, the newest; a paused worker's messages wait in its own
+        Redis, and it catches up once resumed.
+        """
+        for stack in RUNNING:
+            worker = stack.worker
+            if stack is not self and worker is not None and worker.process.poll() is None:
+                os.killpg(worker.pid, signal.SIGSTOP)
+                self._paused.append(worker)
+
     def stop(self) -> None:
         with contextlib.suppress(ValueError):
             RUNNING.remove(self)
@@ -127,6 +144,10 @@ class Stack:
         if self.razorpay_http.is_running():
             self.razorpay_http.stop()
         self.redis.kill()
+        for worker in self._paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGCONT)
+        self._paused.clear()
 
 
 # uvicorn logs this at ERROR when a worker leaves (recycled after GUNICORN_MAX_REQUESTS) and
@@ -172,29 +193,6 @@ class LogWindow:
 RUNNING: list[Stack] = []
 
 
-@contextlib.contextmanager
-def other_workers_paused(own: Stack):
-    """The Celery workers of the other running stacks stopped (SIGSTOP) meanwhile.
-
-    The session's shared stack runs beat, whose dispatch sweep (every 10 s) reads the same test
-    database: it would dispatch the orders of a test that needs to see who dispatched them.
-    Pausing its worker (beat's messages wait in its own Redis) leaves its beat's lock alone.
-    """
-    paused = [
-        stack.worker
-        for stack in RUNNING
-        if stack is not own and stack.worker is not None and stack.worker.process.poll() is None
-    ]
-    for worker in paused:
-        os.killpg(worker.pid, signal.SIGSTOP)
-    try:
-        yield paused
-    finally:
-        for worker in paused:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGCONT)
-
-
 def start_stack(
     work_dir: Path,
     *,
@@ -204,7 +202,8 @@ def start_stack(
     beat: bool = True,
     **env_changes,
 ) -> Stack:
-    """Starts Redis, fake Razorpay, web, worker and beat; the caller stops the stack."""
+    """Starts Redis, fake Razorpay, web, worker and beat; the caller stops the stack. The other
+    running stacks' workers are paused meanwhile (Stack.pause_other_workers)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     redis = servers.RedisServer(work_dir / "redis")
     redis.start()
@@ -219,6 +218,7 @@ def start_stack(
         **env_changes,
     )
     stack = Stack(work_dir, redis, razorpay_http, razorpay, env)
+    stack.pause_other_workers()
     RUNNING.append(stack)
     try:
         stack.start_web(workers=web_workers)

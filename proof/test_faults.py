@@ -43,7 +43,7 @@ from delivery.models import DispatchRound, Offer
 from orders.models import Order, OrderEvent
 from orders.tests.factories import DROP, PICKUP, ServiceAreaFactory
 from proof.conftest import assert_on_test_database, customer, rider
-from proof.stack import Stack, other_workers_paused, stack_env, start_stack
+from proof.stack import Stack, stack_env, start_stack
 from riders.models import Rider
 from riders.tests.factories import located
 
@@ -750,10 +750,8 @@ def test_worker_killed_during_dispatch_the_task_comes_back_and_offers_once(tmp_p
     located(west_rider.rider, lat=WEST["lat"] + 0.001, lng=WEST["lng"])
     located(east_rider.rider, lat=EAST["lat"] + 0.001, lng=EAST["lng"])
     stack = start_stack(tmp_path / "stack", beat=False)
-    # (and the session's shared stack, if it runs, with its worker paused: its beat's dispatch
-    # sweep reads this database too, and would dispatch the west order itself once it is free)
-    paused = contextlib.ExitStack()
-    paused.enter_context(other_workers_paused(stack))
+    # (which pauses the session's shared stack's worker, if it runs: its beat's dispatch sweep
+    # reads this database too, and would dispatch the west order itself once it is free)
     broker = redis.Redis.from_url(stack.redis.url)
     lockers = [psycopg.connect(**_db_params()) for _ in range(2)]
     try:
@@ -861,7 +859,6 @@ def test_worker_killed_during_dispatch_the_task_comes_back_and_offers_once(tmp_p
         errors = stack.server_errors()
         assert not unexpected_errors(errors, lambda record: False)
     finally:
-        paused.close()
         for locker in lockers:
             with contextlib.suppress(psycopg.Error):
                 locker.close()
