@@ -105,13 +105,17 @@ def when_ready(server):
     # Garbage collection, tuned for workers holding thousands of open sockets. Python's default
     # thresholds ran a full collection every few seconds, each walking 200,000 objects (the
     # sockets' consumers and protocol state) and stalling a worker's event loop for 150-200 ms:
-    # the p99 from a rider's ping to the customer's socket was 270-490 ms. Collected rarely
-    # (young objects in larger batches, the old generation after 100 middle ones), it was
-    # 60-90 ms, with the same memory after the run (docs/performance.md). The preloaded app
+    # the p99 from a rider's ping to the customer's socket was 270-490 ms. The preloaded app
     # (Django and every library, about 120,000 objects) lives as long as the process: frozen
-    # before the workers fork, it is never walked, nor copied out of the pages they share.
+    # before the workers fork, it is never walked, nor copied out of the pages they share. The
+    # old generation is collected after 100 middle ones, so rarely. The young one is not made
+    # larger: a young collection walks every young object still alive, and with 2,000 sockets
+    # each waiting on its next message many are (a pending task, its coroutine and context per
+    # socket): at 50,000 each young collection stalled the loop for 40-170 ms; at 2,000 most
+    # take under 5 ms and the longest stall of the benchmark's watch was 48-56 ms, against
+    # 150-168 ms, for about 0.5 s more collecting a minute (docs/performance.md).
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(2_000, 10, 100)
     server.log.info("ready: listening on %s", bind)
 
 
