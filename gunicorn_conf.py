@@ -113,13 +113,18 @@ def when_ready(server):
     # each waiting on its next message many are (a pending task, its coroutine and context per
     # socket): at 50,000 each young collection stalled the loop for 40-170 ms; at 2,000 most
     # take under 5 ms and the longest stall of the benchmark's watch was 48-56 ms, against
-    # 150-168 ms, for about 0.5 s more collecting a minute (docs/performance.md).
+    # 150-168 ms, for about 0.5 s more collecting a minute (docs/performance.md). /metrics shows
+    # each worker's collections (python_gc_pause_seconds, core/gc_pauses.py).
     gc.freeze()
     gc.set_threshold(2_000, 10, 100)
     server.log.info("ready: listening on %s", bind)
 
 
 def post_fork(server, worker):
+    # Each worker times its own garbage collections for /metrics (python_gc_pause_seconds).
+    from core import gc_pauses
+
+    gc_pauses.start()
     server.log.info("worker %s started", worker.pid)
 
 

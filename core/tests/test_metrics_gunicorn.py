@@ -1,6 +1,7 @@
 """/metrics under gunicorn with two workers counts every request once, whichever worker answers."""
 
 import json
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -133,3 +134,40 @@ def test_both_workers_serve_and_every_scrape_counts_each_request_exactly_once(se
         assert scrapes <= 60, "one worker never answered a scrape"
     scrape_answerers = scrapes_by_pid(server.prometheus_dir) - before_scraping
     assert set(scrape_answerers) == workers
+
+
+def gc_pauses_by_pid(prometheus_dir: Path) -> Counter:
+    """Garbage collections timed in each process's own file (histogram_<pid>.db): the files
+    hold each bucket's own count, so every collection is in exactly one bucket."""
+    counts: Counter = Counter()
+    for path in prometheus_dir.glob("histogram_*.db"):
+        pid = int(path.stem.removeprefix("histogram_"))
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            _metric, sample, _labels, _help = json.loads(key)
+            if sample == "python_gc_pause_seconds_bucket" and value:
+                counts[pid] += int(value)
+    return counts
+
+
+def scraped_gc_pauses(text: str) -> float:
+    families = text_string_to_metric_families(text)
+    family = next((f for f in families if f.name == "python_gc_pause_seconds"), None)
+    assert family is not None, "no python_gc_pause_seconds in /metrics"
+    return sum(s.value for s in family.samples if s.name == "python_gc_pause_seconds_count")
+
+
+def test_each_worker_times_its_garbage_collections_for_metrics(server):
+    # given two workers that have served requests
+    workers = worker_pids(server)
+    for _ in range(100):
+        assert server.get("/api/config/").status_code == 200
+
+    # then each worker has timed collections of its own, and a scrape adds them all up
+    deadline = time.monotonic() + 20
+    while set(gc_pauses_by_pid(server.prometheus_dir)) < workers:
+        assert time.monotonic() < deadline, f"timed by {gc_pauses_by_pid(server.prometheus_dir)}"
+        server.get("/api/config/")
+        time.sleep(0.2)
+    timed = gc_pauses_by_pid(server.prometheus_dir)
+    assert set(timed) == workers, f"timed by {dict(timed)}, workers are {workers}"
+    assert scraped_gc_pauses(server.get("/metrics").text) >= sum(timed.values())
