@@ -443,6 +443,15 @@ async def watch(
     ]
     tasks += [asyncio.create_task(prober(path, 10.0)) for path in probes]
     await asyncio.sleep(ping_seconds + 2)  # every rider has pinged once; sockets settled
+    scraper = HttpClient("127.0.0.1", port)
+
+    async def collections() -> dict:
+        # the workers move their timings to /metrics every second (core.gc_pauses)
+        await asyncio.sleep(1.1)
+        status, body = await scraper.request(http_request("GET", "/metrics", port))
+        return stack.gc_pauses(body.decode()) if status == 200 else {}
+
+    collected_before = await collections()
     measuring.set()
     meter.start()
     profilers = []
@@ -452,6 +461,7 @@ async def watch(
     await asyncio.sleep(seconds)
     used = meter.stop()
     measuring.clear()
+    collected = stack.gc_pauses_summary(collected_before, await collections())
     for profiler in profilers:
         await asyncio.to_thread(profiler.wait)
     if profilers:
@@ -485,6 +495,7 @@ async def watch(
         + ", ".join(f"{name} {cpu / seconds:.2f}" for name, cpu in used.items())
         + f"; the machine {100 * meter.machine_busy:.0f}% busy over its {os.cpu_count()} cores"
     )
+    say(f"watch: garbage collections in the web workers while measured: {collected}")
     complete = len(delays) >= 0.9 * expected and not errors
     return [
         Row(

@@ -368,3 +368,43 @@ class CpuMeter:
         used = sorted(self.used[name].values(), reverse=True)
         total = sum(used) or 1.0
         return "/".join(f"{100 * value / total:.0f}" for value in used)
+
+
+GC_GENERATIONS = ("young", "middle", "old")
+
+
+def gc_pauses(metrics: str) -> dict[tuple[str, float], float]:
+    """The web workers' garbage collections in a /metrics answer, all workers added up:
+    {(generation, bucket's upper bound in seconds): collections at most that long}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[tuple[str, float], float] = {}
+    for family in text_string_to_metric_families(metrics):
+        if family.name == "python_gc_pause_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    key = (sample.labels["generation"], float(sample.labels["le"]))
+                    counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
+
+
+def gc_pauses_summary(before: dict, after: dict, over_seconds: float = 0.05) -> str:
+    """The collections between two gc_pauses() readings: how many of each generation, how
+    many took longer than `over_seconds`, and the bucket the longest fell in."""
+    done = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+    parts, over, longest = [], 0.0, 0.0
+    for number, name in enumerate(GC_GENERATIONS):
+        buckets = sorted((le, n) for (gen, le), n in done.items() if gen == str(number))
+        total = buckets[-1][1] if buckets else 0.0
+        parts.append(f"{name} {total:.0f}")
+        over += total - next((n for le, n in buckets if le >= over_seconds), total)
+        # the smallest bound that holds every collection of the generation
+        bound = next((le for le, n in buckets if n == total), 0.0) if total else 0.0
+        longest = max(longest, bound)
+    if not longest:
+        return f"{', '.join(parts)}: none"
+    longest_text = "over 1 s" if math.isinf(longest) else f"at most {longest * 1000:g} ms"
+    return (
+        f"{', '.join(parts)}; {over:.0f} longer than {over_seconds * 1000:g} ms; the longest "
+        f"{longest_text}"
+    )
