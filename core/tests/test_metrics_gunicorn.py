@@ -41,11 +41,13 @@ def server(django_db_setup, tmp_path_factory):
     redis.kill()
 
 
-def samples_by_pid(prometheus_dir: Path, sample_name: str, **labels: str) -> Counter:
-    """A counter's value in each process's own file (counter_<pid>.db), for matching labels."""
+def samples_by_pid(
+    prometheus_dir: Path, sample_name: str, kind: str = "counter", **labels: str
+) -> Counter:
+    """A sample's value in each process's own file (<kind>_<pid>.db), for matching labels."""
     counts: Counter = Counter()
-    for path in prometheus_dir.glob("counter_*.db"):
-        pid = int(path.stem.removeprefix("counter_"))
+    for path in prometheus_dir.glob(f"{kind}_*.db"):
+        pid = int(path.stem.removeprefix(f"{kind}_"))
         for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
             _metric, sample, sample_labels, _help = json.loads(key)
             if sample == sample_name and labels.items() <= sample_labels.items() and value:
@@ -137,16 +139,9 @@ def test_both_workers_serve_and_every_scrape_counts_each_request_exactly_once(se
 
 
 def gc_pauses_by_pid(prometheus_dir: Path) -> Counter:
-    """Garbage collections timed in each process's own file (histogram_<pid>.db): the files
-    hold each bucket's own count, so every collection is in exactly one bucket."""
-    counts: Counter = Counter()
-    for path in prometheus_dir.glob("histogram_*.db"):
-        pid = int(path.stem.removeprefix("histogram_"))
-        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
-            _metric, sample, _labels, _help = json.loads(key)
-            if sample == "python_gc_pause_seconds_bucket" and value:
-                counts[pid] += int(value)
-    return counts
+    """Garbage collections timed in each process's own file: the files hold each bucket's own
+    count, so every collection is in exactly one bucket."""
+    return samples_by_pid(prometheus_dir, "python_gc_pause_seconds_bucket", kind="histogram")
 
 
 def scraped_gc_pauses(text: str) -> float:
