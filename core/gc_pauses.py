@@ -41,9 +41,12 @@ def _on_collection(phase: str, info: dict) -> None:
 
 
 def flush() -> None:
-    """Moves the collections timed so far into the histogram."""
-    while _timed:
-        generation, seconds = _timed.popleft()
+    """Moves the collections timed so far into the histogram (from any thread)."""
+    while True:
+        try:
+            generation, seconds = _timed.popleft()
+        except IndexError:  # empty, or emptied by another thread flushing
+            return
         PAUSES.labels(str(generation)).observe(seconds)
 
 
