@@ -362,6 +362,7 @@ async def watch(
     from websockets.exceptions import WebSocketException
 
     from bench.load import HttpClient, HttpError, http_request, ws_connect
+    from core.gc_pauses import FLUSH_SECONDS
 
     sent: dict[tuple[str, datetime], float] = {}
     delays: list[float] = []
@@ -446,8 +447,8 @@ async def watch(
     scraper = HttpClient("127.0.0.1", port)
 
     async def collections() -> dict:
-        # the workers move their timings to /metrics every second (core.gc_pauses)
-        await asyncio.sleep(1.1)
+        # once the workers have moved the collections timed so far to /metrics
+        await asyncio.sleep(FLUSH_SECONDS + 0.1)
         status, body = await scraper.request(http_request("GET", "/metrics", port))
         return stack.gc_pauses(body.decode()) if status == 200 else {}
 

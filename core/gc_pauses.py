@@ -29,15 +29,16 @@ FLUSH_SECONDS = 1.0
 # (generation, seconds) of collections not yet in the histogram; bounded, should the flushing
 # thread ever stall.
 _timed: deque[tuple[int, float]] = deque(maxlen=100_000)
-_started: list[float] = []
+_collection_started = 0.0  # collections never overlap: one holds the GIL until it stops
 _flusher: threading.Thread | None = None
 
 
 def _on_collection(phase: str, info: dict) -> None:
+    global _collection_started
     if phase == "start":
-        _started.append(time.perf_counter())
-    elif _started:
-        _timed.append((info["generation"], time.perf_counter() - _started.pop()))
+        _collection_started = time.perf_counter()
+    else:
+        _timed.append((info["generation"], time.perf_counter() - _collection_started))
 
 
 def flush() -> None:
