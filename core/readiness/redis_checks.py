@@ -89,9 +89,10 @@ def redis_retry_on_timeout(context: Context) -> Outcome:
     pool = _cache_options()["CONNECTION_POOL_KWARGS"]
     transport = _celery_app().conf.broker_transport_options or {}
     problems = [] if pool.get("retry_on_timeout") else ["the cache pool has no retry_on_timeout"]
-    if not transport.get("retry_on_timeout"):
-        problems.append("the broker has no retry_on_timeout")
-    return judged(problems, "retry_on_timeout on the cache pool and the broker")
+    if transport.get("retry_on_timeout", True):
+        # It can leave a worker stalled after a Redis restart (config/celery.py says how).
+        problems.append("the broker has retry_on_timeout (a worker can stall after an outage)")
+    return judged(problems, "retry_on_timeout on the cache pool, off for the broker")
 
 
 @check("P1.27")
