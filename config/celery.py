@@ -3,12 +3,21 @@
 import contextlib
 import logging
 import os
+import time
 
 from celery import Celery
-from celery.signals import beat_init, task_failure, task_postrun, worker_ready
+from celery.signals import (
+    beat_init,
+    before_task_publish,
+    task_failure,
+    task_postrun,
+    worker_ready,
+)
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
+
+from core.worker_liveness import PUBLISHED_AT_HEADER, CanaryWatchdogStep
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -78,6 +87,9 @@ app.conf.update(
     # its tasks wait out the visibility timeout.
     worker_soft_shutdown_timeout=25,
     worker_enable_soft_shutdown_on_idle=True,
+    # Each worker also consumes a queue of its own, "<node>.dq2": its canary goes there
+    # (core/worker_liveness.py).
+    worker_direct=True,
     task_default_queue="default",
     # Each queue needs its own routing key: with a shared key, the direct exchange would copy
     # every message into all three queues and each task would run three times.
@@ -140,6 +152,14 @@ app.conf.update(
     redbeat_lock_timeout=30,
 )
 app.autodiscover_tasks()
+app.steps["worker"].add(CanaryWatchdogStep)
+
+
+@before_task_publish.connect
+def stamp_publish_time(headers=None, **kwargs):
+    """Every message says when it was published: /metrics reports each queue's oldest age."""
+    if headers is not None:
+        headers.setdefault(PUBLISHED_AT_HEADER, time.time())
 
 
 @task_postrun.connect

@@ -31,3 +31,19 @@ class RedactQueryTokens(logging.Filter):
         if request is not None and not isinstance(request, str):
             record.request = redact_query_tokens(repr(request))
         return True
+
+
+class QuietCanaries(logging.Filter):
+    """Drops Celery's "received" and "succeeded" lines of the workers' canary task.
+
+    Every worker runs one every WORKER_CANARY_INTERVAL_SECONDS (core/worker_liveness.py): two
+    INFO lines each, some 17,000 a day per worker, that say nothing the probe does not. A
+    canary that fails is still logged (WARNING and above pass).
+    """
+
+    CANARY = "core.tasks.worker_canary"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not record.name.startswith("celery"):
+            return True
+        return self.CANARY not in record.getMessage()

@@ -410,6 +410,18 @@ BEAT_HEARTBEAT_MAX_AGE_SECONDS = env.int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", defau
 # Seconds Redis waits for a late-acked task's ack before handing it to another worker; 0 means
 # the hard time limit + 10 minutes (config/celery.py, which refuses a shorter one in production).
 BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int("CELERY_VISIBILITY_TIMEOUT", default=0)
+# A worker sends itself a canary task this often and is called stalled when one has waited this
+# long with a pool process free (core/worker_liveness.py); its state files live in this folder,
+# which `manage.py worker_alive` (the worker's liveness probe) reads.
+WORKER_CANARY_INTERVAL_SECONDS = env.float("WORKER_CANARY_INTERVAL_SECONDS", default=10.0)
+WORKER_STALL_SECONDS = env.float("WORKER_STALL_SECONDS", default=60.0)
+# Local to the worker's container, where the probe runs; not shared with anything else.
+WORKER_LIVENESS_DIR = env.str("WORKER_LIVENESS_DIR", default="/tmp/delivery-worker-liveness")  # noqa: S108
+if not 0 < 2 * WORKER_CANARY_INTERVAL_SECONDS <= WORKER_STALL_SECONDS:
+    _problems.append(
+        "WORKER_STALL_SECONDS must be at least twice WORKER_CANARY_INTERVAL_SECONDS (> 0): a "
+        "canary lost with a Redis restart is sent again before the worker is called stalled."
+    )
 # Online riders silent for this long are set offline by a periodic task (riders/tasks.py).
 RIDER_IDLE_OFFLINE_MINUTES = env.int("RIDER_IDLE_OFFLINE_MINUTES", default=10)
 if RIDER_IDLE_OFFLINE_MINUTES <= 0 or BROKER_VISIBILITY_TIMEOUT_SECONDS < 0:
@@ -710,6 +722,7 @@ LOGGING = {
         "request_id": {"()": "django_guid.log_filters.CorrelationId"},
         "celery_tracing": {"()": "django_guid.integrations.celery.log_filters.CeleryTracing"},
         "redact_tokens": {"()": "config.logs.RedactQueryTokens"},
+        "quiet_canaries": {"()": "config.logs.QuietCanaries"},
     },
     "formatters": {
         "json": {
@@ -731,7 +744,7 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": LOG_FORMAT if LOG_FORMAT in {"json", "console"} else "json",
-            "filters": ["request_id", "celery_tracing", "redact_tokens"],
+            "filters": ["request_id", "celery_tracing", "redact_tokens", "quiet_canaries"],
         },
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},

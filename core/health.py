@@ -31,7 +31,8 @@ _in_flight_lock = threading.Lock()
 _redis_client: redis.Redis | None = None
 
 
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
+    """This process's Redis client with short timeouts, for checks that must not hang."""
     global _redis_client
     if _redis_client is None:
         timeout = min(settings.HEALTH_CHECK_TIMEOUT_SECONDS, settings.REDIS_SOCKET_TIMEOUT)
@@ -55,7 +56,7 @@ def check_database() -> str:
 def check_cache() -> str:
     if not settings.USE_REDIS:
         return IN_MEMORY  # development without Redis, by design
-    _redis().ping()
+    redis_client().ping()
     return OK
 
 

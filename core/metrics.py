@@ -1,6 +1,7 @@
-"""Prometheus metrics for Celery dead letters, and the /metrics view that includes them.
+"""Prometheus metrics read at scrape time (Celery dead letters, queues, worker canaries), and the
+/metrics view that adds them to django_prometheus's.
 
-Two numbers, measured in two different places:
+Dead letters are counted in two different places:
 
 - `celery_dead_letters_total{task}` is a Counter incremented by the process that records the
   dead letter, i.e. a Celery worker. A worker is a different process (usually a different
@@ -13,11 +14,15 @@ Two numbers, measured in two different places:
 
 django_prometheus's own view exports only the multiprocess registry under gunicorn, where a
 collector added to the default registry never appears; `metrics_view` adds the table gauge to
-whatever that view would export. It must be routed at /metrics (config/urls.py).
+whatever that view would export. It must be routed at /metrics (config/urls.py). The queue
+gauges and the workers' last canary times (CeleryQueuesCollector) are read from Redis the same
+way, so every web process reports them.
 """
 
+import json
 import logging
 import os
+import time
 
 import prometheus_client
 from django.db import DatabaseError
@@ -66,8 +71,83 @@ class OpenDeadLettersCollector:
         yield gauge
 
 
+class CeleryQueuesCollector:
+    """Each queue's depth and oldest message's age, and each worker's last canary, from Redis.
+
+    What an alert needs to see a worker that has stopped consuming (core/worker_liveness.py):
+    a queue that grows and ages while a worker's last canary falls behind. Read at scrape time
+    with the health checks' short-timeout client; a scrape while Redis is down leaves them out.
+    """
+
+    QUEUE_LENGTH = ("celery_queue_length", "Messages waiting in the queue (read from Redis).")
+    OLDEST_AGE = (
+        "celery_queue_oldest_message_age_seconds",
+        "Age of the queue's oldest waiting message; 0 when the queue is empty.",
+    )
+    CANARY = (
+        "celery_worker_canary_last_run_timestamp_seconds",
+        "When the worker last ran its own canary task (Unix time); it stops moving when the "
+        "worker stops consuming.",
+    )
+
+    def describe(self):
+        return [
+            GaugeMetricFamily(*self.QUEUE_LENGTH, labels=["queue"]),
+            GaugeMetricFamily(*self.OLDEST_AGE, labels=["queue"]),
+            GaugeMetricFamily(*self.CANARY, labels=["worker"]),
+        ]
+
+    def collect(self):
+        import redis
+        from django.conf import settings
+
+        from config.celery import app
+        from core.health import redis_client
+        from core.worker_liveness import CANARY_HASH, PUBLISHED_AT_HEADER
+
+        if not settings.USE_REDIS:
+            return
+        # kombu's Redis transport keeps a queue's messages in one list per priority step.
+        separator, steps = "\x06\x16", (0, 3, 6, 9)
+        queues = sorted(queue.name for queue in app.conf.task_queues)
+        keys = {q: [q if step == 0 else f"{q}{separator}{step}" for step in steps] for q in queues}
+        try:
+            pipeline = redis_client().pipeline(transaction=False)
+            for queue in queues:
+                for key in keys[queue]:
+                    pipeline.llen(key)
+                    pipeline.lindex(key, -1)  # LPUSH in, BRPOP out: the oldest is last
+            pipeline.hgetall(CANARY_HASH)
+            replies = pipeline.execute()
+        except redis.RedisError:
+            logger.warning("queue gauges skipped: Redis unavailable", exc_info=True)
+            return
+        now = time.time()
+        length = GaugeMetricFamily(*self.QUEUE_LENGTH, labels=["queue"])
+        oldest_age = GaugeMetricFamily(*self.OLDEST_AGE, labels=["queue"])
+        for index, queue in enumerate(queues):
+            per_key = replies[index * 2 * len(steps) : (index + 1) * 2 * len(steps)]
+            published = [_published_at(raw, PUBLISHED_AT_HEADER) for raw in per_key[1::2] if raw]
+            length.add_metric([queue], sum(per_key[0::2]))
+            oldest = min((at for at in published if at is not None), default=None)
+            oldest_age.add_metric([queue], max(0.0, now - oldest) if oldest else 0.0)
+        canary = GaugeMetricFamily(*self.CANARY, labels=["worker"])
+        for node, ran_at in sorted(replies[-1].items()):
+            canary.add_metric([node.decode()], float(ran_at))
+        yield from (length, oldest_age, canary)
+
+
+def _published_at(raw: bytes, header: str) -> float | None:
+    """The publish time a message carries (config/celery.py stamps it), if any."""
+    try:
+        return float(json.loads(raw)["headers"][header])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 _table_registry = CollectorRegistry()
 _table_registry.register(OpenDeadLettersCollector())
+_table_registry.register(CeleryQueuesCollector())
 
 
 def metrics_view(request):

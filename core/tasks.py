@@ -1,12 +1,16 @@
-"""Periodic housekeeping tasks owned by core."""
+"""Periodic housekeeping tasks owned by core, and the workers' canary."""
 
 import logging
 import time
+from pathlib import Path
 
+import redis
 from celery import shared_task
+from django.conf import settings
 from django.core.cache import cache
 
-from core.health import BEAT_HEARTBEAT_KEY
+from core.health import BEAT_HEARTBEAT_KEY, redis_client
+from core.worker_liveness import CANARY_HASH, record_canary_ran
 
 logger = logging.getLogger(__name__)
 
@@ -15,6 +19,22 @@ logger = logging.getLogger(__name__)
 def beat_heartbeat() -> None:
     """Beat queues this every minute; /health/ reports beat stale when it stops arriving."""
     cache.set(BEAT_HEARTBEAT_KEY, time.time(), timeout=None)
+
+
+@shared_task(bind=True, ignore_result=True)
+def worker_canary(self, node: str, sent_at: float) -> None:
+    """Sent by a worker's watchdog to its own queue (core.worker_liveness): running is the proof.
+
+    Recorded under the node that ran it, in the folder the probe reads and in Redis for
+    /metrics; the second is best effort, since the first is what keeps the worker alive.
+    """
+    ran_by = self.request.hostname or node
+    ran_at = time.time()
+    record_canary_ran(Path(settings.WORKER_LIVENESS_DIR), ran_by, ran_at)
+    try:
+        redis_client().hset(CANARY_HASH, ran_by, ran_at)
+    except redis.RedisError as error:
+        logger.warning("worker_canary: last canary time not sent to Redis (%s)", error)
 
 
 @shared_task(ignore_result=True)

@@ -212,6 +212,7 @@ def start_stack(
     razorpay = FakeRazorpay()
     razorpay.install(razorpay_http)
     env = stack_env(
+        WORKER_LIVENESS_DIR=str(work_dir / "liveness"),
         redis_url=redis.url,
         database_url=database_url or servers.database_url(connections["default"].settings_dict),
         razorpay_base=f"http://{servers.LOCALHOST}:{razorpay_http.port}/v1",

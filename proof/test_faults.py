@@ -242,8 +242,10 @@ def restart_if_exited(stack: Stack) -> list[str]:
     Found by this suite, not fixed here: when Redis goes away with a task delivered but not
     yet acknowledged, the Celery worker exits with "Unrecoverable error: AttributeError('NoneType'
     object has no attribute 'hostname')" (kombu 5.7.0's Redis transport, closing the channel
-    after the connection), and beat exits on redbeat's ConnectionError. Both are third-party
-    behaviour; a restarted beat also rebuilds its schedule, which lived in the Redis that died.
+    after the connection; core/tests/test_celery_broker_outage.py), and beat exits on redbeat's
+    ConnectionError. Both are third-party behaviour; a restarted beat also rebuilds its
+    schedule, which lived in the Redis that died. A worker that stalls instead ends itself
+    (core/worker_liveness.py) and is restarted here the same way.
     """
     restarted = []
     for role in ("worker", "beat"):
@@ -263,6 +265,11 @@ def restart_if_exited(stack: Stack) -> list[str]:
 # --- 1. Redis ----------------------------------------------------------------------------------
 
 REDIS_DOWN_SECONDS = 12.0  # longer than REDIS_FALLBACK_SECONDS (10): Redis is retried while down
+# The stack's workers watch themselves with a canary every 2 s and call themselves stalled
+# after 10 s (production: 10 s and 60 s); one that stalls has ended within the bound, the
+# canary interval, the 25 s soft shutdown and its 15 s margin.
+CANARY_SECONDS, STALL_SECONDS = 2, 10
+STALLED_WORKER_ENDS_WITHIN = STALL_SECONDS + CANARY_SECONDS + 25 + 15
 
 
 @pytest.mark.checklist("P1.25", "P11.18")
@@ -274,7 +281,11 @@ def test_redis_stopped_and_restarted_under_load(tmp_path):
     ServiceAreaFactory()
     customers = [customer() for _ in range(3)]
     pinger = rider(status=Rider.Status.OFFLINE)  # pings, but is offered nothing
-    stack = start_stack(tmp_path / "stack")
+    stack = start_stack(
+        tmp_path / "stack",
+        WORKER_CANARY_INTERVAL_SECONDS=str(CANARY_SECONDS),
+        WORKER_STALL_SECONDS=str(STALL_SECONDS),
+    )
     try:
         stack.beat.wait_for_output("beat: Starting...", 30)
         recorder = Recorder(stack.base_url)
@@ -409,10 +420,15 @@ def test_redis_stopped_and_restarted_under_load(tmp_path):
             }
 
         # (by a worker and beat that may have had to be restarted, as the platform would: see
-        # restart_if_exited)
-        restarted = restart_if_exited(stack)
+        # restart_if_exited; a stalled worker ends itself within STALLED_WORKER_ENDS_WITHIN)
+        restarted: list[str] = []
+
+        def all_dispatched() -> bool:
+            restarted.extend(restart_if_exited(stack))
+            return not undispatched()
+
         with contextlib.suppress(AssertionError):
-            wait_for(lambda: not undispatched(), 40, "every order to be dispatched")
+            wait_for(all_dispatched, 40 + STALLED_WORKER_ENDS_WITHIN, "every order dispatched")
         missing = undispatched()
         not_queued = stack.web.stdout().count("not queued, the sweep will retry it")
         print(

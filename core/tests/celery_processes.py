@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -49,6 +50,11 @@ def database_url() -> str:
     return f"postgis://{credentials}@{host}:{port}/{db['NAME']}"
 
 
+# Where the test workers' canary watchdogs write (core/worker_liveness.py): not the shared
+# default under /tmp that `make run` uses.
+LIVENESS_DIR = tempfile.mkdtemp(prefix="delivery-test-liveness-")
+
+
 def process_env(**extra: str) -> dict[str, str]:
     env = {
         key: value
@@ -64,6 +70,7 @@ def process_env(**extra: str) -> dict[str, str]:
         LOG_FORMAT="json",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
+        WORKER_LIVENESS_DIR=LIVENESS_DIR,
     )
     env.update(extra)
     return env

@@ -30,8 +30,6 @@ from accounts.models import User
 from core.models import DeadLetter
 from core.tests import celery_processes as processes
 from core.tests.celery_tasks import (
-    CREATE_TABLES,
-    DROP_TABLES,
     database_backend_pid,
     fail_until_switched_on,
     log_marker,
@@ -57,16 +55,6 @@ urlpatterns = [
     path("queue-marker/", QueueMarkerApi.as_view()),
     path("admin/", admin.site.urls),
 ]
-
-
-@pytest.fixture(scope="module")
-def celery_tables(django_db_setup, django_db_blocker):
-    with django_db_blocker.unblock():
-        with connection.cursor() as cursor:
-            cursor.execute(CREATE_TABLES)
-        yield
-        with connection.cursor() as cursor:
-            cursor.execute(DROP_TABLES)
 
 
 @pytest.fixture(scope="module")

@@ -30,21 +30,11 @@ from django.db import connection
 
 from core.models import DeadLetter
 from core.tests import celery_processes as processes
-from core.tests.celery_tasks import CREATE_TABLES, DROP_TABLES, effect_once
+from core.tests.celery_tasks import effect_once
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 VISIBILITY_TIMEOUT = 3  # seconds, for these tests only; above the 1.5 s rerun below
-
-
-@pytest.fixture(scope="module")
-def celery_tables(django_db_setup, django_db_blocker):
-    with django_db_blocker.unblock():
-        with connection.cursor() as cursor:
-            cursor.execute(CREATE_TABLES)
-        yield
-        with connection.cursor() as cursor:
-            cursor.execute(DROP_TABLES)
 
 
 @pytest.fixture

@@ -198,7 +198,7 @@ with app.connection_for_write() as broker:
 params = app.backend.connparams
 print(json.dumps({
     "cache": pool(cache.redis.client.get_client(write=True).connection_pool),
-    "health": pool(health._redis().connection_pool),
+    "health": pool(health.redis_client().connection_pool),
     "channel_layer": pool(asyncio.run(channel_layer_pool())),
     "results": {
         "tls": params["connection_class"] is redis.SSLConnection,

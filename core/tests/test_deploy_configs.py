@@ -522,3 +522,25 @@ def test_every_platform_waits_longer_than_each_role_needs_to_stop_cleanly():
     assert min(stop_times["web"]) > WEB_GRACEFUL_SECONDS, stop_times
     for name in WORKERS:
         assert min(stop_times[name]) > WORKER_SOFT_SHUTDOWN_SECONDS, stop_times
+
+
+@pytest.mark.checklist("P6.14")
+def test_every_platform_checks_that_a_worker_consumes_and_restarts_one_that_ends():
+    # the image's health check for a worker is the consuming probe, not a Celery ping
+    healthcheck = (DEPLOY / "docker" / "healthcheck.sh").read_text()
+    worker_branch = healthcheck.split("  worker)", 1)[1].split(";;", 1)[0]
+    assert "manage.py worker_alive" in worker_branch and "inspect ping" not in worker_branch
+    compose = _compose()
+    for name in WORKERS:
+        # ECS and Kubernetes run it and replace a failing container within a minute of it
+        # failing; the probe fails a minute after a stall, the watchdog's own exit is sooner
+        check = _ecs_container(name)["healthCheck"]
+        assert check["command"] == ["CMD", "/app/deploy/docker/healthcheck.sh"], name
+        assert check["interval"] * check["retries"] <= 60, name
+        probe = _k8s_container(f"delivery-{name}")["livenessProbe"]
+        assert probe["exec"]["command"] == ["/app/deploy/docker/healthcheck.sh"], name
+        assert probe["periodSeconds"] * probe["failureThreshold"] <= 60, name
+        # Compose keeps the image's check and, like Railway, restarts a worker that ended
+        assert "healthcheck" not in compose[name], name
+        assert compose[name]["restart"] == "unless-stopped", name
+        assert _railway(name)["restartPolicyType"] == "ALWAYS", name

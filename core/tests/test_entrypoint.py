@@ -23,6 +23,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -36,6 +37,7 @@ import pytest
 from django.conf import settings
 
 from core.management.commands.migrate_locked import MIGRATION_LOCK_KEY
+from core.tests.celery_processes import wait_for
 from core.tests.postgres import NOBODY_GID, NOBODY_UID, PgCluster, as_nobody
 from core.tests.servers import (
     LOCALHOST,
@@ -114,6 +116,7 @@ class Sandbox:
             STATIC_ROOT=str(self.owned_dir(f"{name}/static")),
             MEDIA_ROOT=str(self.owned_dir(f"{name}/media")),
             PROMETHEUS_MULTIPROC_DIR=str(self.owned_dir(f"{name}/prometheus")),
+            WORKER_LIVENESS_DIR=str(self.owned_dir(f"{name}/liveness")),
             PYTHONDONTWRITEBYTECODE="1",
             DJANGO_SETTINGS_MODULE="bench.settings",
             PORT=str(free_port()),
@@ -468,6 +471,22 @@ def test_run_gunicorn_0_starts_a_worker_that_runs_a_task(sandbox, cluster, web, 
     beat = cache.get(BEAT_HEARTBEAT_KEY)
     assert beat is not None and float(beat) >= sent_at, run.tail()
     run.wait_for_log("Task core.tasks.beat_heartbeat[", timeout=10)
+
+    # The image's HEALTHCHECK for a worker: it is consuming (its canary task ran); a worker of
+    # another name has no state to show
+    def worker_check(**changes: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(HEALTHCHECK)],
+            env={**run.env, "PROCESS_ROLE": "worker", **changes},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    healthy = wait_for(lambda: (check := worker_check()).returncode == 0 and check, 30, "probe")
+    assert f"worker@{socket.gethostname()}: consuming" in healthy.stdout, healthy
+    absent = worker_check(CELERY_WORKER_NAME="absent")
+    assert absent.returncode == 1 and "no state" in absent.stdout, absent
 
     signalled = time.monotonic()
     run.process.send_signal(signal.SIGTERM)

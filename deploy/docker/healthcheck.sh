@@ -4,7 +4,9 @@
 #           HTTP. Any answer counts (503 means "a dependency is down", which restarting this
 #           container cannot fix; load balancers route on /health/'s status themselves).
 #           HEALTHCHECK_STRICT=1 requires 200.
-#   worker: the worker answers a Celery ping.
+#   worker: `manage.py worker_alive`: the worker is consuming (its canary task ran in time, see
+#           core/worker_liveness.py), which a Celery ping cannot tell: the control channel
+#           answers while a stalled consumer takes nothing.
 #   beat, migrate: the process being alive is the check.
 set -euo pipefail
 
@@ -42,8 +44,8 @@ sys.exit(0 if status == 200 or (not strict and status == 503) else 1)
 PY
     ;;
   worker)
-    exec timeout 20 python -m celery -A config inspect ping --timeout 10 \
-      -d "${CELERY_WORKER_NAME:-worker}@$(hostname)"
+    cd "$(dirname "$0")/../.."  # the project, /app in the image
+    exec timeout 20 python manage.py worker_alive --node "${CELERY_WORKER_NAME:-worker}@$(hostname)"
     ;;
   *)
     exit 0

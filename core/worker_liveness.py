@@ -1,0 +1,367 @@
+"""A Celery worker proves it is consuming, not merely alive: canaries, a watchdog and a probe.
+
+A worker can stay up and stop taking messages: after a Redis restart its main thread waited
+in recv() for good (fixed at the cause in config/celery.py; upstream reports of the kind are
+celery/celery#10205, #8030), and its shutdown could hang in Pool.join
+(core/tests/test_celery_broker_outage.py). Its process is there, and in other stalls its
+control channel still answers `celery inspect ping`, so no check that asks the process
+notices. What does notice is a message that is not consumed:
+
+- every worker consumes its own direct queue as well as its task queues (`worker_direct`: one
+  BRPOP over all of them, so a stalled consumer takes nothing from any);
+- `CanaryWatchdog`, a thread of the worker's main process that owes nothing to the consumer's
+  event loop, sends a canary task to that queue every WORKER_CANARY_INTERVAL_SECONDS; the pool
+  process that runs it writes the time to `<node>.canary`;
+- the watchdog calls the worker stalled when a canary has waited WORKER_STALL_SECONDS, counted
+  from the later of its sending and the last moment every pool process was busy (a worker deep
+  in long tasks takes no message, by design), and with every canary since then published: a
+  Redis that cannot take the canary is an outage, which a new worker would not fix. A stalled
+  worker shuts itself down (SIGTERM: the deploy's soft shutdown, late acks lose nothing) for
+  its platform to replace; any shutdown that has not ended 15 s after the soft shutdown's 25 s
+  ends with SIGKILL to the pool processes and an exit;
+- the watchdog writes its view to `<node>.json` every second; `manage.py worker_alive`, the
+  liveness probe of every deployment, reads the two files and fails for a stalled worker, a
+  dead one, or one whose watchdog has gone quiet.
+
+The files live in WORKER_LIVENESS_DIR, local to the worker's container. The last canary time
+also goes to Redis (CANARY_HASH) for /metrics (core/metrics.py).
+"""
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from celery import bootsteps
+
+logger = logging.getLogger(__name__)
+
+CANARY_TASK = "core.tasks.worker_canary"
+# Message header with the time a task was published (config/celery.py stamps every message).
+PUBLISHED_AT_HEADER = "published_at"
+# Redis hash: worker node name -> time its last canary ran, for /metrics.
+CANARY_HASH = "celery:worker-canary"
+TICK_SECONDS = 1.0
+# Once a shutdown has begun, how much longer than Celery's soft shutdown (25 s) the worker has
+# to end before the watchdog SIGKILLs its pool processes and exits. Seen after a Redis outage:
+# a SIGTERM that only sets a flag for a main thread blocked in recv(), and a shutdown waiting
+# in Pool.join for a pool process blocked on a pipe nobody reads.
+HARD_EXIT_MARGIN_SECONDS = 15.0
+
+
+@dataclass
+class WorkerState:
+    """What the watchdog knows, as `<node>.json`; times are Unix seconds (time.time())."""
+
+    node: str
+    pid: int
+    queues: list[str]
+    interval: float
+    stall_after: float
+    started_at: float
+    updated_at: float
+    # The first canary sent since one last ran; None when none is waiting.
+    waiting_since: float | None = None
+    # The last moment every pool process was running a task.
+    busy_at: float | None = None
+    last_sent_at: float | None = None
+    last_error: str = ""
+
+    def note_canary_ran(self, ran_at: float | None) -> None:
+        """A canary that ran after the waiting one was sent answers it (and any resent)."""
+        if ran_at is not None and self.waiting_since is not None and ran_at >= self.waiting_since:
+            self.waiting_since = None
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the waiting canary has had a free pool process to run in; 0 if none waits."""
+        if self.waiting_since is None:
+            return 0.0
+        return max(0.0, now - max(self.waiting_since, self.busy_at or 0.0))
+
+
+def state_path(directory: Path, node: str) -> Path:
+    return directory / f"{node}.json"
+
+
+def canary_path(directory: Path, node: str) -> Path:
+    return directory / f"{node}.canary"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """The probe never reads half a file: write beside it, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def read_state(path: Path) -> WorkerState:
+    return WorkerState(**json.loads(path.read_text()))
+
+
+def read_canary_ran_at(directory: Path, node: str) -> float | None:
+    """When a canary of this worker last ran, or None."""
+    try:
+        return float(canary_path(directory, node).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def record_canary_ran(directory: Path, node: str, ran_at: float) -> None:
+    write_atomically(canary_path(directory, node), repr(ran_at))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def verdict(state: WorkerState, canary_ran_at: float | None, now: float) -> tuple[bool, str]:
+    """(alive, why) for one worker: the probe's rule, from the files alone."""
+    if not process_alive(state.pid):
+        return False, f"{state.node}: process {state.pid} is not running"
+    quiet = now - state.updated_at
+    # The watchdog writes every second; a publish to a hung Redis can hold it ~15 s.
+    if quiet > state.stall_after:
+        return False, f"{state.node}: watchdog silent for {quiet:.0f} s (process frozen?)"
+    state.note_canary_ran(canary_ran_at)  # it may have run since the watchdog last looked
+    stalled = state.stalled_for(now)
+    if stalled > state.stall_after:
+        return False, (
+            f"{state.node}: stalled, a canary has waited {stalled:.0f} s with a pool process "
+            f"free (bound {state.stall_after:.0f} s); queues {','.join(state.queues)}"
+        )
+    last = f"{now - canary_ran_at:.0f} s ago" if canary_ran_at else "not yet"
+    waiting = f", one waiting {stalled:.0f} s" if state.waiting_since is not None else ""
+    return True, f"{state.node}: consuming (last canary ran {last}{waiting})"
+
+
+def probe(directory: Path, node: str = "", now: float | None = None) -> tuple[bool, list[str]]:
+    """Every worker of this container (or the one named) must be alive; at least one must be.
+
+    State files of processes that are gone are skipped when no node is named: a container's
+    earlier worker leaves its file behind after a restart.
+    """
+    now = time.time() if now is None else now
+    paths = [state_path(directory, node)] if node else sorted(directory.glob("*.json"))
+    lines, healthy, checked = [], True, 0
+    for path in paths:
+        try:
+            state = read_state(path)
+        except FileNotFoundError:
+            lines.append(f"{node}: no state in {directory} (not started, or another folder)")
+            healthy = False
+            continue
+        except (ValueError, TypeError) as error:
+            lines.append(f"{path.name}: unreadable ({error})")
+            healthy = False
+            continue
+        if not node and not process_alive(state.pid):
+            continue
+        checked += 1
+        ok, why = verdict(state, read_canary_ran_at(directory, state.node), now)
+        healthy = healthy and ok
+        lines.append(why)
+    if not node and checked == 0:
+        lines.append(f"no running worker has state in {directory}")
+        healthy = False
+    return healthy, lines
+
+
+# --- In the worker ------------------------------------------------------------------------
+
+
+class CanaryWatchdog:
+    """The thread described above; `CanaryWatchdogStep` starts and stops it."""
+
+    def __init__(self, worker, *, directory: Path, interval: float, stall_after: float):
+        self.worker = worker
+        self.app = worker.app
+        self.node = worker.hostname
+        self.directory = directory
+        now = time.time()
+        self.state = WorkerState(
+            node=self.node,
+            pid=os.getpid(),
+            queues=sorted(self.app.amqp.queues.consume_from),
+            interval=interval,
+            stall_after=stall_after,
+            started_at=now,
+            updated_at=now,
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="canary-watchdog", daemon=True)
+        self.hard_exit_after = (
+            worker.app.conf.worker_soft_shutdown_timeout + HARD_EXIT_MARGIN_SECONDS
+        )
+        self._shutdown_at: float | None = None
+        self._outage_logged = False
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        canary_path(self.directory, self.node).unlink(missing_ok=True)
+        self._write()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The worker is shutting down: stop watching, and make sure the shutdown ends."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=20)
+        # A worker that ends in order leaves nothing for the probe or the metrics to find.
+        for path in (state_path(self.directory, self.node), canary_path(self.directory, self.node)):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):
+            from core.health import redis_client
+
+            redis_client().hdel(CANARY_HASH, self.node)
+        # A daemon thread: a worker that ends in time ends it too.
+        timer = threading.Timer(self.hard_exit_after, self.hard_exit, args=("did not shut down",))
+        timer.daemon = True
+        timer.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                self.tick(time.time())
+            except Exception:
+                logger.exception("canary watchdog: tick failed")
+
+    def pool_busy(self) -> bool:
+        from celery.worker import state
+
+        return len(state.active_requests) >= max(1, self.worker.concurrency or 1)
+
+    def tick(self, now: float) -> None:
+        state = self.state
+        if self.pool_busy():
+            state.busy_at = now
+        state.note_canary_ran(read_canary_ran_at(self.directory, self.node))
+        if state.last_sent_at is None or now - state.last_sent_at >= state.interval:
+            self.send_canary(now)
+        state.updated_at = time.time()
+        self._write()
+        stalled = state.stalled_for(state.updated_at)
+        if stalled > state.stall_after:
+            self.end_stalled_worker(stalled)
+
+    def send_canary(self, now: float) -> None:
+        from celery.utils.nodenames import worker_direct
+
+        state = self.state
+        try:
+            with self.app.connection_for_write() as connection:
+                # Bounded: two tries, not kombu's default of retrying for as long as it takes.
+                connection.ensure_connection(max_retries=1, interval_start=1, timeout=10)
+                with self.app.amqp.Producer(connection) as producer:
+                    self.app.send_task(
+                        CANARY_TASK,
+                        args=[self.node, now],
+                        queue=worker_direct(self.node),
+                        producer=producer,
+                        ignore_result=True,
+                        expires=state.stall_after,
+                        retry=False,
+                    )
+        except Exception as error:
+            # The broker cannot take the canary: an outage, not this worker's stall. The clock
+            # starts again with the first canary it takes.
+            state.waiting_since = None
+            state.last_sent_at = now
+            state.last_error = f"{type(error).__name__}: {error}"[:300]
+            if not self._outage_logged:
+                logger.warning("canary watchdog: cannot send a canary (%s)", state.last_error)
+                self._outage_logged = True
+            return
+        if self._outage_logged:
+            logger.info("canary watchdog: the broker takes canaries again")
+            self._outage_logged = False
+        state.last_sent_at = now
+        state.last_error = ""
+        if state.waiting_since is None:
+            state.waiting_since = now
+
+    def end_stalled_worker(self, stalled: float) -> None:
+        now = time.monotonic()
+        if self._shutdown_at is None:
+            self._shutdown_at = now
+            logger.critical(
+                "worker %s stalled: a canary has waited %.0f s with a pool process free; "
+                "shutting down to be replaced (unacknowledged tasks go back to the queue)",
+                self.node,
+                stalled,
+            )
+            os.kill(os.getpid(), signal.SIGTERM)
+        elif now - self._shutdown_at > self.hard_exit_after:
+            self.hard_exit("stalled and did not shut down")
+
+    def hard_exit(self, why: str) -> None:
+        """Ends the worker now: its unacknowledged tasks wait out the visibility timeout."""
+        logger.critical(
+            "worker %s %s within %.0f s; killing it", self.node, why, self.hard_exit_after
+        )
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        for child in child_pids(os.getpid()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        os._exit(70)  # EX_SOFTWARE
+
+    def _write(self) -> None:
+        write_atomically(
+            state_path(self.directory, self.node), json.dumps(asdict(self.state), sort_keys=True)
+        )
+
+
+class CanaryWatchdogStep(bootsteps.StartStopStep):
+    """A CanaryWatchdog in every worker whose app sets `worker_direct` (config/celery.py)."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker, **kwargs):
+        self.watchdog: CanaryWatchdog | None = None
+        super().__init__(worker, **kwargs)
+
+    def include_if(self, worker) -> bool:
+        return bool(worker.app.conf.worker_direct)
+
+    def start(self, worker) -> None:
+        from django.conf import settings
+
+        self.watchdog = CanaryWatchdog(
+            worker,
+            directory=Path(settings.WORKER_LIVENESS_DIR),
+            interval=settings.WORKER_CANARY_INTERVAL_SECONDS,
+            stall_after=settings.WORKER_STALL_SECONDS,
+        )
+        self.watchdog.start()
+
+    def stop(self, worker) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
+
+    shutdown = stop
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of `pid`, from /proc (the worker's pool processes)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # The command name may hold spaces and parentheses: split after its closing ')'.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
