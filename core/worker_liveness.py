@@ -208,9 +208,15 @@ class CanaryWatchdog:
         self._outage_logged = False
 
     def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        canary_path(self.directory, self.node).unlink(missing_ok=True)
-        self._write()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            canary_path(self.directory, self.node).unlink(missing_ok=True)
+            self._write()
+        except OSError as error:
+            # Without its files the worker would run unseen and fail every probe: say why now.
+            raise RuntimeError(
+                f"WORKER_LIVENESS_DIR={self.directory} is not writable by this worker ({error})"
+            ) from error
         self._thread.start()
 
     def stop(self) -> None:

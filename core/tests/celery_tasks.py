@@ -14,6 +14,7 @@ import time
 import redis
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.control import control_command
 from django.conf import settings
 from django.db import connection
 
@@ -107,3 +108,11 @@ def record_done(self, label: str, seconds: float) -> None:
 @shared_task(ignore_result=True)
 def beat_probe() -> None:
     """Sent by the test beat every second; the test counts the messages, no worker runs it."""
+
+
+@control_command(args=[("seconds", float)], signature="<seconds>")
+def block_main_thread(state, seconds: float) -> dict:
+    """Holds the worker's main thread, as a read with no timeout once did after a Redis restart
+    (core/tests/test_celery_broker_outage.py); SIGTERM then only sets a flag nobody reads."""
+    time.sleep(seconds)
+    return {"ok": "released"}

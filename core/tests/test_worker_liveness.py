@@ -32,8 +32,11 @@ from core.tests import servers
 from core.tests.celery_tasks import effect_once
 from core.worker_liveness import (
     CANARY_HASH,
+    HARD_EXIT_MARGIN_SECONDS,
     WorkerState,
+    child_pids,
     probe,
+    process_alive,
     record_canary_ran,
     state_path,
     write_atomically,
@@ -197,6 +200,7 @@ def attempts(key: str) -> int:
         return cursor.fetchone()[0]
 
 
+@pytest.mark.checklist("P6.13", "P6.14")
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_stalled_worker_fails_its_probe_ends_itself_and_its_replacement_runs_each_task_once(
@@ -358,3 +362,36 @@ def test_a_redis_outage_past_the_bound_is_not_called_a_stall(tmp_path):
     finally:
         worker.close()
         redis_server.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_whose_main_thread_never_returns_is_killed_with_its_pool(tmp_path):
+    # given a worker and its pool process
+    processes.flush_broker()
+    directory = tmp_path / "liveness"
+    name = f"blocked-{uuid.uuid4().hex[:8]}"
+    node = f"{name}@{socket.gethostname()}"
+    worker = processes.CeleryProcess(
+        worker_args(name), liveness_env(directory), tmp_path / f"{name}.log"
+    )
+    try:
+        worker.wait_for_output(" ready.", 60)
+        processes.wait_for(lambda: probe(directory, node)[0], 15, "the first canary to run")
+        pool = child_pids(worker.pid)
+        assert pool
+
+        # when its main thread stops returning to the event loop
+        app.control.broadcast(
+            "block_main_thread", arguments={"seconds": 600}, destination=[node], reply=False
+        )
+
+        # then the probe fails, the watchdog's SIGTERM cannot end the worker (Celery's handler
+        # only sets a flag for that loop), so the watchdog kills the pool and exits
+        processes.wait_for(lambda: not probe(directory, node)[0], STALL_AFTER + 4, "a failure")
+        hard_exit_after = app.conf.worker_soft_shutdown_timeout + HARD_EXIT_MARGIN_SECONDS
+        assert worker.process.wait(timeout=INTERVAL + 2 + hard_exit_after + 10) == 70
+        worker.wait_for_output("did not shut down", 1)
+        assert not [pid for pid in pool if process_alive(pid)], pool
+    finally:
+        worker.close()
