@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,38 @@ def liveness_env(directory: Path, *, shipped_bounds: bool = False, **extra: str)
     )
 
 
+@dataclass
+class WatchedWorker:
+    process: processes.CeleryProcess
+    directory: Path
+    node: str
+
+    def alive(self) -> tuple[bool, list[str]]:
+        return probe(self.directory, self.node)
+
+
+@pytest.fixture
+def watched_worker(tmp_path):
+    """Starts a worker (1 s canary, 5 s bound) and waits for its first canary; closed after."""
+    started = []
+
+    def start(prefix: str, **env: str) -> WatchedWorker:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        directory = tmp_path / name
+        process = processes.CeleryProcess(
+            worker_args(name), liveness_env(directory, **env), tmp_path / f"{name}.log"
+        )
+        started.append(process)
+        process.wait_for_output(" ready.", 60)
+        worker = WatchedWorker(process, directory, f"{name}@{socket.gethostname()}")
+        processes.wait_for(lambda: worker.alive()[0], 15, "the first canary to run")
+        return worker
+
+    yield start
+    for process in started:
+        process.close()
+
+
 def worker_alive_command(directory: Path, node: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PYTHON, MANAGE, "worker_alive", "--node", node],
@@ -286,39 +319,27 @@ def test_a_stalled_worker_fails_its_probe_ends_itself_and_its_replacement_runs_e
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_busy_in_every_pool_process_past_the_bound_is_not_called_stalled(
-    celery_tables, tmp_path
+    celery_tables, watched_worker
 ):
     # given a worker with one pool process
     processes.flush_broker()
-    directory = tmp_path / "liveness"
-    name = f"busy-{uuid.uuid4().hex[:8]}"
-    node = f"{name}@{socket.gethostname()}"
-    worker = processes.CeleryProcess(
-        worker_args(name), liveness_env(directory), tmp_path / f"{name}.log"
-    )
-    try:
-        worker.wait_for_output(" ready.", 60)
-        processes.wait_for(lambda: probe(directory, node)[0], 15, "the first canary to run")
+    worker = watched_worker("busy")
 
-        # when a task keeps that process busy for twice the bound
-        key = f"busy-{uuid.uuid4().hex}"
-        effect_once.apply_async(args=[key, 2 * STALL_AFTER], queue="default")
-        processes.wait_for(lambda: attempts(key), 10, "the long task to start")
-        verdicts = []
-        while attempts(key) and not _finished(key):
-            verdicts.append(probe(directory, node))
-            time.sleep(0.5)
+    # when a task keeps that process busy for twice the bound
+    key = f"busy-{uuid.uuid4().hex}"
+    effect_once.apply_async(args=[key, 2 * STALL_AFTER], queue="default")
+    processes.wait_for(lambda: attempts(key), 10, "the long task to start")
+    verdicts = []
+    while not _finished(key):
+        verdicts.append(worker.alive())
+        time.sleep(0.5)
 
-        # then the probe passed throughout, with a canary waiting, and the worker lives on
-        assert verdicts and all(alive for alive, _ in verdicts), verdicts
-        assert any("one waiting" in lines[0] for _, lines in verdicts), verdicts
-        processes.wait_for(
-            lambda: "one waiting" not in probe(directory, node)[1][0], 10, "the canary to run"
-        )
-        assert worker.process.poll() is None
-        assert "stalled" not in worker.output()
-    finally:
-        worker.close()
+    # then the probe passed throughout, with a canary waiting, and the worker lives on
+    assert verdicts and all(alive for alive, _ in verdicts), verdicts
+    assert any("one waiting" in lines[0] for _, lines in verdicts), verdicts
+    processes.wait_for(lambda: "one waiting" not in worker.alive()[1][0], 10, "the canary to run")
+    assert worker.process.process.poll() is None
+    assert "stalled" not in worker.process.output()
 
 
 def _finished(key: str) -> bool:
@@ -330,68 +351,49 @@ def _finished(key: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_redis_outage_past_the_bound_is_not_called_a_stall(tmp_path):
+def test_a_redis_outage_past_the_bound_is_not_called_a_stall(tmp_path, watched_worker):
     # given a worker on a Redis of its own
     redis_server = servers.RedisServer(tmp_path / "redis")
     redis_server.start()
-    directory = tmp_path / "liveness"
-    name = f"outage-{uuid.uuid4().hex[:8]}"
-    node = f"{name}@{socket.gethostname()}"
-    worker = processes.CeleryProcess(
-        worker_args(name),
-        liveness_env(directory, REDIS_URL=redis_server.url),
-        tmp_path / f"{name}.log",
-    )
     try:
-        worker.wait_for_output(" ready.", 60)
-        processes.wait_for(lambda: probe(directory, node)[0], 15, "the first canary to run")
+        worker = watched_worker("outage", REDIS_URL=redis_server.url)
 
         # when Redis is down for twice the bound
         redis_server.kill()
         down_until = time.monotonic() + 2 * STALL_AFTER
         verdicts = []
         while time.monotonic() < down_until:
-            verdicts.append(probe(directory, node))
+            verdicts.append(worker.alive())
             time.sleep(0.5)
         redis_server.start()
 
         # then the probe passed throughout and the worker was not shut down
         assert all(alive for alive, _ in verdicts), [v for v in verdicts if not v[0]]
-        assert "cannot send a canary" in worker.output()
-        assert worker.process.poll() is None and "stalled" not in worker.output()
+        assert "cannot send a canary" in worker.process.output()
+        assert worker.process.process.poll() is None
+        assert "stalled" not in worker.process.output()
     finally:
-        worker.close()
         redis_server.kill()
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_whose_main_thread_never_returns_is_killed_with_its_pool(tmp_path):
+def test_a_worker_whose_main_thread_never_returns_is_killed_with_its_pool(watched_worker):
     # given a worker and its pool process
     processes.flush_broker()
-    directory = tmp_path / "liveness"
-    name = f"blocked-{uuid.uuid4().hex[:8]}"
-    node = f"{name}@{socket.gethostname()}"
-    worker = processes.CeleryProcess(
-        worker_args(name), liveness_env(directory), tmp_path / f"{name}.log"
+    worker = watched_worker("blocked")
+    pool = child_pids(worker.process.pid)
+    assert pool
+
+    # when its main thread stops returning to the event loop
+    app.control.broadcast(
+        "block_main_thread", arguments={"seconds": 600}, destination=[worker.node], reply=False
     )
-    try:
-        worker.wait_for_output(" ready.", 60)
-        processes.wait_for(lambda: probe(directory, node)[0], 15, "the first canary to run")
-        pool = child_pids(worker.pid)
-        assert pool
 
-        # when its main thread stops returning to the event loop
-        app.control.broadcast(
-            "block_main_thread", arguments={"seconds": 600}, destination=[node], reply=False
-        )
-
-        # then the probe fails, the watchdog's SIGTERM cannot end the worker (Celery's handler
-        # only sets a flag for that loop), so the watchdog kills the pool and exits
-        processes.wait_for(lambda: not probe(directory, node)[0], STALL_AFTER + 4, "a failure")
-        hard_exit_after = app.conf.worker_soft_shutdown_timeout + HARD_EXIT_MARGIN_SECONDS
-        assert worker.process.wait(timeout=INTERVAL + 2 + hard_exit_after + 10) == 70
-        worker.wait_for_output("did not shut down", 1)
-        assert not [pid for pid in pool if process_alive(pid)], pool
-    finally:
-        worker.close()
+    # then the probe fails, the watchdog's SIGTERM cannot end the worker (Celery's handler only
+    # sets a flag for that loop), so the watchdog kills the pool and exits
+    processes.wait_for(lambda: not worker.alive()[0], STALL_AFTER + 4, "the probe to fail")
+    hard_exit_after = app.conf.worker_soft_shutdown_timeout + HARD_EXIT_MARGIN_SECONDS
+    assert worker.process.process.wait(timeout=INTERVAL + 2 + hard_exit_after + 10) == 70
+    worker.process.wait_for_output("did not shut down", 1)
+    assert not [pid for pid in pool if process_alive(pid)], pool
