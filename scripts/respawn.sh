@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command again each time it exits, as a platform's restart policy does: `make run`'s
-# Celery workers (Procfile.dev), one of which ends itself when it stalls
-# (core/worker_liveness.py). The stop signal is not passed on: honcho (killpg) and a terminal's
+# Celery workers and beat (Procfile.dev). A worker ends itself when it stalls
+# (core/worker_liveness.py), beat when Redis goes away; honcho would stop every process then. The stop signal is not passed on: honcho (killpg) and a terminal's
 # Ctrl-C signal the whole process group, command included, and a second SIGTERM would cut
 # Celery's soft shutdown short. On SIGTERM or SIGINT this script waits for the command to end
 # and exits with its status instead of starting it again.
