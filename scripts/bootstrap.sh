@@ -48,9 +48,9 @@ system_packages() {
 
 find_python() {
   local candidate
-  for candidate in python3.12 python3.11 python3; do
+  for candidate in python3.13 python3.12 python3.11 python3; do
     if command -v "$candidate" >/dev/null \
-      && "$candidate" -c 'import sys, venv; sys.exit(not ((3, 11) <= sys.version_info[:2] <= (3, 12)))' 2>/dev/null; then
+      && "$candidate" -c 'import sys, venv; sys.exit(not ((3, 11) <= sys.version_info[:2] <= (3, 13)))' 2>/dev/null; then
       command -v "$candidate"
       return 0
     fi
@@ -60,7 +60,7 @@ find_python() {
 
 python_env() {
   local python
-  python=$(find_python) || die "Python 3.11 or 3.12 with venv is required."
+  python=$(find_python) || die "Python 3.11, 3.12 or 3.13 with venv is required."
   if [ -f .venv/.synced ] && [ .venv/.synced -nt uv.lock ] && [ .venv/.synced -nt pyproject.toml ]; then
     return 0
   fi
