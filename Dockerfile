@@ -4,7 +4,9 @@
 #   docker run --env-file .env -p 5000:5000 delivery            # web (RUN_GUNICORN=1)
 #   docker run --env-file .env -e RUN_GUNICORN=0 delivery       # Celery worker
 # Debian 13 (trixie) is pinned so the runtime library package names below stay valid.
-ARG PYTHON_IMAGE=python:3.12-slim-trixie
+# `make image` (scripts/image.sh) builds with Podman, on a stand-in of this base where no
+# registry is reachable; nothing below differs between the two.
+ARG PYTHON_IMAGE=python:3.13-slim-trixie
 
 # --- builder: the virtualenv, from uv.lock (hashes checked), with a wheel cache --------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -27,7 +29,7 @@ COPY pyproject.toml uv.lock ./
 # The cache mount keeps downloaded and built wheels between builds: a change to the code (not
 # to uv.lock) reuses this layer, a change to uv.lock reuses every unchanged wheel.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project --python /usr/local/bin/python3.12
+    uv sync --frozen --no-dev --no-install-project --python /usr/local/bin/python3
 
 # --- runtime: runtime libraries only, non-root ------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,5 +1,5 @@
 # The two commands of the README, and a few helpers. Every target bootstraps what it needs.
-.PHONY: run test bench checklist bootstrap lint format lock
+.PHONY: run test bench image checklist bootstrap lint format lock
 
 run: bootstrap
 	@mkdir -p .local
@@ -12,6 +12,11 @@ test: bootstrap
 # Redis, about three minutes. Writes bench/results.json.
 bench: bootstrap
 	.venv/bin/python -m bench.run $(ARGS)
+
+# The container image from the Dockerfile, built with Podman (installed if missing); prints its
+# size. Where no registry is reachable it builds on a stand-in base made from Debian packages.
+image:
+	scripts/image.sh
 
 # docs/checklist.md: every line of the user's checklist, its status and the tests behind it.
 checklist: bootstrap

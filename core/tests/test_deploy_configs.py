@@ -70,7 +70,7 @@ def test_hadolint_passes():
 )
 def test_dockerfile_shape():
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.12-slim", text, re.MULTILINE)
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.13-slim-trixie$", text, re.MULTILINE)
     builder, runtime = _stages()
     assert builder[0] == "FROM ${PYTHON_IMAGE} AS builder"
     assert runtime[0] == "FROM ${PYTHON_IMAGE} AS runtime"

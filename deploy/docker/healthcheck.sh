@@ -11,7 +11,20 @@
 set -euo pipefail
 
 PORT="${PORT:-5000}"
-role="${PROCESS_ROLE:-}"
+# The role as entrypoint.sh chose it: its first argument (in the image PID 1 is tini running
+# entrypoint.sh, so `docker run IMAGE worker` is checked as a worker), else PROCESS_ROLE, else
+# RUN_GUNICORN.
+role=""
+if [ -r /proc/1/cmdline ]; then
+  mapfile -d '' -t pid1 </proc/1/cmdline || true
+  for i in "${!pid1[@]}"; do
+    if [[ "${pid1[$i]}" == */entrypoint.sh ]]; then
+      case "${pid1[$((i + 1))]:-}" in web | worker | beat | migrate) role="${pid1[$((i + 1))]}" ;; esac
+      break
+    fi
+  done
+fi
+role="${role:-${PROCESS_ROLE:-}}"
 if [ -z "$role" ]; then
   if [ "${RUN_GUNICORN:-1}" = 0 ]; then role=worker; else role=web; fi
 fi

@@ -1,0 +1,197 @@
+"""The project's image, built from its Dockerfile by `make image` (Podman) and run.
+
+One build per test session (scripts/image.sh; Podman's layer cache makes a second one quick).
+Where no registry is reachable the base is a stand-in made from Debian 13's packages, which
+the script says; everything from the Dockerfile on is what a user's Docker builds. The roles
+run with the host's network against the tests' own PostgreSQL database and Redis database,
+in production settings. A failure names the step and shows the container's last log lines;
+where Podman cannot run, these tests fail and say why, never skip.
+"""
+
+import os
+import re
+import subprocess
+import time
+import uuid
+
+import httpx
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connections
+
+from config.celery import app
+from core.health import BEAT_HEARTBEAT_KEY
+from core.tests import servers
+from core.tests.celery_processes import wait_for
+
+pytestmark = pytest.mark.slow
+
+IMAGE = "localhost/delivery:test"
+SCRIPT = servers.PROJECT_DIR / "scripts" / "image.sh"
+CONTAINERS_CONF = servers.PROJECT_DIR / "deploy" / "podman" / "containers.conf"
+# What the project adds to its base (the venv with GDAL's Python-side dependencies, the runtime
+# libraries, the code and static files), in MB; measured 599 on 2026-12-06.
+ADDED_MB_BUDGET = 700
+
+
+def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["podman", *args],
+        env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, f"podman {' '.join(args)}:\n{result.stdout}{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    """Builds the image once per session; returns what `make image` printed."""
+    result = subprocess.run(
+        [str(SCRIPT)],
+        env={**os.environ, "IMAGE": IMAGE},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"make image failed (exit {result.returncode}):\n{result.stdout[-4000:]}"
+        f"\n{result.stderr[-4000:]}"
+    )
+    return result.stdout
+
+
+class Container:
+    """A detached container of the image; its last log lines are in every failure message."""
+
+    def __init__(self, role: str, env: dict[str, str]):
+        self.name = f"delivery-test-{role}-{uuid.uuid4().hex[:8]}"
+        flags = [item for key, value in env.items() for item in ("-e", f"{key}={value}")]
+        podman("run", "-d", "--name", self.name, "--network", "host", *flags, IMAGE, role)
+
+    def logs(self, lines: int = 40) -> str:
+        result = podman("logs", "--tail", str(lines), self.name, check=False)
+        return f"--- last log lines of {self.name} ---\n{result.stdout}{result.stderr}"
+
+    def state(self) -> str:
+        return podman("inspect", "--format", "{{.State.Status}}", self.name, check=False).stdout
+
+    def healthcheck(self) -> subprocess.CompletedProcess:
+        return podman("healthcheck", "run", self.name, timeout=60, check=False)
+
+    def remove(self) -> None:
+        podman("rm", "-f", "-t", "0", self.name, check=False)
+
+
+def role_env(port: int, **extra: str) -> dict[str, str]:
+    """Production settings against the tests' database and Redis database."""
+    return {
+        "DJANGO_ENV": "production",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "DATABASE_URL": servers.database_url(connections["default"].settings_dict),
+        "REDIS_URL": settings.REDIS_URL,
+        "ALLOWED_HOSTS": "localhost,127.0.0.1",
+        "CORS_ALLOWED_ORIGINS": "https://app.example.com",
+        "SECURE_SSL_REDIRECT": "false",
+        "PORT": str(port),
+        "GUNICORN_WORKERS": "2",
+        **extra,
+    }
+
+
+@pytest.mark.checklist("P2.2", "P2.3", "P2.4", "P2.6", "P2.7", "P2.8", "P2.9", "P2.10", "P11.5")
+def test_the_image_runs_as_uid_1000_without_compilers_with_its_code_read_only(image):
+    # the build kept the HEALTHCHECK (Docker format) and the numeric user
+    config = podman(
+        "image", "inspect", IMAGE, "--format",
+        "{{.Config.User}} {{json .Config.Healthcheck.Test}} {{json .Config.ExposedPorts}}",
+    ).stdout  # fmt: skip
+    assert config.split() == [
+        "1000:1000", '["CMD","/app/deploy/docker/healthcheck.sh"]', '{"5000/tcp":{}}'
+    ], config  # fmt: skip
+    # and inside: UID 1000, Python 3.13 with GeoDjango's libraries, no compiler, code read-only,
+    # static files baked, the directories the app writes owned by it
+    script = (
+        "id -u; python --version;"
+        " for tool in gcc cc c++ make; do command -v $tool && echo COMPILER $tool; done;"
+        " touch /app/settings-changed 2>/dev/null && echo APP-WRITABLE;"
+        " test -x /app/entrypoint.sh && test -x /app/deploy/docker/healthcheck.sh && echo EXEC;"
+        " test -f /app/staticfiles/admin/css/base.css && echo STATIC;"
+        " touch /app/staticfiles/x /app/media/x /tmp/prometheus/x && echo APP-DIRS-WRITABLE;"
+        " python -c 'from django.contrib.gis import gdal, geos; print(gdal.GDAL_VERSION)'"
+    )
+    result = podman("run", "--rm", "-e", "DJANGO_SETTINGS_MODULE=", "--entrypoint", "sh", IMAGE,
+                    "-c", script)  # fmt: skip
+    lines = result.stdout.split()
+    assert lines[0] == "1000", result.stdout
+    assert "3.13." in result.stdout
+    assert "COMPILER" not in result.stdout and "APP-WRITABLE" not in result.stdout, result.stdout
+    for marker in ("EXEC", "STATIC", "APP-DIRS-WRITABLE"):
+        assert marker in lines, result.stdout
+    # and its size, the project's layers against the budget
+    added = int(re.search(r"the project's layers (\d+) MB", image)[1])
+    print(f"\n[image] {image.strip().splitlines()[-2].strip()} (budget {ADDED_MB_BUDGET} MB)")
+    assert added <= ADDED_MB_BUDGET
+
+
+@pytest.mark.checklist("P2.11", "P5.17", "P6.13", "P7.1", "P8.7", "P12.20")
+@pytest.mark.django_db(transaction=True)
+def test_web_and_worker_from_the_image_serve_pass_their_health_checks_run_a_task_and_stop(
+    image,
+):
+    web_port = servers.free_port()
+    web = Container("web", role_env(web_port))
+    worker = Container(
+        "worker", role_env(servers.free_port(), CELERY_WORKER_NAME=f"image-{uuid.uuid4().hex[:6]}")
+    )
+    try:
+        # the web answers /health/ 200 and serves the baked static files
+        base = f"http://{servers.LOCALHOST}:{web_port}"
+
+        def healthy():
+            try:
+                return httpx.get(f"{base}/health/", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(healthy, 120, "the web container's /health/ to answer 200", interval=1)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{web.logs()}") from None
+        static = httpx.get(f"{base}/static/admin/css/base.css", timeout=5)
+        assert static.status_code == 200 and "text/css" in static.headers["content-type"]
+        # and Podman's run of the image's HEALTHCHECK says healthy, for the web and the worker
+        check = web.healthcheck()
+        assert check.returncode == 0, f"{check.stdout}{check.stderr}\n{web.logs()}"
+
+        # the worker runs a task: beat's heartbeat, which /health/ then reports
+        cache.delete(BEAT_HEARTBEAT_KEY)
+        app.send_task("core.tasks.beat_heartbeat")
+        try:
+            wait_for(lambda: cache.get(BEAT_HEARTBEAT_KEY), 120, "the worker to run the task")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{worker.logs()}") from None
+        assert httpx.get(f"{base}/health/", timeout=5).json()["checks"]["celery_beat"] == "ok"
+        try:
+            wait_for(lambda: worker.healthcheck().returncode == 0, 30, "the worker's check")
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}\n{worker.healthcheck().stdout}\n{worker.logs()}"
+            ) from None
+
+        # and both stop on SIGTERM within their grace periods, exit 0
+        for container, grace in ((web, 30), (worker, 30)):
+            started = time.monotonic()
+            podman("stop", "-t", str(grace + 10), container.name, timeout=grace + 30)
+            took = time.monotonic() - started
+            code = podman("inspect", "--format", "{{.State.ExitCode}}", container.name).stdout
+            assert code.strip() == "0" and took < grace, (took, code, container.logs())
+    finally:
+        web.remove()
+        worker.remove()
