@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from core.health import BEAT_HEARTBEAT_KEY, redis_client
-from core.worker_liveness import CANARY_HASH, record_canary_ran
+from core.worker_liveness import CANARY_HASH, forget_silent_workers, record_canary_ran
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def purge_expired_records() -> None:
     """Hourly clean-up of short-lived rows, each part a bounded, batched DELETE.
 
     Expired login codes (a day kept: the hourly send cap counts the last hour's) and expired
-    refresh-token records, and rider location points past RIDER_LOCATION_RETENTION_HOURS.
+    refresh-token records, rider location points past RIDER_LOCATION_RETENTION_HOURS, and the
+    last canary times of workers silent for an hour (killed from outside; /metrics).
     """
     from django.core.management import call_command
 
@@ -54,3 +55,10 @@ def purge_expired_records() -> None:
     # simplejwt's own command: deletes outstanding (and blacklisted) tokens past their expiry.
     call_command("flushexpiredtokens", verbosity=0)
     logger.info("purge_expired_records: %s OTP challenges deleted", purged)
+    try:
+        silent = forget_silent_workers(redis_client(), time.time())
+    except redis.RedisError as error:
+        logger.warning("purge_expired_records: silent workers not forgotten (%s)", error)
+    else:
+        if silent:
+            logger.info("purge_expired_records: forgot the canaries of %s", ", ".join(silent))

@@ -44,8 +44,11 @@ logger = logging.getLogger(__name__)
 CANARY_TASK = "core.tasks.worker_canary"
 # Message header with the time a task was published (config/celery.py stamps every message).
 PUBLISHED_AT_HEADER = "published_at"
-# Redis hash: worker node name -> time its last canary ran, for /metrics.
+# Redis hash: worker node name -> time its last canary ran, for /metrics. A worker that ends
+# removes its entry; one killed from outside leaves it until the hourly purge finds it older
+# than this (an alert on a silent worker fires meanwhile, then clears).
 CANARY_HASH = "celery:worker-canary"
+FORGET_SILENT_WORKERS_AFTER_SECONDS = 3600
 TICK_SECONDS = 1.0
 # Once a shutdown has begun, how much longer than Celery's soft shutdown (25 s) the worker has
 # to end before the watchdog SIGKILLs its pool processes and exits. Seen after a Redis outage:
@@ -225,12 +228,7 @@ class CanaryWatchdog:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=20)
         # A worker that ends in order leaves nothing for the probe or the metrics to find.
-        for path in (state_path(self.directory, self.node), canary_path(self.directory, self.node)):
-            path.unlink(missing_ok=True)
-        with contextlib.suppress(Exception):
-            from core.health import redis_client
-
-            redis_client().hdel(CANARY_HASH, self.node)
+        self.forget()
         # A daemon thread: a worker that ends in time ends it too.
         timer = threading.Timer(self.hard_exit_after, self.hard_exit, args=("did not shut down",))
         timer.daemon = True
@@ -311,11 +309,21 @@ class CanaryWatchdog:
         elif now - self._shutdown_at > self.hard_exit_after:
             self.hard_exit("stalled and did not shut down")
 
+    def forget(self) -> None:
+        """A worker that ends leaves nothing for the probe or the metrics to find."""
+        for path in (state_path(self.directory, self.node), canary_path(self.directory, self.node)):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):
+            from core.health import redis_client
+
+            redis_client().hdel(CANARY_HASH, self.node)
+
     def hard_exit(self, why: str) -> None:
         """Ends the worker now: its unacknowledged tasks wait out the visibility timeout."""
         logger.critical(
             "worker %s %s within %.0f s; killing it", self.node, why, self.hard_exit_after
         )
+        self.forget()
         for handler in logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
@@ -328,6 +336,18 @@ class CanaryWatchdog:
         write_atomically(
             state_path(self.directory, self.node), json.dumps(asdict(self.state), sort_keys=True)
         )
+
+
+def forget_silent_workers(client, now: float) -> list[str]:
+    """Removes from CANARY_HASH the workers whose last canary is older than an hour."""
+    silent = [
+        node.decode()
+        for node, ran_at in client.hgetall(CANARY_HASH).items()
+        if now - float(ran_at) > FORGET_SILENT_WORKERS_AFTER_SECONDS
+    ]
+    if silent:
+        client.hdel(CANARY_HASH, *silent)
+    return silent
 
 
 class CanaryWatchdogStep(bootsteps.StartStopStep):

@@ -1,5 +1,7 @@
-"""The hourly purge task deletes day-old login codes and expired refresh-token records."""
+"""The hourly purge task deletes day-old login codes, expired refresh-token records and the
+canary times of workers silent for an hour."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -8,7 +10,9 @@ from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 from accounts.models import OtpChallenge
 from accounts.tests.factories import OtpChallengeFactory, UserFactory
+from core.health import redis_client
 from core.tasks import purge_expired_records
+from core.worker_liveness import CANARY_HASH
 
 
 @pytest.mark.django_db
@@ -32,3 +36,19 @@ def test_purge_keeps_recent_codes_and_live_tokens_and_deletes_the_rest():
     assert set(OtpChallenge.objects.values_list("pk", flat=True)) == {fresh.pk}
     assert set(OutstandingToken.objects.values_list("pk", flat=True)) == {live.pk}
     assert expired.pk not in OutstandingToken.objects.values_list("pk", flat=True)
+
+
+@pytest.mark.django_db
+def test_purge_forgets_the_canaries_of_workers_silent_for_an_hour():
+    # given a worker killed from outside two hours ago and one that ran its canary just now
+    client = redis_client()
+    client.delete(CANARY_HASH)
+    client.hset(CANARY_HASH, mapping={"killed@host": time.time() - 7200, "alive@host": time.time()})
+    try:
+        # when the periodic task runs
+        purge_expired_records.apply()
+
+        # then /metrics no longer reports the killed one
+        assert set(client.hkeys(CANARY_HASH)) == {b"alive@host"}
+    finally:
+        client.delete(CANARY_HASH)
