@@ -227,7 +227,6 @@ class CanaryWatchdog:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=20)
-        # A worker that ends in order leaves nothing for the probe or the metrics to find.
         self.forget()
         # A daemon thread: a worker that ends in time ends it too.
         timer = threading.Timer(self.hard_exit_after, self.hard_exit, args=("did not shut down",))

@@ -4,18 +4,22 @@
 # On a fresh Debian machine, as root: installs podman, runc and debootstrap if missing, and
 # uses the project's own Podman settings (deploy/podman/containers.conf, via CONTAINERS_CONF).
 # The Dockerfile's base is the official python:3.13-slim-trixie image. Where that image is not
-# on the machine and no container registry can be reached, a stand-in is made once from
-# Debian 13's own packages (debootstrap) and used instead, and this script says so.
+# on the machine (no container registry is reachable from the project's machines), a stand-in
+# is made once from Debian 13's own packages (debootstrap) and tagged under its name, labelled
+# delivery.standin=1, and this script says so. Stand-ins are never pulled over or replaced by
+# it: `podman rmi` them to use the real images once a registry is reachable.
 #
 #   IMAGE=localhost/delivery:latest    the tag to build
 #   PYTHON_IMAGE=...                   build on this base instead (must exist locally)
+#
+# `scripts/image.sh standins` makes docker-compose.yml's other images the same way where they
+# are absent: PostGIS and Redis from Debian 13's packages, tagged under the names the file uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE="${IMAGE:-localhost/delivery:latest}"
-OFFICIAL_BASE="docker.io/library/python:3.13-slim-trixie"
+BASE="docker.io/library/python:3.13-slim-trixie"
 STANDIN_DEBIAN="localhost/delivery-standin/debian:trixie"
-STANDIN_BASE="localhost/delivery-standin/python:3.13-slim-trixie"
 export CONTAINERS_CONF="$PWD/deploy/podman/containers.conf"
 
 step() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
@@ -56,20 +60,44 @@ make_standin_base() {
   context=$(mktemp -d)
   cp "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$context/host-ca-certificates.crt"
   podman build --quiet --format docker --build-arg "DEBIAN_IMAGE=$STANDIN_DEBIAN" \
-    -f deploy/podman/python-standin.Containerfile -t "$STANDIN_BASE" "$context" >/dev/null
+    --label delivery.standin=1 -f deploy/podman/python-standin.Containerfile -t "$BASE" \
+    "$context" >/dev/null || die "building the stand-in for $BASE failed"
   rm -rf "$context"
+}
+
+is_standin() {
+  [ -n "$(podman image inspect --format '{{index .Labels "delivery.standin"}}' "$1" 2>/dev/null)" ]
+}
+
+make_compose_standins() {
+  local name file
+  for pair in "docker.io/postgis/postgis:16-3.5=postgis-standin" "docker.io/library/redis:7-alpine=redis-standin"; do
+    name="${pair%%=*}" file="${pair#*=}"
+    if podman image exists "$name" && ! is_standin "$name"; then
+      step "$name is on this machine: used as it is"
+      continue
+    fi
+    step "$name: a STAND-IN made from Debian 13's packages (deploy/podman/$file.Containerfile)"
+    podman build --quiet --format docker --build-arg "DEBIAN_IMAGE=$STANDIN_DEBIAN" \
+      --label delivery.standin=1 -f "deploy/podman/$file.Containerfile" -t "$name" \
+      deploy/podman >/dev/null || die "building the stand-in for $name failed"
+  done
 }
 
 if [ -n "${PYTHON_IMAGE:-}" ]; then
   podman image exists "$PYTHON_IMAGE" || die "PYTHON_IMAGE=$PYTHON_IMAGE is not on this machine"
   base="$PYTHON_IMAGE"
-elif podman image exists "$OFFICIAL_BASE"; then
-  base="$OFFICIAL_BASE"
 else
-  step "base: $OFFICIAL_BASE is not on this machine and no container registry is reachable here;"
-  step "      building on a STAND-IN, $STANDIN_BASE, made from Debian 13's python3 packages"
-  make_standin_base
-  base="$STANDIN_BASE"
+  base="$BASE"
+  if ! podman image exists "$BASE" || is_standin "$BASE"; then
+    step "base: the official $BASE is not on this machine (no registry is reachable here):"
+    step "      building on a STAND-IN under its name, made from Debian 13's python3 packages"
+    make_standin_base
+  fi
+fi
+if [ "${1:-}" = standins ]; then
+  make_compose_standins
+  exit 0
 fi
 
 step "building $IMAGE from the Dockerfile on $base"
@@ -82,6 +110,6 @@ base_bytes=$(size "$base")
 printf '\n  image  %s\n  size   %d MB, of which the base %d MB and the project'"'"'s layers %d MB\n' \
   "$IMAGE" $((image_bytes / 1000000)) $((base_bytes / 1000000)) \
   $(((image_bytes - base_bytes) / 1000000))
-if [ "$base" = "$STANDIN_BASE" ]; then
-  printf '  base   stand-in for %s (Debian 13 packages), not the official image\n' "$OFFICIAL_BASE"
+if is_standin "$base"; then
+  printf '  base   a stand-in for %s (Debian 13 packages), not the official image\n' "$base"
 fi

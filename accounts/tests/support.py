@@ -18,8 +18,13 @@ def code_from_outbox(phone: str) -> str:
     """The newest login code sent to `phone`, read the way a developer does: sms_outbox."""
     out = io.StringIO()
     call_command("sms_outbox", phone=phone, limit=1, stdout=out)
-    match = _OUTBOX_CODE.search(out.getvalue())
-    assert match, f"no login code in the outbox for {phone}:\n{out.getvalue()}"
+    return login_code_in(out.getvalue(), phone)
+
+
+def login_code_in(outbox: str, phone: str) -> str:
+    """The login code in what `manage.py sms_outbox --phone PHONE --limit 1` printed."""
+    match = _OUTBOX_CODE.search(outbox)
+    assert match, f"no login code in the outbox for {phone}:\n{outbox}"
     return match.group(1)
 
 

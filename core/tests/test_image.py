@@ -8,7 +8,6 @@ in production settings. A failure names the step and shows the container's last 
 where Podman cannot run, these tests fail and say why, never skip.
 """
 
-import os
 import re
 import subprocess
 import time
@@ -22,49 +21,15 @@ from django.db import connections
 
 from config.celery import app
 from core.health import BEAT_HEARTBEAT_KEY
-from core.tests import servers
+from core.tests import containers, servers
 from core.tests.celery_processes import wait_for
+from core.tests.containers import IMAGE, podman
 
 pytestmark = pytest.mark.slow
 
-IMAGE = "localhost/delivery:test"
-SCRIPT = servers.PROJECT_DIR / "scripts" / "image.sh"
-CONTAINERS_CONF = servers.PROJECT_DIR / "deploy" / "podman" / "containers.conf"
 # What the project adds to its base (the venv with GDAL's Python-side dependencies, the runtime
 # libraries, the code and static files), in MB; measured 599 on 2026-12-06.
 ADDED_MB_BUDGET = 700
-
-
-def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        ["podman", *args],
-        env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, f"podman {' '.join(args)}:\n{result.stdout}{result.stderr}"
-    return result
-
-
-@pytest.fixture(scope="session")
-def image() -> str:
-    """Builds the image once per session; returns what `make image` printed."""
-    result = subprocess.run(
-        [str(SCRIPT)],
-        env={**os.environ, "IMAGE": IMAGE},
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"make image failed (exit {result.returncode}):\n{result.stdout[-4000:]}"
-        f"\n{result.stderr[-4000:]}"
-    )
-    return result.stdout
 
 
 class Container:
@@ -75,9 +40,8 @@ class Container:
         flags = [item for key, value in env.items() for item in ("-e", f"{key}={value}")]
         podman("run", "-d", "--name", self.name, "--network", "host", *flags, IMAGE, role)
 
-    def logs(self, lines: int = 40) -> str:
-        result = podman("logs", "--tail", str(lines), self.name, check=False)
-        return f"--- last log lines of {self.name} ---\n{result.stdout}{result.stderr}"
+    def logs(self) -> str:
+        return containers.logs(self.name)
 
     def state(self) -> str:
         return podman("inspect", "--format", "{{.State.Status}}", self.name, check=False).stdout
@@ -153,17 +117,7 @@ def test_web_and_worker_from_the_image_serve_pass_their_health_checks_run_a_task
     try:
         # the web answers /health/ 200 and serves the baked static files
         base = f"http://{servers.LOCALHOST}:{web_port}"
-
-        def healthy():
-            try:
-                return httpx.get(f"{base}/health/", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        try:
-            wait_for(healthy, 120, "the web container's /health/ to answer 200", interval=1)
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n{web.logs()}") from None
+        containers.wait_until_healthy(base, 120, web.logs)
         static = httpx.get(f"{base}/static/admin/css/base.css", timeout=5)
         assert static.status_code == 200 and "text/css" in static.headers["content-type"]
         # and Podman's run of the image's HEALTHCHECK says healthy, for the web and the worker

@@ -7,20 +7,17 @@ service area and approving the rider) go through the management command and the 
 would through the admin.
 """
 
-import json
 import time
-from datetime import timedelta
 
 import pytest
-import websockets.sync.client
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
-from django.utils import timezone
 
-from accounts.tests.support import OTP_REQUEST_URL, OTP_VERIFY_URL, code_from_outbox
+from accounts.tests.support import code_from_outbox
 from core.tests import servers
 from core.tests.celery_processes import start_worker
+from delivery.tests.journey import Api, deliver_one_cash_order, fix, frames_until
 from orders.models import Order
 from orders.tests.factories import AREA, PICKUP, OrderFactory, ServiceAreaFactory
 from riders.models import Earning, Rider
@@ -65,41 +62,17 @@ def worker(redis, tmp_path):
     worker.close()
 
 
-def socket_url(server: servers.Server, path: str, token: str) -> str:
-    return f"ws://{servers.LOCALHOST}:{server.port}{path}?token={token}"
+def api_for(server: servers.Server) -> Api:
+    """The apps' view of the server; the outbox and ops' approval go through this database."""
+    return Api(
+        server.base_url,
+        login_code=code_from_outbox,
+        approve_rider=lambda phone: call_command("rider_approve", phone),
+    )
 
 
 def connect(server: servers.Server, path: str, token: str):
-    origin = f"http://{servers.LOCALHOST}:{server.port}"
-    return websockets.sync.client.connect(
-        socket_url(server, path, token), origin=origin, open_timeout=10
-    )
-
-
-def frames_until(socket, frame_type: str, *, timeout: float = 15.0, **match) -> dict:
-    """Reads frames until one of `frame_type` (and the `match` values) arrives; returns it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"no {frame_type} frame matching {match} within {timeout} s")
-        frame = json.loads(socket.recv(timeout=left))
-        if frame.get("type") == frame_type and all(frame.get(k) == v for k, v in match.items()):
-            return frame
-
-
-def fix(lat: float, lng: float, *, seconds_ago: float = 0) -> dict:
-    recorded_at = timezone.now() - timedelta(seconds=seconds_ago)
-    return {"lat": lat, "lng": lng, "accuracy_m": 5, "recorded_at": recorded_at.isoformat()}
-
-
-def sign_in(server: servers.Server, phone: str, role: str) -> dict[str, str]:
-    assert server.request("POST", OTP_REQUEST_URL, json={"phone": phone}).status_code == 202
-    verified = server.request(
-        "POST", OTP_VERIFY_URL, json={"phone": phone, "otp": code_from_outbox(phone), "role": role}
-    )
-    assert verified.status_code == 200, verified.text
-    return {"Authorization": f"Bearer {verified.json()['access']}"}
+    return api_for(server).connect(path, token)
 
 
 @pytest.mark.checklist("P9.5", "P9.9", "P9.10", "P11.12", "P12.19")
@@ -202,89 +175,17 @@ def test_from_sign_in_to_delivered_and_earned_through_the_api_only(server, worke
     # given a service area (ops' set-up)
     ServiceAreaFactory(area=AREA)
 
-    # a rider signs in through the rider app, is approved by ops, and goes online
-    rider_headers = sign_in(server, RIDER_PHONE, "rider")
-    assert server.request("GET", "/api/v1/riders/me/", headers=rider_headers).status_code == 200
-    call_command("rider_approve", RIDER_PHONE)
-    online = server.request("POST", "/api/v1/riders/me/online/", headers=rider_headers)
-    assert online.json()["status"] == "online", online.text
-    rider_token = rider_headers["Authorization"].removeprefix("Bearer ")
-
-    with connect(server, "/ws/rider/", rider_token) as rider_socket:
-        # the rider's app reports its position over its socket: 90 s ago, at the pickup
-        rider_socket.send(
-            json.dumps({"type": "location", **fix(PICKUP["lat"], PICKUP["lng"], seconds_ago=90)})
-        )
-        assert frames_until(rider_socket, "location_ack")["latest"] is True
-
-        # a customer signs in and books a cash-on-delivery order
-        customer_headers = sign_in(server, CUSTOMER_PHONE, "customer")
-        quote = server.request(
-            "POST",
-            "/api/v1/orders/quote/",
-            json={
-                "pickup": PICKUP,
-                "drop": DROP,
-                "package": {"description": "Keys", "weight_grams": 200},
-            },
-            headers=customer_headers,
-        )
-        assert quote.status_code == 201, quote.text
-        booked = server.request(
-            "POST",
-            "/api/v1/orders/",
-            json={"quote_id": quote.json()["id"], "payment_method": "cod"},
-            headers={**customer_headers, "Idempotency-Key": "e2e-1"},
-        )
-        assert booked.status_code == 201, booked.text
-        order = booked.json()
-        code = order["delivery_code"]
-        customer_token = customer_headers["Authorization"].removeprefix("Bearer ")
-
-        with connect(server, f"/ws/delivery/{order['id']}/", customer_token) as watch:
-            assert frames_until(watch, "status")["status"] in {"searching_rider", "rider_assigned"}
-
-            # the worker dispatches: the offer reaches the rider's socket, the rider accepts
-            offer = frames_until(rider_socket, "offer", timeout=30, order_id=order["id"])
-            assert offer["cash_to_collect_paise"] == order["amount_paise"]
-            accepted = server.request(
-                "POST", f"/api/v1/riders/offers/{offer['offer_id']}/accept/", headers=rider_headers
-            )
-            assert accepted.status_code == 200, accepted.text
-            assert frames_until(watch, "status", status="rider_assigned")["rider_id"]
-
-            # at the pickup, picked up
-            step = f"/api/v1/delivery/{order['id']}/"
-            for action, status in (("arrived-pickup", "at_pickup"), ("picked-up", "picked_up")):
-                answer = server.request("POST", step + action + "/", headers=rider_headers)
-                assert answer.status_code == 200, answer.text
-                assert frames_until(watch, "status", status=status)
-
-            # the rider rides to the drop; the customer sees the position move
-            rider_socket.send(json.dumps({"type": "location", **fix(DROP["lat"], DROP["lng"])}))
-            assert frames_until(rider_socket, "location_ack")["latest"] is True
-            moved = frames_until(watch, "location")
-            assert (moved["lat"], moved["lng"]) == (DROP["lat"], DROP["lng"])
-            tracking = server.request("GET", step, headers=customer_headers).json()
-            assert tracking["rider"]["lat"] == DROP["lat"]
-            assert tracking["seq"] >= moved["seq"]
-
-            # arrived, and delivered with the code the customer reads out
-            answer = server.request("POST", step + "arrived-drop/", headers=rider_headers)
-            assert answer.status_code == 200, answer.text
-            wrong = server.request(
-                "POST",
-                step + "deliver/",
-                json={"delivery_code": "0000" if code != "0000" else "1111"},
-                headers=rider_headers,
-            )
-            assert wrong.json()["error"]["code"] == "delivery_code_invalid"
-            delivered = server.request(
-                "POST", step + "deliver/", json={"delivery_code": code}, headers=rider_headers
-            )
-            assert delivered.status_code == 200, delivered.text
-            final = frames_until(watch, "status", status="delivered")
-            assert final["seq"] == delivered.json()["seq"]
+    # a rider signs in, is approved, goes online, is offered a customer's cash order over
+    # the socket and delivers it, the customer watching (delivery/tests/journey.py)
+    delivered = deliver_one_cash_order(
+        api_for(server),
+        rider_phone=RIDER_PHONE,
+        customer_phone=CUSTOMER_PHONE,
+        pickup=PICKUP,
+        drop=DROP,
+    )
+    order, code = delivered.order, delivered.code
+    rider_headers, customer_headers = delivered.rider_headers, delivered.customer_headers
 
     # then the rider earned the fixed pay, once, and owes the cash collected
     earnings = server.request("GET", "/api/v1/riders/me/earnings/", headers=rider_headers).json()

@@ -10,11 +10,9 @@ test takes a screenshot; with UPDATE_SCREENSHOT=1 it replaces the README's, docs
     UPDATE_SCREENSHOT=1 .venv/bin/pytest ops/tests/test_console_browser.py
 """
 
-import json
 import os
 import secrets
 import shutil
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
 from core.tests import servers
+from delivery.tests.journey import book_cash_order, fix, frames_until
 from delivery.tests.support import METRES_PER_DEGREE_LAT
 from orders.models import Order, OrderEvent, OrderStatus
 from orders.tests.factories import AREA, DROP, PICKUP, OrderFactory, ServiceAreaFactory
@@ -98,22 +97,6 @@ def browser(monkeypatch):
             chromium.close()
 
 
-def fix(lat: float, lng: float, *, seconds_ago: float) -> dict:
-    recorded_at = timezone.now() - timedelta(seconds=seconds_ago)
-    return {"lat": lat, "lng": lng, "accuracy_m": 5, "recorded_at": recorded_at.isoformat()}
-
-
-def frames_until(socket, frame_type: str, *, timeout: float = 15.0, **match) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"no {frame_type} frame matching {match} within {timeout} s")
-        frame = json.loads(socket.recv(timeout=left))
-        if frame.get("type") == frame_type and all(frame.get(k) == v for k, v in match.items()):
-            return frame
-
-
 def the_rest_of_the_city() -> None:
     """Riders and orders the screenshot shows besides the ones the test acts on."""
     for index, (metres, east) in enumerate(((-900, 1200), (1500, -700), (2600, 1800))):
@@ -159,25 +142,7 @@ def the_rest_of_the_city() -> None:
 
 def book(server, token: str, key: str, *, pickup=PICKUP, drop=DROP) -> dict:
     headers = {"Authorization": f"Bearer {token}"}
-    quote = server.request(
-        "POST",
-        "/api/v1/orders/quote/",
-        json={
-            "pickup": pickup,
-            "drop": drop,
-            "package": {"description": "Keys", "weight_grams": 300},
-        },
-        headers=headers,
-    )
-    assert quote.status_code == 201, quote.text
-    booked = server.request(
-        "POST",
-        "/api/v1/orders/",
-        json={"quote_id": quote.json()["id"], "payment_method": "cod"},
-        headers={**headers, "Idempotency-Key": key},
-    )
-    assert booked.status_code == 201, booked.text
-    return booked.json()
+    return book_cash_order(server.request, headers, key, pickup=pickup, drop=drop)
 
 
 def test_a_dispatcher_watches_riders_move_orders_arrive_and_assigns_one(server, browser, tmp_path):
