@@ -29,7 +29,7 @@ bootstrap:
 lint: bootstrap
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	shellcheck scripts/*.sh .ci/run entrypoint.sh deploy/docker/*.sh
+	shellcheck scripts/*.sh .ci/run entrypoint.sh deploy/docker/*.sh deploy/podman/*.sh
 	.venv/bin/hadolint Dockerfile
 	.venv/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	.venv/bin/check-jsonschema --schemafile deploy/schemas/railway.schema.json deploy/railway/*.json

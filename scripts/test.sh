@@ -17,7 +17,7 @@ MSG
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-shellcheck scripts/*.sh .ci/run entrypoint.sh deploy/docker/*.sh
+shellcheck scripts/*.sh .ci/run entrypoint.sh deploy/docker/*.sh deploy/podman/*.sh
 .venv/bin/hadolint Dockerfile
 # The deployment files against their schemas (core/tests/test_deploy_configs.py runs these too).
 .venv/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
