@@ -302,3 +302,28 @@ class SilentListener:
         for connection in self.accepted:
             connection.close()
         self._sock.close()
+
+
+class SlowRequest:
+    """GET /bench/slow/?seconds=N (bench.settings) in a thread: a request in flight while the
+    server is told to stop. `finish()` returns its response, or raises what the client saw."""
+
+    def __init__(self, port: int, seconds: float = 4.0):
+        self.url = f"http://{LOCALHOST}:{port}/bench/slow/?seconds={seconds}"
+        self.response: httpx.Response | None = None
+        self.error: httpx.HTTPError | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.response = httpx.get(self.url, timeout=40)
+        except httpx.HTTPError as error:
+            self.error = error
+
+    def finish(self, timeout: float = 40) -> httpx.Response:
+        self.thread.join(timeout)
+        if self.error is not None:
+            raise AssertionError(f"the request in flight failed: {self.error!r}")
+        assert self.response is not None, "the request in flight never ended"
+        return self.response

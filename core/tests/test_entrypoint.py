@@ -28,7 +28,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from core.tests.servers import (
     LOCALHOST,
     PROJECT_DIR,
     RedisServer,
+    SlowRequest,
     free_port,
     local_production_env,
 )
@@ -349,28 +349,16 @@ def test_waits_for_postgresql_and_redis_then_migrates_and_serves(web, cluster):
 @pytest.mark.checklist("P2.20", "P2.21", "P8.7")
 def test_sigterm_during_a_slow_request_lets_it_finish_and_exits_0(web):
     run, _ = web
-    result = {}
-
-    def slow_request():
-        try:
-            result["response"] = httpx.get(
-                f"http://{LOCALHOST}:{run.port}/bench/slow/?seconds=4", timeout=40
-            )
-        except httpx.HTTPError as error:
-            result["error"] = error
-
-    client = threading.Thread(target=slow_request)
-    client.start()
+    request = SlowRequest(run.port)
     run.wait_for_log("slow view: sleeping 4.0 s", timeout=15)
     signalled = time.monotonic()
     run.process.send_signal(signal.SIGTERM)
     code = run.wait(timeout=35)
     stopped_after = time.monotonic() - signalled
-    client.join(timeout=10)
+    response = request.finish(timeout=10)
 
-    assert "error" not in result, result
-    assert result["response"].status_code == 200
-    assert result["response"].json() == {"ok": True, "slept": 4.0}
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "slept": 4.0}
     assert code == 0, run.tail()
     assert 3 <= stopped_after < 30, stopped_after  # waited for the request, not for a timeout
     assert "Handling signal: term" in run.output()

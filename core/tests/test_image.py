@@ -14,6 +14,7 @@ import time
 import uuid
 
 import httpx
+import psycopg
 import pytest
 from django.conf import settings
 from django.core.cache import cache
@@ -21,6 +22,7 @@ from django.db import connections
 
 from config.celery import app
 from core.health import BEAT_HEARTBEAT_KEY
+from core.management.commands.migrate_locked import MIGRATION_LOCK_KEY
 from core.tests import containers, servers
 from core.tests.celery_processes import wait_for
 from core.tests.containers import IMAGE, podman
@@ -149,3 +151,72 @@ def test_web_and_worker_from_the_image_serve_pass_their_health_checks_run_a_task
     finally:
         web.remove()
         worker.remove()
+
+
+@pytest.mark.checklist("P1.19", "P2.12", "P4.6", "P8.7")
+@pytest.mark.django_db(transaction=True)
+def test_two_primaries_migrate_once_a_bad_environment_is_refused_and_sigterm_lets_requests_end(
+    image,
+):
+    # a production container without its secret key is refused before anything starts
+    refused = podman("run", "--rm", "--network", "host", "-e", "DJANGO_ENV=production", IMAGE,
+                     "web", check=False, timeout=60)  # fmt: skip
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    assert "DJANGO_SECRET_KEY is not set" in refused.stdout + refused.stderr
+    assert "starting gunicorn" not in refused.stdout + refused.stderr
+
+    # two primaries started together on an empty database, both held at the migration lock
+    settings_dict = connections["default"].settings_dict
+    database = f"image_race_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(servers.database_url({**settings_dict, "NAME": "postgres"}),
+                            autocommit=True)  # fmt: skip
+    admin.execute(f'CREATE DATABASE "{database}"')
+    race_url = servers.database_url({**settings_dict, "NAME": database})
+    holder = psycopg.connect(race_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
+    ports = [servers.free_port(), servers.free_port()]
+    primaries = [
+        Container(
+            "web",
+            role_env(
+                port, IS_PRIMARY="1", DATABASE_URL=race_url, DJANGO_SETTINGS_MODULE="bench.settings"
+            ),
+        )
+        for port in ports
+    ]
+    try:
+        for primary in primaries:
+            wait_for(lambda p=primary: "waiting for the migration lock" in p.logs(), 90,
+                     f"{primary.name} to wait for the lock", interval=1)  # fmt: skip
+        holder.close()
+        for primary, port in zip(primaries, ports, strict=True):
+            containers.wait_until_healthy(f"http://{servers.LOCALHOST}:{port}", 180, primary.logs)
+
+        # then one applied the migrations and the other found the schema current
+        outputs = [containers.logs(primary.name, 400) for primary in primaries]
+        appliers = [output for output in outputs if "[migrate_locked] applying" in output]
+        assert len(appliers) == 1, "\n\n".join(outputs)
+        other = next(output for output in outputs if output is not appliers[0])
+        assert "schema is current: nothing to migrate" in other, other
+        with psycopg.connect(race_url) as race:
+            duplicates = race.execute(
+                "SELECT app, name FROM django_migrations GROUP BY 1, 2 HAVING count(*) > 1"
+            ).fetchall()
+        assert duplicates == []
+
+        # and SIGTERM during a 4 s request lets it finish, then the container exits 0
+        request = servers.SlowRequest(ports[0])
+        wait_for(lambda: "slow view: sleeping 4.0 s" in primaries[0].logs(), 15, "the request")
+        started = time.monotonic()
+        podman("stop", "-t", "40", primaries[0].name, timeout=60)
+        stopped_after = time.monotonic() - started
+        response = request.finish()
+        assert response.json() == {"ok": True, "slept": 4.0}, response.text
+        code = podman("inspect", "--format", "{{.State.ExitCode}}", primaries[0].name).stdout
+        assert code.strip() == "0" and 3 <= stopped_after < 30, (code, stopped_after)
+    finally:
+        holder.close()
+        for primary in primaries:
+            primary.remove()
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()
