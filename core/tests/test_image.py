@@ -45,9 +45,6 @@ class Container:
     def logs(self) -> str:
         return containers.logs(self.name)
 
-    def state(self) -> str:
-        return podman("inspect", "--format", "{{.State.Status}}", self.name, check=False).stdout
-
     def healthcheck(self) -> subprocess.CompletedProcess:
         return podman("healthcheck", "run", self.name, timeout=60, check=False)
 
