@@ -100,6 +100,7 @@ class CeleryQueuesCollector:
     def collect(self):
         import redis
         from django.conf import settings
+        from kombu.transport.redis import PRIORITY_STEPS, Channel
 
         from config.celery import app
         from core.health import redis_client
@@ -107,32 +108,41 @@ class CeleryQueuesCollector:
 
         if not settings.USE_REDIS:
             return
-        # kombu's Redis transport keeps a queue's messages in one list per priority step.
-        separator, steps = "\x06\x16", (0, 3, 6, 9)
+        # kombu's Redis transport keeps a queue's messages in one list per priority step, named
+        # as its Channel._q_for_pri names them.
         queues = sorted(queue.name for queue in app.conf.task_queues)
-        keys = {q: [q if step == 0 else f"{q}{separator}{step}" for step in steps] for q in queues}
+        keys = [
+            (queue, f"{queue}{Channel.sep}{step}" if step else queue)
+            for queue in queues
+            for step in PRIORITY_STEPS
+        ]
         try:
             pipeline = redis_client().pipeline(transaction=False)
-            for queue in queues:
-                for key in keys[queue]:
-                    pipeline.llen(key)
-                    pipeline.lindex(key, -1)  # LPUSH in, BRPOP out: the oldest is last
+            for _, key in keys:
+                pipeline.llen(key)
+                pipeline.lindex(key, -1)  # LPUSH in, BRPOP out: the oldest is last
             pipeline.hgetall(CANARY_HASH)
-            replies = pipeline.execute()
+            *replies, canaries = pipeline.execute()
         except redis.RedisError:
             logger.warning("queue gauges skipped: Redis unavailable", exc_info=True)
             return
+        waiting = dict.fromkeys(queues, 0)
+        oldest: dict[str, float] = {}
+        for (queue, _), count, last in zip(keys, replies[0::2], replies[1::2], strict=True):
+            waiting[queue] += count
+            published = _published_at(last, PUBLISHED_AT_HEADER) if last else None
+            if published is not None:
+                oldest[queue] = min(published, oldest.get(queue, published))
         now = time.time()
         length = GaugeMetricFamily(*self.QUEUE_LENGTH, labels=["queue"])
         oldest_age = GaugeMetricFamily(*self.OLDEST_AGE, labels=["queue"])
-        for index, queue in enumerate(queues):
-            per_key = replies[index * 2 * len(steps) : (index + 1) * 2 * len(steps)]
-            published = [_published_at(raw, PUBLISHED_AT_HEADER) for raw in per_key[1::2] if raw]
-            length.add_metric([queue], sum(per_key[0::2]))
-            oldest = min((at for at in published if at is not None), default=None)
-            oldest_age.add_metric([queue], max(0.0, now - oldest) if oldest else 0.0)
+        for queue in queues:
+            length.add_metric([queue], waiting[queue])
+            oldest_age.add_metric(
+                [queue], max(0.0, now - oldest[queue]) if queue in oldest else 0.0
+            )
         canary = GaugeMetricFamily(*self.CANARY, labels=["worker"])
-        for node, ran_at in sorted(replies[-1].items()):
+        for node, ran_at in sorted(canaries.items()):
             canary.add_metric([node.decode()], float(ran_at))
         yield from (length, oldest_age, canary)
 

@@ -210,11 +210,8 @@ def _exited_the_known_way(worker: processes.CeleryProcess) -> bool:
 
 
 def _consumed(harness: Harness, label: str) -> bool:
-    deadline = time.monotonic() + STALL_BOUND
-    while time.monotonic() < deadline:
-        if harness.done(label):
-            return True
-        time.sleep(0.2)
+    with contextlib.suppress(AssertionError):
+        return processes.wait_for(lambda: harness.done(label), STALL_BOUND, label, interval=0.2)
     return False
 
 

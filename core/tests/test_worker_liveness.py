@@ -140,11 +140,13 @@ def gauges(api_client) -> dict[tuple[str, str], float]:
 @pytest.mark.checklist("P6.19")
 @pytest.mark.django_db
 def test_metrics_show_each_queues_depth_and_oldest_age_and_each_workers_last_canary(api_client):
-    # given two messages waiting in "low", the first published 1.5 s before the second
+    # given messages waiting in "low", the first published 1.5 s before the others
     processes.flush_broker()
     app.send_task("core.tests.celery_tasks.log_marker", args=["a"], queue="low")
     time.sleep(1.5)
     app.send_task("core.tests.celery_tasks.log_marker", args=["b"], queue="low")
+    # and one with a priority, which kombu keeps in a list of its own
+    app.send_task("core.tests.celery_tasks.log_marker", args=["c"], queue="low", priority=9)
     processes.redis_client().hset(CANARY_HASH, "worker@host", 1_800_000_000.5)
     try:
         # when /metrics is scraped
@@ -153,7 +155,7 @@ def test_metrics_show_each_queues_depth_and_oldest_age_and_each_workers_last_can
         processes.flush_broker()
 
     # then the queue's depth and its oldest message's age (the first one's), and the canary
-    assert found[("celery_queue_length", "low")] == 2
+    assert found[("celery_queue_length", "low")] == 3
     assert found[("celery_queue_length", "high")] == 0
     assert 1.5 <= found[("celery_queue_oldest_message_age_seconds", "low")] < 30
     assert found[("celery_queue_oldest_message_age_seconds", "high")] == 0
