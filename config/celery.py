@@ -139,7 +139,8 @@ app.conf.update(
     # Beat keeps its schedule in Redis and holds a Redis lock while it runs: a second beat
     # started by mistake waits for the lock (retrying every beat_max_loop_interval) instead of
     # sending every task twice, and takes over within redbeat_lock_timeout if the first dies.
-    beat_scheduler="redbeat.RedBeatScheduler",
+    # core.beat.Scheduler is redbeat's, made to outlive a Redis outage or restart.
+    beat_scheduler="core.beat:Scheduler",
     redbeat_redis_url=settings.REDIS_URL,
     redbeat_redis_options={
         "socket_timeout": 5,

@@ -50,7 +50,7 @@ EXPECTED = {
     "accept_content": ["json"],
     "worker_soft_shutdown_timeout": 25,
     "task_default_queue": "default",
-    "beat_scheduler": "redbeat.RedBeatScheduler",
+    "beat_scheduler": "core.beat:Scheduler",
     "beat_max_loop_interval": 5,
     "redbeat_lock_timeout": 30,
     "redis_backend_health_check_interval": 60,
