@@ -330,7 +330,9 @@ def test_kubernetes_roles():
     }
     assert scaled == {"delivery-web", "delivery-worker"}  # never beat
     config = by_kind_name[("ConfigMap", "delivery-config")]["data"]
-    assert config["IS_PRIMARY"] == "0"  # the migrate Job migrates, nobody else
+    # the migrate Job migrates, nobody else: IS_PRIMARY defaults to 0, and only beat's own env
+    # sets it (to 1), so no runtime has two values to choose between
+    assert "IS_PRIMARY" not in config
 
 
 # --- Across platforms: the same roles, defaults and stop times everywhere ---------------------
