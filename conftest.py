@@ -34,3 +34,12 @@ def clean_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    """The container tests' image, built once per session (`make image`, core/tests/containers.py
+    names its tag); returns what the build printed."""
+    from core.tests import containers
+
+    return containers.build_image()

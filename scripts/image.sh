@@ -13,13 +13,15 @@
 #   PYTHON_IMAGE=...                   build on this base instead (must exist locally)
 #
 # `scripts/image.sh standins` makes docker-compose.yml's other images the same way where they
-# are absent: PostGIS and Redis from Debian 13's packages, tagged under the names the file uses.
+# are absent: PostGIS and Redis from Debian 13's packages, tagged under the names the file uses;
+# and the load-balancer test's HAProxy (localhost/delivery-test/haproxy), from Debian's package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE="${IMAGE:-localhost/delivery:latest}"
 BASE="docker.io/library/python:3.13-slim-trixie"
 STANDIN_DEBIAN="localhost/delivery-standin/debian:trixie"
+HAPROXY_IMAGE="localhost/delivery-test/haproxy:trixie"
 export CONTAINERS_CONF="$PWD/deploy/podman/containers.conf"
 
 step() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
@@ -82,6 +84,11 @@ make_compose_standins() {
       --label delivery.standin=1 -f "deploy/podman/$file.Containerfile" -t "$name" \
       deploy/podman >/dev/null || die "building the stand-in for $name failed"
   done
+  # Not a stand-in: the load-balancer test's HAProxy, from Debian's package.
+  step "$HAPROXY_IMAGE: HAProxy from Debian 13's package (deploy/podman/haproxy.Containerfile)"
+  podman build --quiet --format docker --build-arg "DEBIAN_IMAGE=$STANDIN_DEBIAN" \
+    -f deploy/podman/haproxy.Containerfile -t "$HAPROXY_IMAGE" deploy/podman >/dev/null ||
+    die "building $HAPROXY_IMAGE failed"
 }
 
 if [ -n "${PYTHON_IMAGE:-}" ]; then

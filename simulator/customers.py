@@ -2,13 +2,15 @@
 then the order with an Idempotency-Key), learns the 4-digit delivery code from the order it
 gets back (the order detail shows it to its customer while the order is live) and watches the
 order on /ws/delivery/<id>/ until it ends, re-reading the tracking snapshot when a `seq` is
-skipped and timing how long each of the rider's fixes took to arrive. Some customers follow
+skipped (within a socket or across a reconnect: each screen keeps the highest seq it showed)
+and timing how long each of the rider's fixes took to arrive. Some customers follow
 their orders on a second phone too (Config.second_phones)."""
 
 import asyncio
 import json
 import random
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -39,6 +41,17 @@ def customer_phone(index: int) -> str:
     return f"{CUSTOMER_PHONE_PREFIX}{index:04d}"
 
 
+@dataclass
+class TrackingScreen:
+    """One phone's tracking screen of an order: what it has shown, across its reconnects."""
+
+    order_id: str
+    seq: int | None = None  # the highest seq shown, by a frame or a snapshot
+    status: str | None = None
+    sockets: int = 0  # opened: one, plus one per reconnect
+    gaps: int = 0  # seqs it saw skipped, each followed by a snapshot re-read
+
+
 class SimCustomer:
     def __init__(self, sim: "Simulation", index: int) -> None:
         self.sim = sim
@@ -48,6 +61,7 @@ class SimCustomer:
         self.phones = 2 if index < sim.config.second_phones else 1  # each watches every order
         self.session = None
         self.signing_in = True  # until the sign-in succeeded or gave up
+        self.screens: list[TrackingScreen] = []
 
     async def sign_in(self, *, new: bool = False) -> None:
         """Signs in; a returning customer's app then lists their orders (a new one has none)."""
@@ -66,7 +80,9 @@ class SimCustomer:
 
     def _follow(self, order_id: str) -> None:
         for _ in range(self.phones):
-            self.sim.watch(self.watch(order_id))
+            screen = TrackingScreen(order_id)
+            self.screens.append(screen)
+            self.sim.watch(self.watch(screen))
 
     async def _adopt_live_orders(self) -> None:
         """Orders an earlier run left live (it was killed): the app lists them, shows their
@@ -118,10 +134,11 @@ class SimCustomer:
         sim.orders.booked(order["id"], self, order.get("delivery_code"), order["status"])
         self._follow(order["id"])
 
-    async def watch(self, order_id: str) -> None:
+    async def watch(self, screen: TrackingScreen) -> None:
         """The tracking screen: reconnects when dropped, until the order ends (the server then
         closes with 1000) or the run is over (the task is cancelled)."""
         sim = self.sim
+        order_id = screen.order_id
         backoff = 1.0
         while not sim.orders.is_over(order_id):
             opened = False
@@ -131,10 +148,11 @@ class SimCustomer:
                     "tracking socket open", f"/ws/delivery/{order_id}/", token
                 ) as socket:
                     opened = True
+                    screen.sockets += 1
                     sim.stats.count("tracking sockets opened")
                     backoff = 1.0
                     with sim.stats.socket_held("tracking"):
-                        await self._read(order_id, socket)
+                        await self._read(screen, socket)
                 if socket.close_code == CLOSE_NORMAL:
                     return  # the order has ended
                 sim.stats.count(SOCKETS_DROPPED)  # 1001/1012: the server went away; reconnect
@@ -156,9 +174,9 @@ class SimCustomer:
             await asyncio.sleep(backoff * self.rng.uniform(0.5, 1.5))  # see SimRider._ride
             backoff = min(backoff * 2, 30.0)
 
-    async def _read(self, order_id: str, socket) -> None:
+    async def _read(self, screen: TrackingScreen, socket) -> None:
         sim = self.sim
-        last_seq = None
+        order_id = screen.order_id
         async for raw in socket:
             try:
                 frame = json.loads(raw)
@@ -169,7 +187,9 @@ class SimCustomer:
             sim.stats.count(f"tracking socket frames: {kind}")
             seq = frame.get("seq")
             if isinstance(seq, int):
-                if last_seq is not None and seq > last_seq + 1:
+                # (the first frame after a reconnect may repeat a seq already shown: no gap)
+                if screen.seq is not None and seq > screen.seq + 1:
+                    screen.gaps += 1
                     sim.stats.count("tracking seq gaps (snapshot re-read)")
                     snapshot = await sim.api.call(
                         "tracking snapshot",
@@ -178,9 +198,11 @@ class SimCustomer:
                         session=self.session,
                     )
                     if snapshot.ok:
+                        screen.status = snapshot.body.get("status") or screen.status
                         sim.orders.status(order_id, snapshot.body.get("status"))
-                last_seq = max(seq, last_seq or 0)
+                screen.seq = max(seq, screen.seq or 0)
             if kind == "status":
+                screen.status = frame.get("status") or screen.status
                 sim.orders.status(order_id, frame.get("status"))
             elif kind == "location":
                 try:

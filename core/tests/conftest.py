@@ -1,10 +1,8 @@
-"""Fixtures shared by core's tests: the ASGI handler tests' rider, the Celery tests' tables, the
-container tests' image."""
+"""Fixtures shared by core's tests: the ASGI handler tests' rider, the Celery tests' tables."""
 
 import pytest
 from django.db import connection
 
-from core.tests import containers
 from core.tests.celery_tasks import CREATE_TABLES, DROP_TABLES
 from riders.tests.factories import RiderFactory, access_token
 
@@ -28,9 +26,3 @@ def celery_tables(django_db_setup, django_db_blocker):
         yield
         with connection.cursor() as cursor:
             cursor.execute(DROP_TABLES)
-
-
-@pytest.fixture(scope="session")
-def image() -> str:
-    """Builds the image once per session (`make image`); returns what it printed."""
-    return containers.build_image()

@@ -13,7 +13,7 @@ minute.
 What the test changes in the manifests: the image (the session's tag instead of the registry
 placeholder), `replicas` (one pod each: Podman 4.3 publishes every containerPort on the host,
 so a second web pod could not bind port 5000; two web replicas behind a load balancer are
-test_load_balancer.py's), and the Secret's values. What Podman 4.3 does not do, and so is not
+proof/test_load_balancer.py's), and the Secret's values. What Podman 4.3 does not do, and so is not
 exercised here: it plays only Pod, Deployment and PersistentVolumeClaim (the Job runs as a Pod
 made from its own template; Service, PodDisruptionBudget, HorizontalPodAutoscaler and Ingress
 are left to a cluster and validated offline in test_deploy_configs.py); it runs no probe on its

@@ -1,0 +1,279 @@
+"""Two web replicas from the image behind HAProxy, restarted one at a time under the city.
+
+HAProxy is Debian's package in a container (deploy/podman/haproxy.Containerfile) running
+deploy/haproxy/haproxy.cfg as shipped. The two replicas are containers of the image this
+session built, on the host's network, against the test database and the stack's Redis; the
+stack's worker and beat dispatch and sweep. The city simulator (riders pinging and delivering,
+customers booking and watching their orders over /ws/delivery/) talks only to HAProxy.
+
+While it runs, each replica in turn is drained on HAProxy's admin socket, stopped with SIGTERM
+(gunicorn's graceful shutdown) and replaced by a new container on its port, which HAProxy takes
+back once its health check passes, as a deploy script would. Then: no HTTP call failed or had
+to be retried by the apps (HAProxy logged no 5xx and no request it could not place), sockets
+were cut and every one reconnected, and every tracking screen whose order was delivered shows
+the order's last seq and its delivered status: nothing it missed went unnoticed.
+"""
+
+import asyncio
+import contextlib
+import csv
+import io
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from core.tests import containers, servers
+from core.tests.celery_processes import wait_for
+from orders.models import Order, ServiceArea
+from proof.stack import start_stack
+from riders.models import Rider
+from riders.tests.factories import RiderFactory, located
+from simulator import database
+from simulator.api import RETRIED, TokenStore
+from simulator.geo import Zone
+from simulator.riders import NO_ACK_IN_TIME, SOCKETS_DROPPED, rider_phone
+from simulator.run import Config, Simulation
+
+pytestmark = pytest.mark.slow
+
+HAPROXY_IMAGE = "localhost/delivery-test/haproxy:trixie"
+HAPROXY_CONFIG = servers.PROJECT_DIR / "deploy" / "haproxy" / "haproxy.cfg"
+RIDERS = 24
+SECONDS = 150.0
+RESTART_AFTER = 25.0  # seconds into the run: sockets are open and orders are on the road
+DRAIN_SECONDS = 3.0  # after `state drain`, before SIGTERM (Kubernetes' preStop does the same)
+STOP_GRACE = 45  # the web pod's terminationGracePeriodSeconds
+CITY = Config(
+    riders=RIDERS,
+    customers=RIDERS,
+    orders_per_minute=24.0,
+    minutes=SECONDS / 60,
+    seed=7,
+    radius_km=2.5,
+    trip_km=(0.5, 1.5),
+    speed_kmh=(100.0, 140.0),  # quick: many deliveries end within the run
+    ping_seconds=3.0,
+    dwell_seconds=(0.0, 2.0),
+    accept_delay_seconds=(0.2, 1.0),
+    decline_rate=0.0,
+    http_share=0.5,
+    report_seconds=30.0,
+    wind_down=False,
+)
+# HAProxy's httplog: "... web/web1 0/0/1/5/6 200 312 - - ---- 3/3/1/0/0 0/0 "GET / HTTP/1.1"".
+HTTP_LOG = re.compile(
+    r" (?P<backend>\S+)/(?P<server>\S+) [-\d]+/[-\d]+/[-\d]+/[-\d]+/\+?[-\d]+"
+    r" (?P<status>-?\d+) \+?\d+ \S+ \S+ (?P<state>\S{4}) \d+/\d+/\d+/\d+/(?P<retries>\+?\d+) "
+)
+
+
+class Replica:
+    """One web replica: a container of the image on `port`, replaced by `restart`."""
+
+    def __init__(self, server: str, port: int, env: dict[str, str]):
+        self.server, self.port, self.env = server, port, env
+        self.name = ""
+        self.start()
+
+    def start(self) -> None:
+        self.name = f"delivery-lb-{self.server}-{uuid.uuid4().hex[:6]}"
+        flags = [item for key, value in self.env.items() for item in ("-e", f"{key}={value}")]
+        containers.podman(
+            "run", "-d", "--name", self.name, "--network", "host",
+            *flags, "-e", f"PORT={self.port}", containers.IMAGE, "web",
+        )  # fmt: skip
+
+    def healthy(self) -> bool:
+        try:
+            url = f"http://{servers.LOCALHOST}:{self.port}/health/"
+            return httpx.get(url, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> tuple[int, float]:
+        """SIGTERM, as an orchestrator sends it; the exit code and the seconds it took."""
+        started = time.monotonic()
+        containers.podman("stop", "-t", str(STOP_GRACE), self.name, timeout=STOP_GRACE + 30)
+        took = time.monotonic() - started
+        code = containers.podman("inspect", "--format", "{{.State.ExitCode}}", self.name)
+        return int(code.stdout.strip()), took
+
+    def remove(self) -> None:
+        containers.podman("rm", "-f", "-t", "0", self.name, check=False)
+
+
+class HAProxy:
+    def __init__(self, web1: Replica, web2: Replica):
+        self.port, self.admin_port = servers.free_port(), servers.free_port()
+        self.name = f"delivery-lb-haproxy-{uuid.uuid4().hex[:6]}"
+        address = servers.LOCALHOST
+        containers.podman(
+            "run", "-d", "--name", self.name, "--network", "host",
+            "-e", f"LISTEN={address}:{self.port}", "-e", f"ADMIN={address}:{self.admin_port}",
+            "-e", f"WEB1={address}:{web1.port}", "-e", f"WEB2={address}:{web2.port}",
+            "-v", f"{HAPROXY_CONFIG}:/usr/local/etc/haproxy/haproxy.cfg:ro", HAPROXY_IMAGE,
+        )  # fmt: skip
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{servers.LOCALHOST}:{self.port}"
+
+    def admin(self, command: str) -> str:
+        with socket.create_connection((servers.LOCALHOST, self.admin_port), timeout=5) as conn:
+            conn.sendall(f"{command}\n".encode())
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def status(self, server: str) -> str:
+        """HAProxy's view of a replica: UP, DOWN, DRAIN, MAINT (and transitions)."""
+        with contextlib.suppress(OSError):  # the admin socket is not up yet
+            table = self.admin("show stat").lstrip("# ")
+            for row in csv.DictReader(io.StringIO(table)):
+                if row["pxname"] == "web" and row["svname"] == server:
+                    return row["status"]
+        return "unknown"
+
+    def requests(self) -> list[dict]:
+        output = containers.podman("logs", self.name).stdout
+        return [match.groupdict() for match in HTTP_LOG.finditer(output)]
+
+    def remove(self) -> None:
+        containers.podman("rm", "-f", "-t", "0", self.name, check=False)
+
+
+def roll(haproxy: HAProxy, replicas: list[Replica], log: list[str]) -> None:
+    """The rolling restart: one replica at a time, drained, stopped, replaced, taken back."""
+    for replica in replicas:
+        haproxy.admin(f"set server web/{replica.server} state drain")
+        time.sleep(DRAIN_SECONDS)
+        code, took = replica.stop()
+        log.append(f"{replica.server}: SIGTERM, exit {code} after {took:.1f} s")
+        assert code == 0, containers.logs(replica.name)
+        replica.remove()
+        started = time.monotonic()
+        replica.start()
+        wait_for(replica.healthy, 120, f"the new {replica.server} to answer /health/", 1)
+        haproxy.admin(f"set server web/{replica.server} state ready")
+        wait_for(lambda r=replica: haproxy.status(r.server) == "UP", 30, f"{replica.server} UP")
+        log.append(f"{replica.server}: replaced, UP in HAProxy {time.monotonic() - started:.1f} s")
+
+
+def seed_riders(zone: Zone, tokens: TokenStore, rng: random.Random) -> None:
+    """Approved riders spread over the zone, signed in as an earlier run would leave them."""
+    for index in range(RIDERS):
+        lat, lng = zone.random_point(rng)
+        rider = located(
+            RiderFactory(user__phone=rider_phone(index), status=Rider.Status.ONLINE),
+            lat=lat,
+            lng=lng,
+        )
+        access, refresh = database.mint_tokens(rider.user.phone, "rider")
+        tokens.put(rider.user.phone, "rider", refresh, access)
+
+
+@pytest.mark.checklist("P2.21", "P8.7", "P8.15", "P12.13")
+@pytest.mark.timeout(SECONDS + 600)
+def test_a_rolling_restart_behind_haproxy_loses_no_request_and_every_socket_resumes(
+    image, db_access, tmp_path
+):
+    print(f"\n[lb] images:\n{containers.make_compose_standins()}")
+    stack = start_stack(tmp_path / "stack")
+    env = {
+        key: value
+        for key, value in stack.env.items()
+        if key not in {"PATH", "HOME", "LANG", "DJANGO_SETTINGS_MODULE", "DJANGO_ENV_FILE"}
+    } | {"IS_PRIMARY": "0", "GUNICORN_WORKERS": "2"}
+    replicas: list[Replica] = []
+    haproxy = None
+    try:
+        replicas = [Replica("web1", servers.free_port(), env)]
+        replicas.append(Replica("web2", servers.free_port(), env))
+        haproxy = HAProxy(*replicas)
+        for replica in replicas:
+            wait_for(replica.healthy, 120, f"{replica.server} to answer /health/", 1)
+            wait_for(lambda r=replica: haproxy.status(r.server) == "UP", 30, f"{replica.server} UP")
+
+        # given riders on the road and customers, all through HAProxy
+        area = ServiceArea.objects.get(is_active=True)
+        zone = Zone.inside_bbox(area.area.extent, CITY.radius_km * 1000)
+        tokens = TokenStore(tmp_path / "tokens.json", haproxy.base_url)
+        seed_riders(zone, tokens, random.Random(7))
+
+        # when the replicas are restarted one at a time while the city runs
+        restarts: list[str] = []
+        failures: list[BaseException] = []
+
+        def rolling_restart():
+            time.sleep(RESTART_AFTER)
+            try:
+                roll(haproxy, replicas, restarts)
+            except BaseException as error:  # reported by the test below
+                failures.append(error)
+
+        roller = threading.Thread(target=rolling_restart, daemon=True)
+        roller.start()
+        simulation = Simulation(replace(CITY, url=haproxy.base_url, token_file=tokens.path), print)
+        asyncio.run(simulation.run())
+        roller.join(timeout=300)
+        summary = simulation.summary()
+        print(f"\n{summary}\n[lb] {restarts}")
+        assert not failures, failures
+        assert len(restarts) == 4, restarts  # both replicas stopped and back, within the run
+
+        # then no HTTP call failed, and none had to be tried again by the apps
+        stats, events = simulation.stats, simulation.stats.events
+        assert stats.server_errors == 0, summary
+        assert stats.failed_calls == 0, summary
+        assert [error for error in stats.errors if error != NO_ACK_IN_TIME] == [], summary
+        assert [event for event in events if event.startswith(RETRIED)] == [], summary
+        # and HAProxy answered every request from a replica: no 5xx, none it could not place
+        logged = haproxy.requests()
+        assert len(logged) > 500, len(logged)
+        placed_again = [r for r in logged if r["retries"] != "0"]
+        failed = [r for r in logged if int(r["status"]) >= 500 or int(r["status"]) < 0]
+        print(f"[lb] {len(logged)} requests, {len(placed_again)} sent again by HAProxy")
+        assert failed == [], failed[:5]
+
+        # and sockets were cut by the restarts, and every cut one came back
+        assert events[SOCKETS_DROPPED] > 0, summary
+        screens = [screen for customer in simulation.customers for screen in customer.screens]
+        reconnected = [screen for screen in screens if screen.sockets > 1]
+        assert reconnected, summary
+        # and every screen of a delivered order shows its last seq and that it was delivered
+        delivered = {
+            str(order.pk): order.tracking_seq
+            for order in Order.objects.filter(
+                pk__in={screen.order_id for screen in screens}, status="delivered"
+            )
+        }
+        assert len(delivered) >= 10, summary
+        stale = [
+            (screen.order_id, screen.seq, delivered[screen.order_id], screen.status)
+            for screen in screens
+            if screen.order_id in delivered
+            and (screen.seq != delivered[screen.order_id] or screen.status != "delivered")
+        ]
+        print(
+            f"[lb] screens {len(screens)}, reconnected {len(reconnected)}, gaps noticed"
+            f" {sum(screen.gaps for screen in screens)}, delivered orders {len(delivered)}"
+        )
+        assert stale == [], stale
+        # (orders whose screens were cut and reconnected among them)
+        assert any(screen.sockets > 1 for screen in screens if screen.order_id in delivered)
+        assert stack.server_errors() == []
+    finally:
+        if haproxy is not None:
+            print(containers.logs(haproxy.name, 5))
+            haproxy.remove()
+        for replica in replicas:
+            replica.remove()
+        stack.stop()
