@@ -8,7 +8,9 @@ in production settings. A failure names the step and shows the container's last 
 where Podman cannot run, these tests fail and say why, never skip.
 """
 
+import json
 import re
+import shutil
 import subprocess
 import time
 import uuid
@@ -217,3 +219,52 @@ def test_two_primaries_migrate_once_a_bad_environment_is_refused_and_sigterm_let
             primary.remove()
         admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.close()
+
+
+def layers(image: str) -> list[str]:
+    found = podman("image", "inspect", "--format", "{{json .RootFS.Layers}}", image)
+    return json.loads(found.stdout)
+
+
+@pytest.mark.checklist("P2.5")
+def test_a_code_change_rebuilds_on_the_same_dependency_layers(image, tmp_path):
+    # given the build context (what .dockerignore lets through) with one Python file changed
+    context = tmp_path / "context"
+    shutil.copytree(
+        servers.PROJECT_DIR,
+        context,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".tools", ".local", "node_modules", "staticfiles", "media",
+            "__pycache__", ".env",
+        ),
+    )  # fmt: skip
+    changed = context / "core" / "__init__.py"
+    changed.write_text(changed.read_text() + "\n# a code change\n")
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)", (context / "Dockerfile").read_text(), re.M)
+
+    # when the image is built again from it
+    tag = f"localhost/delivery:rebuild-{uuid.uuid4().hex[:6]}"
+    try:
+        built = containers.run(
+            [
+                "podman", "build", "--format", "docker",
+                "--build-arg", f"PYTHON_IMAGE=docker.io/library/{base.group(1)}",
+                "-t", tag, str(context),
+            ],
+            timeout=900,
+        )  # fmt: skip
+        before, after = layers(IMAGE), layers(tag)
+    finally:
+        podman("rmi", "-f", tag, check=False)
+
+    # then the virtualenv was not installed again: the builder's `uv sync` step came from the
+    # cache, and the new image shares every layer up to the virtualenv with the old one,
+    # differing from the code on
+    output = built.stdout + built.stderr
+    sync_step = output[output.index("uv sync") :]
+    assert sync_step.split("\n", 2)[1].startswith("--> Using cache"), sync_step[:500]
+    base_layers = len(layers(f"docker.io/library/{base.group(1)}"))
+    shared = next(i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b)
+    # the base, apt's runtime libraries, the app user and the virtualenv: then the code
+    assert shared >= base_layers + 3, (base_layers, shared, len(before))
+    assert len(after) == len(before)
