@@ -6,6 +6,7 @@ failing call fails the test with the command and its output; nothing is skipped.
 
 import os
 import subprocess
+import uuid
 from collections.abc import Callable
 
 import httpx
@@ -14,6 +15,9 @@ from core.tests import servers
 from core.tests.celery_processes import wait_for
 
 IMAGE = "localhost/delivery:test"
+# docker-compose.yml's images: stand-ins where no registry is reachable (make_compose_standins)
+POSTGIS = "docker.io/postgis/postgis:16-3.5"
+REDIS = "docker.io/library/redis:7-alpine"
 SCRIPT = servers.PROJECT_DIR / "scripts" / "image.sh"
 CONTAINERS_CONF = servers.PROJECT_DIR / "deploy" / "podman" / "containers.conf"
 
@@ -72,3 +76,47 @@ def wait_until_healthy(base_url: str, timeout: float, logs: Callable[[], str]) -
         wait_for(healthy, timeout, f"{base_url}/health/ to answer 200", interval=1)
     except AssertionError as error:
         raise AssertionError(f"{error}\n{logs()}") from None
+
+
+class Dependencies:
+    """PostGIS and Redis containers on a Podman network of their own: what a platform's managed
+    database and Redis are to the containers of an orchestrator's test. The network gives each
+    container its own address, as pods and awsvpc tasks have."""
+
+    PASSWORD = "orchestrator-test"
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        self.network = self.prefix
+        self.postgres, self.redis = f"{self.prefix}-postgres", f"{self.prefix}-redis"
+
+    @property
+    def database_url(self) -> str:
+        return f"postgis://delivery:{self.PASSWORD}@{self.postgres}:5432/delivery"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.redis}:6379/0"
+
+    def start(self) -> None:
+        podman("network", "create", self.network)
+        podman(
+            "run", "-d", "--name", self.postgres, "--network", self.network,
+            "-e", "POSTGRES_DB=delivery", "-e", "POSTGRES_USER=delivery",
+            "-e", f"POSTGRES_PASSWORD={self.PASSWORD}", POSTGIS,
+        )  # fmt: skip
+        # No persistence: a restart empties it, as a Redis without a volume would be.
+        podman(
+            "run", "-d", "--name", self.redis, "--network", self.network, REDIS,
+            "redis-server", "--save", "", "--appendonly", "no",
+        )  # fmt: skip
+
+    def address(self, container: str) -> str:
+        """The container's address on this network."""
+        network = f'(index .NetworkSettings.Networks "{self.network}")'
+        found = podman("inspect", "--format", f"{{{{{network}.IPAddress}}}}", container)
+        return found.stdout.strip()
+
+    def remove(self) -> None:
+        podman("rm", "-f", "-t", "5", self.postgres, self.redis, check=False)
+        podman("network", "rm", "-f", self.network, check=False)

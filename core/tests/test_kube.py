@@ -25,7 +25,6 @@ import base64
 import json
 import secrets
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -38,8 +37,6 @@ from core.tests.celery_processes import wait_for
 pytestmark = pytest.mark.slow
 
 K8S = servers.PROJECT_DIR / "deploy" / "k8s"
-POSTGIS = "docker.io/postgis/postgis:16-3.5"
-REDIS = "docker.io/library/redis:7-alpine"
 SECRET = "delivery-secrets"  # the name the manifests' secretRef uses
 READY_WITHIN = 300  # seconds, for every probe of every pod (the startup probe allows 600)
 
@@ -70,26 +67,12 @@ def pod_templates(docs: list[dict]) -> dict[str, dict]:
 
 class KubeStack:
     def __init__(self, work_dir: Path) -> None:
-        self.id = uuid.uuid4().hex[:6]
         self.work_dir = work_dir
-        self.network = f"delivery-kube-{self.id}"
-        self.postgres = f"delivery-kube-{self.id}-postgres"
-        self.redis = f"delivery-kube-{self.id}-redis"
+        self.dependencies = containers.Dependencies("delivery-kube")
+        self.network = self.dependencies.network
+        self.redis = self.dependencies.redis
         self.pods: dict[str, dict] = {}  # pod name -> pod spec
         self.played: list[Path] = []
-
-    def start_dependencies(self) -> None:
-        containers.podman("network", "create", self.network)
-        containers.podman(
-            "run", "-d", "--name", self.postgres, "--network", self.network,
-            "-e", "POSTGRES_DB=delivery", "-e", "POSTGRES_USER=delivery",
-            "-e", "POSTGRES_PASSWORD=kube-test", POSTGIS,
-        )  # fmt: skip
-        # No persistence: a restart empties it, as a Redis without a volume would be.
-        containers.podman(
-            "run", "-d", "--name", self.redis, "--network", self.network, REDIS,
-            "redis-server", "--save", "", "--appendonly", "no",
-        )  # fmt: skip
 
     def create_secret(self) -> None:
         """secret.example.yaml's keys, with this stack's values, as Podman 4.3 reads them."""
@@ -97,8 +80,8 @@ class KubeStack:
         values = dict(example["stringData"])
         values.update(
             DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-            DATABASE_URL=f"postgis://delivery:kube-test@{self.postgres}:5432/delivery",
-            REDIS_URL=f"redis://{self.redis}:6379/0",
+            DATABASE_URL=self.dependencies.database_url,
+            REDIS_URL=self.dependencies.redis_url,
         )
         data = {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
         path = self.work_dir / "secret.json"
@@ -139,10 +122,7 @@ class KubeStack:
         infra = containers.podman(
             "pod", "inspect", "--format", "{{.InfraContainerID}}", pod
         ).stdout.strip()
-        return containers.podman(
-            "inspect", "--format",
-            f'{{{{(index .NetworkSettings.Networks "{self.network}").IPAddress}}}}', infra,
-        ).stdout.strip()  # fmt: skip
+        return self.dependencies.address(infra)
 
     def probe(self, pod: str, container: dict, probe: dict) -> bool:
         """One run of a probe, as the kubelet runs it."""
@@ -169,7 +149,7 @@ class KubeStack:
         return json.loads(output)[0]["State"]
 
     def logs(self) -> str:
-        names = [self.postgres, self.redis] + [
+        names = [self.dependencies.postgres, self.redis] + [
             self.container(pod, container["name"])
             for pod, spec in self.pods.items()
             for container in spec["containers"]
@@ -179,9 +159,8 @@ class KubeStack:
     def down(self) -> None:
         for path in reversed(self.played):
             containers.podman("kube", "down", str(path), timeout=120, check=False)
-        containers.podman("rm", "-f", "-t", "5", self.postgres, self.redis, check=False)
         containers.podman("secret", "rm", SECRET, check=False)
-        containers.podman("network", "rm", "-f", self.network, check=False)
+        self.dependencies.remove()
 
 
 def beat_reported(address: str) -> bool:
@@ -200,7 +179,7 @@ def test_kube_play_starts_the_pods_which_pass_their_own_probes_and_outlive_a_red
     stack = KubeStack(tmp_path)
     try:
         # given PostGIS, Redis and the Secret, and the migrate Job run to its end
-        stack.start_dependencies()
+        stack.dependencies.start()
         stack.create_secret()
         assert stack.run_job("migrate-job.yaml") == 0, stack.logs()
 
