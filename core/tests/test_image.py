@@ -105,7 +105,7 @@ def test_the_image_runs_as_uid_1000_without_compilers_with_its_code_read_only(im
     assert added <= ADDED_MB_BUDGET
 
 
-@pytest.mark.checklist("P2.11", "P5.17", "P6.13", "P7.1", "P8.7", "P12.20")
+@pytest.mark.checklist("P2.11", "P5.17", "P6.13", "P7.1", "P8.1", "P8.7", "P12.20")
 @pytest.mark.django_db(transaction=True)
 def test_web_and_worker_from_the_image_serve_pass_their_health_checks_run_a_task_and_stop(
     image,
