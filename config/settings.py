@@ -5,6 +5,7 @@ Production refuses to start on a missing or unsafe value and names every problem
 Every variable read here is documented in `.env.example`.
 """
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -690,6 +691,28 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
 # sent by trusted proxies (FORWARDED_ALLOW_IPS). DRF must not read the header a second time, or
 # any client could choose its own per-IP throttle key.
 REST_FRAMEWORK["NUM_PROXIES"] = 0
+# Those proxies (gunicorn_conf.py reads the same variable): addresses or networks. With '*',
+# uvicorn takes the leftmost X-Forwarded-For entry, which the client writes, as the address
+# every per-IP limit counts; with a list it takes the rightmost address that is not a proxy.
+FORWARDED_ALLOW_IPS = _env_list("FORWARDED_ALLOW_IPS", default=["127.0.0.1", "::1"])
+if IS_PRODUCTION and "*" in FORWARDED_ALLOW_IPS:
+    _problems.append(
+        "FORWARDED_ALLOW_IPS must not be '*': any client could then choose the address the "
+        "rate limits count. List the load balancer's addresses or networks, e.g. "
+        "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16 inside a VPC (docs/deploy.md)."
+    )
+_bad_proxies = []
+for _proxy in FORWARDED_ALLOW_IPS:
+    try:
+        if _proxy != "*":
+            ipaddress.ip_network(_proxy)
+    except ValueError:
+        _bad_proxies.append(_proxy)
+if _bad_proxies:
+    _problems.append(
+        "FORWARDED_ALLOW_IPS entries must be addresses or networks such as 10.0.0.0/8: "
+        + ", ".join(_bad_proxies)
+    )
 
 ACCESS_TOKEN_LIFETIME_MINUTES = env.int("ACCESS_TOKEN_LIFETIME_MINUTES", default=15)
 REFRESH_TOKEN_LIFETIME_DAYS = env.int("REFRESH_TOKEN_LIFETIME_DAYS", default=30)

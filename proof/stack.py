@@ -27,25 +27,25 @@ from payments.tests.fake_razorpay import KEY_ID, KEY_SECRET, WEBHOOK_SECRET, Fak
 
 
 def stack_env(*, redis_url: str, database_url: str, razorpay_base: str, **changes) -> dict:
-    """The production environment of every process of the stack."""
-    return servers.local_production_env(
-        DJANGO_SECRET_KEY=settings.SECRET_KEY,
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        RAZORPAY_KEY_ID=KEY_ID,
-        RAZORPAY_KEY_SECRET=KEY_SECRET,
-        RAZORPAY_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        RAZORPAY_API_BASE=razorpay_base,
-        SMS_PROVIDER="dummy",
-        LOG_FORMAT="json",
-        LOG_LEVEL="INFO",
+    """The production environment of every process of the stack; `changes` win."""
+    defaults = {
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "RAZORPAY_KEY_ID": KEY_ID,
+        "RAZORPAY_KEY_SECRET": KEY_SECRET,
+        "RAZORPAY_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "RAZORPAY_API_BASE": razorpay_base,
+        "SMS_PROVIDER": "dummy",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
         # Many sign-ins come from 127.0.0.1 in the load run; the per-phone limits still hold.
-        THROTTLE_OTP_REQUEST_IP="100000/hour",
-        THROTTLE_OTP_VERIFY_IP="100000/hour",
-        REMAP_SIGTERM="SIGQUIT",
-        IS_PRIMARY="1",
-        **changes,
-    )
+        "THROTTLE_OTP_REQUEST_IP": "100000/hour",
+        "THROTTLE_OTP_VERIFY_IP": "100000/hour",
+        "REMAP_SIGTERM": "SIGQUIT",
+        "IS_PRIMARY": "1",
+    }
+    return servers.local_production_env(**(defaults | changes))
 
 
 @dataclass

@@ -142,6 +142,15 @@ NO_DATABASE = {"DATABASE_URL": None}  # and no POSTGRES_* either: production_env
         pytest.param(
             {"DEBUG": "true"}, "DEBUG", id="debug-on", marks=pytest.mark.checklist("P1.1", "P7.2")
         ),
+        # '*' lets every client choose the address the per-IP limits count
+        pytest.param(
+            {"FORWARDED_ALLOW_IPS": "10.0.0.0/8,*"}, "FORWARDED_ALLOW_IPS", id="proxies-any"
+        ),
+        pytest.param(
+            {"FORWARDED_ALLOW_IPS": "10.0.0.0/8,load-balancer"},
+            "FORWARDED_ALLOW_IPS",
+            id="proxies-not-addresses",
+        ),
     ],
 )
 def test_production_refuses_to_start_on_an_unsafe_value(changes, named):

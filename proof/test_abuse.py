@@ -1,0 +1,88 @@
+"""Abuse, tried against a stack in production settings as an outsider would (issue: abuse).
+
+Forged client addresses: the stack's web (gunicorn with uvicorn workers, FORWARDED_ALLOW_IPS at
+its default, the loopback proxy) sits behind HAProxy (Debian's package in a container, running
+deploy/haproxy/haproxy.cfg, which appends the client's address to X-Forwarded-For). Clients
+connect to HAProxy from addresses of their own (127.0.0.2, 127.0.0.3) and write whatever
+X-Forwarded-For they like.
+"""
+
+import uuid
+
+import httpx
+import pytest
+
+from accounts.models import OtpChallenge, SmsMessage
+from accounts.tests.support import OTP_REQUEST_URL
+from core.tests import containers, servers
+from core.tests.celery_processes import wait_for
+from proof.stack import start_stack
+
+pytestmark = pytest.mark.slow
+
+HAPROXY_IMAGE = "localhost/delivery-test/haproxy:trixie"
+HAPROXY_CONFIG = servers.PROJECT_DIR / "deploy" / "haproxy" / "haproxy.cfg"
+IP_LIMIT = 3  # OTP requests per address per hour, for this stack
+
+
+def phone(index: int) -> str:
+    return f"+9198450{index:05d}"
+
+
+def test_a_forged_x_forwarded_for_does_not_change_the_address_the_limits_count(tmp_path):
+    print(f"\n[abuse] images:\n{containers.make_compose_standins()}")
+    stack = start_stack(
+        tmp_path / "stack", worker=False, beat=False, THROTTLE_OTP_REQUEST_IP=f"{IP_LIMIT}/hour"
+    )
+    port = servers.free_port()
+    name = f"delivery-abuse-haproxy-{uuid.uuid4().hex[:6]}"
+    web = f"{servers.LOCALHOST}:{stack.web.port}"
+    try:
+        containers.podman(
+            "run", "-d", "--name", name, "--network", "host",
+            "-e", f"LISTEN={servers.LOCALHOST}:{port}", "-e", f"WEB1={web}", "-e", f"WEB2={web}",
+            "-e", f"ADMIN={servers.LOCALHOST}:{servers.free_port()}",
+            "-v", f"{HAPROXY_CONFIG}:/usr/local/etc/haproxy/haproxy.cfg:ro", HAPROXY_IMAGE,
+        )  # fmt: skip
+        url = f"http://{servers.LOCALHOST}:{port}"
+
+        def client(address: str) -> httpx.Client:
+            transport = httpx.HTTPTransport(local_address=address)
+            return httpx.Client(base_url=url, transport=transport, timeout=10)
+
+        def served() -> bool:
+            try:
+                with client("127.0.0.9") as probe:
+                    return probe.get("/health/").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(served, 30, "HAProxy to serve /health/", interval=0.5)
+
+        # when one client asks for codes, claiming a new address in X-Forwarded-For each time
+        with client("127.0.0.2") as outsider:
+            answers = [
+                outsider.post(
+                    OTP_REQUEST_URL,
+                    json={"phone": phone(index)},
+                    headers={"X-Forwarded-For": f"198.51.100.{index}"},
+                )
+                for index in range(IP_LIMIT + 1)
+            ]
+
+        # then the limit counted its own address: the request past it is refused, in the API's
+        # error shape with Retry-After, and no code was made or sent for it
+        assert [a.status_code for a in answers] == [202] * IP_LIMIT + [429], answers
+        refused = answers[-1]
+        assert refused.json()["error"]["code"] == "throttled", refused.text
+        assert int(refused.headers["Retry-After"]) > 0
+        assert not OtpChallenge.objects.filter(phone=phone(IP_LIMIT)).exists()
+        assert not SmsMessage.objects.filter(phone=phone(IP_LIMIT)).exists()
+
+        # and it was the client's address, not the proxy's: another client has its own allowance
+        with client("127.0.0.3") as neighbour:
+            assert neighbour.post(OTP_REQUEST_URL, json={"phone": phone(99)}).status_code == 202
+    finally:
+        print(containers.logs(name, 8))
+        containers.podman("rm", "-f", "-t", "0", name, check=False)
+        stack.stop()
