@@ -83,7 +83,11 @@ class OtpChallenge(TimestampedModel):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["phone", "-created_at"], name="otp_phone_newest")]
+        indexes = [
+            models.Index(fields=["phone", "-created_at"], name="otp_phone_newest"),
+            # the hour's codes, all numbers: SMS_HOURLY_BUDGET
+            models.Index(fields=["created_at"], name="otp_created"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(used_at__isnull=True) | models.Q(burned_at__isnull=True),

@@ -8,11 +8,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import phonenumbers
 from django.conf import settings
 from django.contrib.auth.models import update_last_login
 from django.db import connection, models, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from prometheus_client import Counter
 from rest_framework import status
 from rest_framework_simplejwt.exceptions import TokenBackendError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
@@ -33,6 +35,13 @@ from accounts.sms import (
 from core.exceptions import ApiError
 
 logger = logging.getLogger(__name__)
+
+OTP_REFUSED = Counter(
+    "otp_requests_refused",
+    "Login codes refused before any SMS: a number outside OTP_ALLOWED_COUNTRIES (country), or "
+    "the hour's SMS_HOURLY_BUDGET spent (sms_budget).",
+    ["reason"],
+)
 
 
 class LoginRole(models.TextChoices):
@@ -55,6 +64,17 @@ class OtpSendLimit(ApiError):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     code = "throttled"
     message = "Too many codes were sent to this number; try again later."
+
+
+class OtpCountryNotServed(ApiError):
+    code = "phone_country_not_served"
+    message = "Login codes can only be sent to numbers of the countries this service runs in."
+
+
+class SmsBudgetSpent(ApiError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "sms_budget_spent"
+    message = "Login codes are paused for a few minutes; try again shortly."
 
 
 class OtpInvalid(ApiError):
@@ -138,9 +158,17 @@ def otp_request(*, phone: str, ip: str | None) -> OtpRequestResult:
     """Creates a login code for `phone` and queues its SMS.
 
     It never looks up whether the number has an account: the answer, and the work done to
-    produce it, are the same for everyone. The cooldown and the hourly cap are counted in the
-    database, so they hold even when the cache (and the throttles on it) lose their memory.
+    produce it, are the same for everyone. The cooldown, the hourly cap and the hourly SMS budget
+    are counted in the database, so they hold across processes and when the cache (and the
+    throttles on it) lose their memory. The budget may be overshot by the requests racing past
+    its check at once.
     """
+    country = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
+    if country not in settings.OTP_ALLOWED_COUNTRIES:
+        OTP_REFUSED.labels("country").inc()
+        raise OtpCountryNotServed(
+            fields={"phone": [f"Numbers of {', '.join(settings.OTP_ALLOWED_COUNTRIES)} only."]}
+        )
     now = timezone.now()
     with transaction.atomic():
         _lock_phone(phone)
@@ -157,6 +185,7 @@ def otp_request(*, phone: str, ip: str | None) -> OtpRequestResult:
             # The next code may go once enough of this hour's codes have aged out of the window.
             ready_at = sent_last_hour[-settings.OTP_MAX_SENDS_PER_HOUR] + timedelta(hours=1)
             raise OtpSendLimit(retry_after=_seconds_until(ready_at, now))
+        _check_sms_budget(now)
 
         code = f"{secrets.randbelow(10**settings.OTP_LENGTH):0{settings.OTP_LENGTH}d}"
         OtpChallenge.objects.create(
@@ -175,6 +204,16 @@ def otp_request(*, phone: str, ip: str | None) -> OtpRequestResult:
         expires_in=settings.OTP_EXPIRY_SECONDS,
         resend_after=settings.OTP_RESEND_COOLDOWN_SECONDS,
     )
+
+
+def _check_sms_budget(now: datetime) -> None:
+    hour = OtpChallenge.objects.filter(created_at__gt=now - timedelta(hours=1))
+    if hour.count() < settings.SMS_HOURLY_BUDGET:
+        return
+    OTP_REFUSED.labels("sms_budget").inc()
+    logger.warning("SMS_HOURLY_BUDGET (%s) spent: login code refused", settings.SMS_HOURLY_BUDGET)
+    oldest = hour.order_by("created_at").values_list("created_at", flat=True).first()
+    raise SmsBudgetSpent(retry_after=_seconds_until(oldest + timedelta(hours=1), now))
 
 
 def _otp_refusal(*, challenge: OtpChallenge | None, phone: str, otp: str, now: datetime):

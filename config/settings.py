@@ -625,6 +625,21 @@ if not 0 < OTP_RESEND_COOLDOWN_SECONDS < 3600:
     _problems.append("OTP_RESEND_COOLDOWN_SECONDS must be between 1 and 3599.")
 if OTP_MAX_SENDS_PER_HOUR <= 0:
     _problems.append("OTP_MAX_SENDS_PER_HOUR must be positive.")
+# SMS pumping: codes go only to numbers of these countries (ISO 3166 codes), and no more than
+# SMS_HOURLY_BUDGET codes an hour go out in all; past it new codes are refused with 503 and
+# otp_requests_refused_total{reason="sms_budget"} rises (docs/operations.md alerts on it).
+OTP_ALLOWED_COUNTRIES = [code.upper() for code in _env_list("OTP_ALLOWED_COUNTRIES", ["IN"])]
+SMS_HOURLY_BUDGET = env.int("SMS_HOURLY_BUDGET", default=2000)
+import phonenumbers  # noqa: E402
+
+_unknown_countries = sorted(set(OTP_ALLOWED_COUNTRIES) - phonenumbers.SUPPORTED_REGIONS)
+if not OTP_ALLOWED_COUNTRIES or _unknown_countries:
+    _problems.append(
+        "OTP_ALLOWED_COUNTRIES must list ISO 3166 country codes such as IN,AE"
+        + (f" (unknown: {', '.join(_unknown_countries)})." if _unknown_countries else ".")
+    )
+if SMS_HOURLY_BUDGET <= 0:
+    _problems.append("SMS_HOURLY_BUDGET must be positive (login codes an hour, all numbers).")
 
 _SMS_PROVIDER_SETTINGS = {
     "dummy": [],

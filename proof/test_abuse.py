@@ -86,3 +86,41 @@ def test_a_forged_x_forwarded_for_does_not_change_the_address_the_limits_count(t
         print(containers.logs(name, 8))
         containers.podman("rm", "-f", "-t", "0", name, check=False)
         stack.stop()
+
+
+def test_sms_pumping_gets_no_code_abroad_and_stops_at_the_hourly_budget(tmp_path):
+    budget = 3
+    stack = start_stack(tmp_path / "stack", worker=False, beat=False, SMS_HOURLY_BUDGET=str(budget))
+    try:
+        # when a script asks for codes for premium numbers abroad (the default: India only)
+        abroad = ["+447400123456", "+2348031234567", "+12025550143"]
+        answers = [
+            stack.web.request("POST", OTP_REQUEST_URL, json={"phone": number}) for number in abroad
+        ]
+
+        # then each is refused in the error shape, naming the phone, and nothing is sent
+        assert [a.status_code for a in answers] == [400] * len(abroad), answers
+        for answer in answers:
+            error = answer.json()["error"]
+            assert error["code"] == "phone_country_not_served" and "phone" in error["fields"]
+        assert not OtpChallenge.objects.exists() and not SmsMessage.objects.exists()
+
+        # when many Indian numbers ask, past the hour's budget
+        answers = [
+            stack.web.request("POST", OTP_REQUEST_URL, json={"phone": phone(index)})
+            for index in range(budget + 2)
+        ]
+
+        # then the budget's worth is sent and the rest refused with 503 and a Retry-After
+        assert [a.status_code for a in answers] == [202] * budget + [503] * 2, answers
+        for refused in answers[budget:]:
+            assert refused.json()["error"]["code"] == "sms_budget_spent"
+            assert 0 < int(refused.headers["Retry-After"]) <= 3600
+        assert SmsMessage.objects.count() == budget
+
+        # and /metrics counts both refusals for the alert
+        metrics = stack.web.get("/metrics").text
+        assert 'otp_requests_refused_total{reason="country"} 3.0' in metrics
+        assert 'otp_requests_refused_total{reason="sms_budget"} 2.0' in metrics
+    finally:
+        stack.stop()

@@ -6,6 +6,7 @@ import pytest
 import time_machine
 from django.core.cache import cache
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from accounts.models import OtpChallenge, SmsMessage, User
 from accounts.services import otp_challenge_purge
@@ -104,6 +105,50 @@ def test_codes_per_phone_per_hour_are_capped_in_the_database(api_client):
 
         clock.shift(timedelta(seconds=3600 - 5 * 61 + 1))
         assert request_code(api_client).status_code == 202
+
+
+def test_a_number_outside_the_allowed_countries_gets_no_code(api_client, settings):
+    # given codes for Indian numbers only (the default), and a UK mobile number
+    settings.OTP_ALLOWED_COUNTRIES = ["IN"]
+
+    response = request_code(api_client, "+447400123456")
+
+    assert response.status_code == 400
+    assert error_code(response) == "phone_country_not_served"
+    assert "IN" in response.json()["error"]["fields"]["phone"][0]
+    assert not OtpChallenge.objects.exists() and not SmsMessage.objects.exists()
+    # and a country that is allowed gets its code
+    settings.OTP_ALLOWED_COUNTRIES = ["IN", "GB"]
+    assert request_code(api_client, "+447400123456").status_code == 202
+
+
+def test_the_hourly_sms_budget_for_all_numbers_refuses_new_codes_with_503(api_client, settings):
+    settings.SMS_HOURLY_BUDGET = 3
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        # given the hour's budget spent by three numbers, a minute apart
+        for index in range(3):
+            assert request_code(api_client, phone_number(index)).status_code == 202
+            clock.shift(timedelta(seconds=60))
+        refused_before = refused_count("sms_budget")
+
+        # when a fourth number asks
+        refused = request_code(api_client, phone_number(3))
+
+        # then it is refused, told when to try again, counted, and nothing is sent
+        assert refused.status_code == 503
+        assert error_code(refused) == "sms_budget_spent"
+        assert refused["Retry-After"] == str(3600 - 3 * 60)
+        assert refused_count("sms_budget") == refused_before + 1
+        assert not OtpChallenge.objects.filter(phone=phone_number(3)).exists()
+        assert SmsMessage.objects.count() == 3
+
+        # and once the first code leaves the hour, a code goes out again
+        clock.shift(timedelta(seconds=3600 - 3 * 60 + 1))
+        assert request_code(api_client, phone_number(3)).status_code == 202
+
+
+def refused_count(reason: str) -> float:
+    return REGISTRY.get_sample_value("otp_requests_refused_total", {"reason": reason}) or 0.0
 
 
 def test_an_invalid_phone_number_is_refused_with_the_field_named(api_client):
