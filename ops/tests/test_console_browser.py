@@ -145,6 +145,36 @@ def book(server, token: str, key: str, *, pickup=PICKUP, drop=DROP) -> dict:
     return book_cash_order(server.request, headers, key, pickup=pickup, drop=drop)
 
 
+def open_console(browser, server, staff):
+    """A dispatcher signs in through the admin's page and lands on the live console; returns the
+    page and the list its script errors are collected in."""
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(f"console: {message.text}")
+            if message.type == "error" and "Failed to load resource" not in message.text
+            else None
+        ),
+    )
+    page.goto(f"{server.base_url}/ops/")
+    assert "/admin/login/?next=/ops/" in page.url
+    page.fill("#id_username", staff.phone)
+    page.fill("#id_password", STAFF_PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{server.base_url}/ops/")
+    # Predicates are functions, never expression strings: those would need eval, which the
+    # page's Content-Security-Policy forbids.
+    page.wait_for_function(
+        "() => window.opsConsole && window.opsConsole.socketState() === 'live'"
+        " && window.opsConsole.snapshotLoads() > 0",
+        timeout=15_000,
+    )
+    return page, problems
+
+
 def test_a_dispatcher_watches_riders_move_orders_arrive_and_assigns_one(server, browser, tmp_path):
     # given a service area, a dispatcher with a password, and a city at work
     ServiceAreaFactory(area=AREA)
@@ -168,32 +198,8 @@ def test_a_dispatcher_watches_riders_move_orders_arrive_and_assigns_one(server, 
     online = server.request("POST", "/api/v1/riders/me/online/", headers=rider_headers)
     assert online.json()["status"] == "online", online.text
 
-    page = browser.new_page(viewport={"width": 1440, "height": 900})
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on(
-        "console",
-        lambda message: (
-            problems.append(f"console: {message.text}")
-            if message.type == "error" and "Failed to load resource" not in message.text
-            else None
-        ),
-    )
-
     # when the dispatcher signs in through the admin's page and lands on the console
-    page.goto(f"{server.base_url}/ops/")
-    assert "/admin/login/?next=/ops/" in page.url
-    page.fill("#id_username", staff.phone)
-    page.fill("#id_password", STAFF_PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{server.base_url}/ops/")
-    # Predicates are functions, never expression strings: those would need eval, which the
-    # page's Content-Security-Policy forbids.
-    page.wait_for_function(
-        "() => window.opsConsole && window.opsConsole.socketState() === 'live'"
-        " && window.opsConsole.snapshotLoads() > 0",
-        timeout=15_000,
-    )
+    page, problems = open_console(browser, server, staff)
 
     # then the rider's marker is where the rider last was, drawn without any tile
     before = page.evaluate("id => window.opsConsole.riderLatLng(id)", str(rider.pk))
@@ -286,3 +292,49 @@ def test_a_dispatcher_watches_riders_move_orders_arrive_and_assigns_one(server, 
     if os.environ.get("UPDATE_SCREENSHOT"):
         shutil.move(shot, SCREENSHOT)
     assert "Exception in ASGI application" not in server.output()
+
+
+MARKUP = '<img id="injected" src="x"><a href="https://evil.example/">Pay here</a>'
+
+
+def test_markup_in_an_address_or_a_rider_name_shows_as_text_on_the_dispatchers_map(server, browser):
+    # given a dispatcher, and a rider whose name is markup, pinging near the pickup
+    ServiceAreaFactory(area=AREA)
+    staff = ops_user("dispatcher", name="Asha (dispatch)")
+    staff.set_password(STAFF_PASSWORD)
+    staff.save(update_fields=["password"])
+    rider = RiderFactory(status=Rider.Status.ONLINE, user__name="<b id='rider-markup'>R</b>")
+    lat, lng = north(600, -400)
+    located(rider, lat=lat, lng=lng, seconds_ago=10)
+    page, problems = open_console(browser, server, staff)
+
+    # when a customer books an order whose pickup address is markup
+    customer = UserFactory(name="A customer")
+    order = book(
+        server,
+        access_token(customer),
+        "markup-1",
+        pickup={**PICKUP, "address": MARKUP},
+    )
+    assert order["pickup"]["address"] == MARKUP  # stored as typed: it is the display that counts
+    page.wait_for_selector(f'#ops-queue li[data-order-id="{order["id"]}"]', timeout=5_000)
+
+    # and the dispatcher points at the order and at the rider on the map
+    page.locator(f'path[data-order-id="{order["id"]}"]').nth(1).hover(force=True)  # the pickup
+    order_tooltip = page.wait_for_selector(".leaflet-tooltip", timeout=5_000)
+    order_text = order_tooltip.inner_text()
+    page.mouse.move(0, 0)
+    page.locator(f'[data-rider-id="{rider.pk}"]').hover(force=True)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.leaflet-tooltip')]"
+        ".some((tip) => tip.textContent.includes('rider-markup'))",
+        timeout=5_000,
+    )
+
+    # then the tooltips show the characters, and no element was made from them anywhere
+    assert MARKUP in order_text
+    assert page.locator("#injected").count() == 0
+    assert page.locator("#rider-markup").count() == 0
+    assert page.locator(".leaflet-tooltip img, .leaflet-tooltip a, .leaflet-tooltip b").count() == 0
+    assert page.locator('a[href="https://evil.example/"]').count() == 0
+    assert problems == []

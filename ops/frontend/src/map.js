@@ -3,6 +3,8 @@
 
 import L from "leaflet";
 
+import { el } from "./dom.js";
+
 const COLORS = {
   idle: "#1a9850",
   on_delivery: "#2166ac",
@@ -101,7 +103,9 @@ export class OpsMap {
       element.dataset.look = look;
       element.classList.add("rider-marker");
     }
-    marker.setTooltipContent(`${rider.name} · ${look.replace("_", " ")}`);
+    // An element, never a string: Leaflet inserts string content as HTML, and names are typed
+    // by riders.
+    marker.setTooltipContent(el("span", {}, `${rider.name} · ${look.replace("_", " ")}`));
   }
 
   removeRider(id) {
@@ -135,9 +139,9 @@ export class OpsMap {
     }
     const group = L.featureGroup(shapes).addTo(this.orderLayer);
     group.on("click", () => this.onOrderClick(order.id));
-    group.bindTooltip(`Order ${order.id.slice(0, 8)}: ${order.pickup.address} → ${order.drop.address}`, {
-      sticky: true,
-    });
+    // Addresses are typed by customers: text in an element, never an HTML string.
+    const label = `Order ${order.id.slice(0, 8)}: ${order.pickup.address} → ${order.drop.address}`;
+    group.bindTooltip(el("span", {}, label), { sticky: true });
     for (const layer of shapes) {
       const element = layer.getElement();
       if (element) element.dataset.orderId = order.id;
