@@ -495,6 +495,12 @@ PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="IN")
 OTP_LENGTH = 6
 OTP_EXPIRY_SECONDS = env.int("OTP_EXPIRY_SECONDS", default=300)
 RIDER_FIXED_PAY_PER_ORDER_PAISE = _rupees_to_paise("RIDER_FIXED_PAY_PER_ORDER", "50")
+# Unfinished orders one customer may have at once (429 too_many_live_orders past it; the
+# answer's Retry-After is ORDER_LIVE_RETRY_AFTER_SECONDS). Shown to apps in /api/config/.
+ORDER_MAX_LIVE_PER_CUSTOMER = env.int("ORDER_MAX_LIVE_PER_CUSTOMER", default=3)
+ORDER_LIVE_RETRY_AFTER_SECONDS = 60
+if ORDER_MAX_LIVE_PER_CUSTOMER <= 0:
+    _problems.append("ORDER_MAX_LIVE_PER_CUSTOMER must be positive.")
 PRICING_BASE_FARE_PAISE = env.int("PRICING_BASE_FARE_PAISE", default=3000)
 PRICING_PER_KM_PAISE = env.int("PRICING_PER_KM_PAISE", default=1000)
 SMS_PROVIDER = env.str("SMS_PROVIDER", default="dummy")
@@ -701,6 +707,9 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
     "otp_verify_ip": _throttle_rate(
         "THROTTLE_OTP_VERIFY_IP", "2000/hour" if _DEVELOPMENT_SERVER else "60/hour"
     ),
+    # per customer account: quotes asked for, and orders booked
+    "quote_customer": _throttle_rate("THROTTLE_QUOTE_CUSTOMER", "30/min"),
+    "order_customer": _throttle_rate("THROTTLE_ORDER_CUSTOMER", "10/min"),
 }
 # Gunicorn's uvicorn workers already replace the client address with the X-Forwarded-For value
 # sent by trusted proxies (FORWARDED_ALLOW_IPS). DRF must not read the header a second time, or

@@ -62,6 +62,9 @@ class ConfigApi(PublicApi):
         razorpay_key_id = serializers.CharField(allow_null=True)
         payments_enabled = serializers.BooleanField()
         websocket_path = serializers.CharField()
+        max_live_orders = serializers.IntegerField(
+            help_text="Unfinished orders one customer may have at once (429 past it)."
+        )
         pricing = inline_serializer(
             "PricingConstants",
             {
@@ -86,6 +89,7 @@ class ConfigApi(PublicApi):
                 "razorpay_key_id": settings.RAZORPAY_KEY_ID or None,
                 "payments_enabled": settings.PAYMENTS_ENABLED,
                 "websocket_path": settings.WEBSOCKET_PATH,
+                "max_live_orders": settings.ORDER_MAX_LIVE_PER_CUSTOMER,
                 "pricing": {
                     "base_fare_paise": settings.PRICING_BASE_FARE_PAISE,
                     "per_km_paise": settings.PRICING_PER_KM_PAISE,

@@ -21,6 +21,7 @@ from orders.selectors import (
 )
 from orders.services import Place, order_cancel, order_create, order_rate, quote_create
 from orders.state import Actor
+from orders.throttles import OrderCreateThrottle, QuoteThrottle
 
 # --- Shared shapes --------------------------------------------------------------------------
 
@@ -113,6 +114,8 @@ def order_output(order: Order, user: User) -> dict:
 
 
 class QuoteCreateApi(APIView):
+    throttle_classes = [QuoteThrottle]
+
     class InputSerializer(serializers.Serializer):
         pickup = PlaceInputSerializer()
         drop = PlaceInputSerializer()
@@ -144,6 +147,7 @@ class QuoteCreateApi(APIView):
             400: error_response("invalid (field errors) or outside_service_area."),
             401: error_response("Not signed in."),
             403: error_response("not_customer."),
+            429: error_response("throttled: too many quotes from this account (Retry-After)."),
         },
     )
     def post(self, request):
@@ -178,6 +182,9 @@ class OrderListCreateApi(APIView):
 
     class Pagination(PageNumberPagination):
         page_size = 20
+
+    def get_throttles(self):
+        return [OrderCreateThrottle()] if self.request.method == "POST" else []
 
     @extend_schema(
         summary="The caller's orders (ops with the view permission: all)",
@@ -216,6 +223,10 @@ class OrderListCreateApi(APIView):
             403: error_response("not_customer."),
             409: error_response("quote_already_used."),
             422: error_response("idempotency_key_reused."),
+            429: error_response(
+                "too_many_live_orders (ORDER_MAX_LIVE_PER_CUSTOMER unfinished already), or "
+                "throttled: too many bookings from this account. Retry-After says when."
+            ),
             503: error_response("payments_unavailable (razorpay without keys)."),
         },
     )

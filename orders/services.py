@@ -24,6 +24,7 @@ from accounts.models import User
 from core.exceptions import ApiError
 from core.queueing import queue_task
 from orders.models import (
+    TERMINAL_STATUSES,
     ActorKind,
     Order,
     OrderEvent,
@@ -44,6 +45,12 @@ class IdempotencyKeyReused(ApiError):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
     code = "idempotency_key_reused"
     message = "This Idempotency-Key was already used for a different request."
+
+
+class TooManyLiveOrders(ApiError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "too_many_live_orders"
+    message = "You have as many orders under way as one account may; book again once one ends."
 
 
 class QuoteAlreadyUsed(ApiError):
@@ -181,6 +188,7 @@ def order_create(
                     return existing, False
             if quote is None:
                 raise ApiError(code="invalid", fields={"quote_id": ["No such quote."]})
+            _require_room_for_an_order(customer)
             if quote.expires_at <= timezone.now():
                 raise ApiError(
                     "This quote has expired; ask for a new one.",
@@ -229,6 +237,16 @@ def order_create(
                 return existing, False
         raise
     return order, True
+
+
+def _require_room_for_an_order(customer: User) -> None:
+    """At most ORDER_MAX_LIVE_PER_CUSTOMER unfinished orders per customer: one account cannot
+    tie up every rider nearby. The customer's row is locked first, so two bookings at once
+    cannot both take the last place."""
+    User.objects.select_for_update().filter(pk=customer.pk).values_list("pk", flat=True).first()
+    live = Order.objects.filter(customer=customer).exclude(status__in=TERMINAL_STATUSES)
+    if live.count() >= settings.ORDER_MAX_LIVE_PER_CUSTOMER:
+        raise TooManyLiveOrders(retry_after=settings.ORDER_LIVE_RETRY_AFTER_SECONDS)
 
 
 def order_cancel(*, order_id, actor: Actor, reason: str = "") -> Order:

@@ -16,6 +16,11 @@ from accounts.models import OtpChallenge, SmsMessage
 from accounts.tests.support import OTP_REQUEST_URL
 from core.tests import containers, servers
 from core.tests.celery_processes import wait_for
+from delivery.tests.journey import book_cash_order
+from orders.models import Order
+from orders.tests.factories import DROP, PICKUP
+from orders.tests.support import ORDERS_URL, QUOTE_URL
+from proof.conftest import customer
 from proof.stack import start_stack
 
 pytestmark = pytest.mark.slow
@@ -124,3 +129,37 @@ def test_sms_pumping_gets_no_code_abroad_and_stops_at_the_hourly_budget(tmp_path
         assert 'otp_requests_refused_total{reason="sms_budget"} 2.0' in metrics
     finally:
         stack.stop()
+
+
+def test_one_account_cannot_hold_more_than_three_live_orders_nor_quote_without_end(stack):
+    # given a customer of the running stack (production settings and limits)
+    person = customer()
+    booked = [
+        book_cash_order(stack.web.request, person.headers, f"abuse-{i}", pickup=PICKUP, drop=DROP)
+        for i in range(3)
+    ]
+    body = {"pickup": PICKUP, "drop": DROP, "package": {"description": "Keys", "weight_grams": 1}}
+
+    # when it books a fourth while the three are waiting for riders
+    quote = stack.web.request("POST", QUOTE_URL, json=body, headers=person.headers)
+    refused = stack.web.request(
+        "POST",
+        ORDERS_URL,
+        json={"quote_id": quote.json()["id"], "payment_method": "cod"},
+        headers=person.headers,
+    )
+
+    # then it is refused in the error shape with a Retry-After, and no order was made
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "too_many_live_orders"
+    assert refused.headers["Retry-After"] == "60"
+    assert Order.objects.filter(customer=person.user).count() == len(booked)
+
+    # when it keeps asking for quotes in the same minute
+    answers = [
+        stack.web.request("POST", QUOTE_URL, json=body, headers=person.headers).status_code
+        for _ in range(30)
+    ]
+
+    # then 30 quotes a minute were given in all (4 already), and the rest refused
+    assert answers == [201] * 26 + [429] * 4, answers

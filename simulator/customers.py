@@ -62,6 +62,7 @@ class SimCustomer:
         self.session = None
         self.signing_in = True  # until the sign-in succeeded or gave up
         self.screens: list[TrackingScreen] = []
+        self.booking = 0  # bookings on the wire (quote asked, order not yet answered)
 
     async def sign_in(self, *, new: bool = False) -> None:
         """Signs in; a returning customer's app then lists their orders (a new one has none)."""
@@ -101,6 +102,13 @@ class SimCustomer:
 
     async def book(self) -> None:
         """Quote, book (cash), hand the code to the book of orders, then watch the order."""
+        self.booking += 1
+        try:
+            await self._book()
+        finally:
+            self.booking -= 1
+
+    async def _book(self) -> None:
         sim = self.sim
         pickup, drop = sim.zone.random_trip(
             self.rng, sim.config.trip_km[0] * 1000, sim.config.trip_km[1] * 1000

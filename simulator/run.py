@@ -198,6 +198,7 @@ class Simulation:
         self.customers: list[SimCustomer] = []
         self.zone: Zone | None = None
         self.area_name = ""
+        self.max_live_orders: int | None = None  # per customer, as /api/config/ says
         self.online_at_end = 0
         self.started_at = self.ended_at = None
         self._running = False
@@ -364,6 +365,7 @@ class Simulation:
                 f"The server has no active service area{wanted} (/api/config/); load the demo "
                 "data (python manage.py seed_demo) or draw one in the admin."
             )
+        self.max_live_orders = answer.body.get("max_live_orders")
         area = areas[0]
         self.area_name = area.get("name", "")
         self.zone = Zone.inside_bbox(area["bbox"], self.config.radius_km * 1000)
@@ -404,13 +406,24 @@ class Simulation:
             if new_customers:
                 booking = self._new_customer().sign_in_and_book()
             else:
-                ready = [c for c in self.customers if c.session is not None]
+                ready = self._customers_who_may_book()
                 if not ready:
                     continue
                 booking = self.rng.choice(ready).book()
             task = asyncio.create_task(self.guarded(booking))
             self._bookings.add(task)
             task.add_done_callback(self._bookings.discard)
+
+    def _customers_who_may_book(self) -> list[SimCustomer]:
+        """Signed-in customers below the server's limit of live orders (as a customer's app
+        would not offer a fourth booking), counting the bookings still on the wire."""
+        live = Counter(info.customer for info in self.orders.open())
+        signed_in = [c for c in self.customers if c.session is not None]
+        limit = self.max_live_orders
+        ready = [c for c in signed_in if limit is None or live[c] + c.booking < limit]
+        if signed_in and not ready:
+            self.stats.count("bookings skipped: every customer has the most live orders allowed")
+        return ready
 
     def _new_customer(self) -> SimCustomer:
         customer = SimCustomer(self, self._next_customer)
