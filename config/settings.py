@@ -499,6 +499,8 @@ RIDER_FIXED_PAY_PER_ORDER_PAISE = _rupees_to_paise("RIDER_FIXED_PAY_PER_ORDER", 
 # answer's Retry-After is ORDER_LIVE_RETRY_AFTER_SECONDS). Shown to apps in /api/config/.
 ORDER_MAX_LIVE_PER_CUSTOMER = env.int("ORDER_MAX_LIVE_PER_CUSTOMER", default=3)
 ORDER_LIVE_RETRY_AFTER_SECONDS = 60
+# Shortest trip quoted, in metres (400 trip_too_short below it).
+ORDER_MIN_DISTANCE_M = env.int("ORDER_MIN_DISTANCE_M", default=200)
 if ORDER_MAX_LIVE_PER_CUSTOMER <= 0:
     _problems.append("ORDER_MAX_LIVE_PER_CUSTOMER must be positive.")
 PRICING_BASE_FARE_PAISE = env.int("PRICING_BASE_FARE_PAISE", default=3000)

@@ -37,6 +37,10 @@ WHERE rider.approved
   AND rider.status = %(online)s
   AND account.is_active AND account.is_rider
   AND rider.last_location_at >= %(fresh_since)s
+  AND rider.user_id <> (
+    SELECT ordered.customer_id FROM {Order._meta.db_table} AS ordered
+    WHERE ordered.id = %(order_id)s
+  )
   AND ST_DWithin(rider.last_location, %(pickup)s::geography, %(radius_m)s)
   AND NOT EXISTS (
     SELECT 1 FROM {Offer._meta.db_table} AS offered
@@ -98,7 +102,8 @@ def riders_nearest_eligible(
 ) -> list[Candidate]:
     """Approved, online, freshly located riders within radius_m of pickup, nearest first.
 
-    Skips riders already offered this order and riders holding their maximum of live offers.
+    Skips riders already offered this order, riders holding their maximum of live offers,
+    and the order's own customer (a phone that is both never carries its own order).
     """
     params = _nearest_params(
         order_id=order_id, pickup=pickup, radius_m=radius_m, limit=limit, now=now or timezone.now()
@@ -168,8 +173,9 @@ def orders_searching_near(*, point: Point, limit: int) -> list[UUID]:
     )
 
 
-def riders_assignable_near(*, point: Point) -> QuerySet[Rider]:
-    """Riders ops may assign by hand to an order picked up at `point`, nearest first.
+def riders_assignable_near(*, point: Point, customer_id=None) -> QuerySet[Rider]:
+    """Riders ops may assign by hand to an order picked up at `point`, nearest first; never
+    the order's own customer (`customer_id`).
 
     Online (so free: a rider on a delivery is on_delivery), approved, with an active account,
     last seen within DISPATCH_MAX_RADIUS_M; annotated with `distance`. Unlike dispatch, an old
@@ -182,6 +188,7 @@ def riders_assignable_near(*, point: Point) -> QuerySet[Rider]:
             user__is_active=True,
             last_location__dwithin=(point, D(m=settings.DISPATCH_MAX_RADIUS_M)),
         )
+        .exclude(user_id=customer_id)
         .select_related("user")
         .annotate(distance=Distance("last_location", point))
         .order_by("distance")

@@ -413,7 +413,9 @@ def _payments(order: Order, *, with_refunds: bool) -> list[dict]:
 
 
 def _candidates(order: Order, *, now: datetime) -> list[dict]:
-    riders = riders_assignable_near(point=order.quote.pickup_location)[:MAX_CANDIDATES]
+    riders = riders_assignable_near(
+        point=order.quote.pickup_location, customer_id=order.customer_id
+    )[:MAX_CANDIDATES]
     return [
         {**rider_summary(rider, now=now), "distance_m": round(rider.distance.m)} for rider in riders
     ]

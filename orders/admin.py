@@ -314,7 +314,9 @@ class AssignRiderForm(forms.Form):
     def __init__(self, *args, order: Order, **kwargs):
         super().__init__(*args, **kwargs)
         # The same riders the ops console offers (delivery.selectors).
-        self.fields["rider"].queryset = riders_assignable_near(point=order.quote.pickup_location)
+        self.fields["rider"].queryset = riders_assignable_near(
+            point=order.quote.pickup_location, customer_id=order.customer_id
+        )
 
 
 @admin.register(Quote)

@@ -144,7 +144,7 @@ class QuoteCreateApi(APIView):
         request=InputSerializer,
         responses={
             201: OutputSerializer,
-            400: error_response("invalid (field errors) or outside_service_area."),
+            400: error_response("invalid (field errors), outside_service_area or trip_too_short."),
             401: error_response("Not signed in."),
             403: error_response("not_customer."),
             429: error_response("throttled: too many quotes from this account (Retry-After)."),

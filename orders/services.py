@@ -111,6 +111,13 @@ def quote_create(
         raise ApiError("We do not deliver there yet.", code="outside_service_area", fields=fields)
     area = shared[0]
     distance_m = trip_distance_m(pickup.point, drop.point)
+    if distance_m < settings.ORDER_MIN_DISTANCE_M:
+        # A trip to nowhere would still pay its rider: the minimum fare below the rider's pay.
+        raise ApiError(
+            "Pickup and drop are too close together for a delivery.",
+            code="trip_too_short",
+            fields={"drop": [f"At least {settings.ORDER_MIN_DISTANCE_M} m from the pickup."]},
+        )
     breakdown = price_trip(
         terms=tariff_for_area(area), distance_m=distance_m, weight_grams=weight_grams
     )

@@ -63,6 +63,12 @@ class InvalidTransition(ApiError):
     message = "The order cannot make that change in its current state."
 
 
+class RiderIsCustomer(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "rider_is_customer"
+    message = "A rider cannot carry their own order."
+
+
 class NotOrderParty(ApiError):
     status_code = status.HTTP_403_FORBIDDEN
     code = "permission_denied"
@@ -159,6 +165,10 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
             rider = rider if rider is not None else getattr(actor.user, "rider", None)
             if rider is None:
                 raise InvalidTransition("Assigning needs a rider.")
+            # Self-dealing: a phone that books as a customer and rides as a rider would be
+            # paid for carrying its own order (and read its own delivery code).
+            if rider.user_id == order.customer_id:
+                raise RiderIsCustomer()
             # Locks the Rider row after the Order row, the project's lock order.
             order.rider = rider_take_delivery(rider_id=rider.pk)
             fields.append("rider")

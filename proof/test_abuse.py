@@ -12,16 +12,18 @@ import uuid
 import httpx
 import pytest
 
-from accounts.models import OtpChallenge, SmsMessage
+from accounts.models import OtpChallenge, SmsMessage, User
 from accounts.tests.support import OTP_REQUEST_URL
 from core.tests import containers, servers
 from core.tests.celery_processes import wait_for
+from delivery.models import Offer
 from delivery.tests.journey import book_cash_order
 from orders.models import Order
 from orders.tests.factories import DROP, PICKUP
 from orders.tests.support import ORDERS_URL, QUOTE_URL
-from proof.conftest import customer
+from proof.conftest import customer, rider
 from proof.stack import start_stack
+from riders.tests.factories import located
 
 pytestmark = pytest.mark.slow
 
@@ -163,3 +165,35 @@ def test_one_account_cannot_hold_more_than_three_live_orders_nor_quote_without_e
 
     # then 30 quotes a minute were given in all (4 already), and the rest refused
     assert answers == [201] * 26 + [429] * 4, answers
+
+
+def test_a_phone_that_is_customer_and_rider_is_never_offered_its_own_order(stack):
+    # given one phone signed in both as a customer and as a rider, online at the pickup, and
+    # another rider a little farther away
+    both = rider()
+    User.objects.filter(pk=both.user.pk).update(is_customer=True)
+    located(both.rider, lat=PICKUP["lat"], lng=PICKUP["lng"])
+    other = rider()
+    located(other.rider, lat=PICKUP["lat"] + 0.004, lng=PICKUP["lng"])
+
+    # when that phone books a delivery from where it stands
+    order = book_cash_order(stack.web.request, both.headers, "self-1", pickup=PICKUP, drop=DROP)
+
+    # then dispatch offers it to the other rider, never to the phone that booked it
+    def offered_to(person) -> list[str]:
+        listed = stack.web.request("GET", "/api/v1/riders/me/offers/", headers=person.headers)
+        assert listed.status_code == 200, listed.text
+        return [offer["order_id"] for offer in listed.json()]
+
+    wait_for(lambda: order["id"] in offered_to(other), 30, "the other rider's offer")
+    assert order["id"] not in offered_to(both)
+    assert not Offer.objects.filter(order_id=order["id"], rider=both.rider).exists()
+    # and quoting a trip to the next door is refused
+    next_door = {**PICKUP, "lat": PICKUP["lat"] + 0.0005, "address": "Next door"}
+    body = {
+        "pickup": PICKUP,
+        "drop": next_door,
+        "package": {"description": "Keys", "weight_grams": 1},
+    }
+    quote = stack.web.request("POST", QUOTE_URL, json=body, headers=both.headers)
+    assert quote.status_code == 400 and quote.json()["error"]["code"] == "trip_too_short"
