@@ -107,7 +107,18 @@ class OtpVerifyApi(PublicAuthApi):
         role = serializers.ChoiceField(
             choices=LoginRole.choices,
             help_text="customer or rider: adds that role (creating the account on first "
-            "login). staff: signs in an existing staff account without adding a role.",
+            "login). staff: signs in an existing staff account without adding a role, and "
+            "needs `password` too.",
+        )
+        password = serializers.CharField(
+            required=False,
+            default="",
+            allow_blank=True,
+            write_only=True,
+            trim_whitespace=False,
+            max_length=256,
+            style={"input_type": "password"},
+            help_text="role staff only: the staff account's password (the admin's).",
         )
 
     class OutputSerializer(serializers.Serializer):
@@ -123,7 +134,9 @@ class OtpVerifyApi(PublicAuthApi):
             400: error_response(
                 "otp_invalid, otp_expired (ask again), otp_locked (5 wrong tries)."
             ),
-            403: error_response("not_staff or account_disabled."),
+            403: error_response(
+                "not_staff, staff_password_invalid (the code is then used up) or account_disabled."
+            ),
             429: error_response("throttled; see Retry-After."),
         },
         auth=[],

@@ -77,6 +77,12 @@ class SmsBudgetSpent(ApiError):
     message = "Login codes are paused for a few minutes; try again shortly."
 
 
+class StaffPasswordInvalid(ApiError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "staff_password_invalid"
+    message = "Staff sign in with their password as well as the code; ask for a new code."
+
+
 class OtpInvalid(ApiError):
     code = "otp_invalid"
     message = "That code is not right. Check the SMS or ask for a new code."
@@ -254,10 +260,14 @@ def _user_for_login(*, phone: str, role: str) -> User:
     return user
 
 
-def otp_verify(*, phone: str, otp: str, role: str, ip: str | None) -> LoginResult:
+def otp_verify(
+    *, phone: str, otp: str, role: str, ip: str | None, password: str = ""
+) -> LoginResult:
     """Signs in with the phone's newest code: single use, expiring, burnt after 5 wrong tries.
 
-    Locks the challenge row, so two tries of one code cannot both succeed.
+    Locks the challenge row, so two tries of one code cannot both succeed. Staff need their
+    password as well (an SMS code alone, after a SIM swap, must not yield a token that follows
+    every rider); a wrong one burns the code, so each guess costs a new SMS.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -270,6 +280,11 @@ def otp_verify(*, phone: str, otp: str, role: str, ip: str | None) -> LoginResul
         refusal = _otp_refusal(challenge=challenge, phone=phone, otp=otp, now=now)
         if refusal is None:
             user = _user_for_login(phone=phone, role=role)
+            if role == LoginRole.STAFF and not user.check_password(password):
+                challenge.burned_at = now
+                challenge.save(update_fields=["burned_at", "updated_at"])
+                refusal = StaffPasswordInvalid()
+        if refusal is None:
             challenge.used_at = now
             challenge.save(update_fields=["used_at", "updated_at"])
             update_last_login(None, user)

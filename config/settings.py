@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -125,6 +126,7 @@ INSTALLED_APPS = [
     "delivery",
     "payments",
     "ops",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -143,6 +145,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Answers a locked-out admin sign-in (django-axes); last, as its documentation says.
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -157,6 +161,7 @@ _NOT_ON_THE_HOT_PATH = {
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "axes.middleware.AxesMiddleware",  # sign-in pages only
 }
 HOT_PATH_MIDDLEWARE = [path for path in MIDDLEWARE if path not in _NOT_ON_THE_HOT_PATH]
 
@@ -169,6 +174,22 @@ ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"
 AUTH_USER_MODEL = "accounts.User"
+# Password sign-in (the admin, and so the ops console) is locked for ADMIN_LOGIN_LOCKOUT_MINUTES
+# once an account, from any address, or an address, on any accounts, has had
+# ADMIN_LOGIN_FAILURE_LIMIT wrong passwords (django-axes; attempts in the database, the client
+# address as uvicorn resolved it; `manage.py axes_reset_username <phone>` lifts a lock).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_FORM_FIELD = "username"  # the admin form's field (it holds the phone)
+AXES_VERBOSE = False
+if AXES_FAILURE_LIMIT <= 0 or AXES_COOLOFF_TIME.total_seconds() <= 0:
+    _problems.append("ADMIN_LOGIN_FAILURE_LIMIT and ADMIN_LOGIN_LOCKOUT_MINUTES must be positive.")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 TEMPLATES = [
@@ -620,7 +641,6 @@ if min(DELIVERY_GEOFENCE_M, DELIVERY_CODE_MAX_ATTEMPTS, DELIVERY_ETA_SPEED_KMH) 
 
 # --- Accounts: OTP, SMS and JWT --------------------------------------------------------------
 
-from datetime import timedelta  # noqa: E402
 
 # A key of its own lets SECRET_KEY rotate without voiding the codes in flight.
 OTP_HMAC_KEY = env.str("OTP_HMAC_KEY", default="") or SECRET_KEY

@@ -22,8 +22,9 @@ def request_code(client, phone=PHONE, **extra):
     return client.post(OTP_REQUEST_URL, {"phone": phone}, format="json", **extra)
 
 
-def verify(client, otp, phone=PHONE, role="customer"):
-    return client.post(OTP_VERIFY_URL, {"phone": phone, "otp": otp, "role": role}, format="json")
+def verify(client, otp, phone=PHONE, role="customer", **extra):
+    body = {"phone": phone, "otp": otp, "role": role, **extra}
+    return client.post(OTP_VERIFY_URL, body, format="json")
 
 
 def error_code(response) -> str:
@@ -287,17 +288,41 @@ def test_a_malformed_code_is_a_validation_error_and_costs_no_try(api_client):
     assert OtpChallenge.objects.get(phone=PHONE).attempts == 0
 
 
-def test_staff_role_signs_in_a_staff_account_without_adding_roles(api_client):
+def test_staff_role_signs_in_a_staff_account_with_its_password_without_adding_roles(api_client):
     # given
-    UserFactory(phone=PHONE, is_staff=True, is_customer=False)
+    staff = UserFactory(phone=PHONE, is_staff=True, is_customer=False)
+    staff.set_password("a long staff password")
+    staff.save(update_fields=["password"])
     OtpChallengeFactory(phone=PHONE, code="333333")
 
     # when
-    response = verify(api_client, "333333", role="staff")
+    response = verify(api_client, "333333", role="staff", password="a long staff password")
 
     # then
     assert response.status_code == 200
     assert response.json()["user"]["roles"] == ["staff"]
+
+
+@pytest.mark.parametrize("password", [None, "", "a wrong guess"])
+def test_an_sms_code_alone_gives_no_staff_token_and_a_wrong_password_uses_the_code_up(
+    api_client, password
+):
+    # given a staff account (a SIM swap gave someone its phone's codes)
+    staff = UserFactory(phone=PHONE, is_staff=True, is_customer=False)
+    staff.set_password("a long staff password")
+    staff.save(update_fields=["password"])
+    OtpChallengeFactory(phone=PHONE, code="333333")
+
+    # when the right code comes without the right password
+    extra = {} if password is None else {"password": password}
+    refused = verify(api_client, "333333", role="staff", **extra)
+
+    # then no token, and the code is used up: the right password cannot follow with it
+    assert refused.status_code == 403
+    assert error_code(refused) == "staff_password_invalid"
+    assert "access" not in refused.json()
+    again = verify(api_client, "333333", role="staff", password="a long staff password")
+    assert again.status_code == 400 and error_code(again) == "otp_locked"
 
 
 def test_staff_role_is_refused_to_a_non_staff_number_and_the_code_stays_usable(api_client):
