@@ -20,6 +20,7 @@ from django.db import (
     transaction,
 )
 from django.utils import timezone
+from prometheus_client import Counter
 from rest_framework import status
 
 from accounts.models import User
@@ -30,6 +31,13 @@ from orders.models import CARRYING_STATUSES as CARRYING
 from riders.models import Rider, RiderLocation
 
 logger = logging.getLogger(__name__)
+
+FIXES_REFUSED = Counter(
+    "rider_fixes_refused",
+    "Rider location fixes refused, not stored and not relayed: too_fast (farther from the last "
+    "fix than the speed limit allows) or too_frequent (under a second from another fix).",
+    ["reason"],
+)
 
 # A phone's clock may run a little ahead of ours; more than this is a broken clock or a forgery.
 LOCATION_CLOCK_SKEW = timedelta(seconds=30)
@@ -81,6 +89,12 @@ class LocationStale(ApiError):
 class LocationFromFuture(ApiError):
     code = "location_from_future"
     message = "That location is dated in the future; check the phone's clock."
+
+
+class LocationTooFrequent(ApiError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "location_too_frequent"
+    message = "At most one fix a second (by recorded_at); this one was not stored."
 
 
 class LocationImpossibleSpeed(ApiError):
@@ -428,7 +442,11 @@ def _ping_params(
 
 def _receipt(row, params: dict) -> LocationReceipt:
     if row is None or row[1] == "too_fast":
+        FIXES_REFUSED.labels("too_fast").inc()
         raise LocationImpossibleSpeed()
+    if row[1] == "too_frequent":
+        FIXES_REFUSED.labels("too_frequent").inc()
+        raise LocationTooFrequent(retry_after=1)
     rider_id, outcome, order_id, seq = row
     return LocationReceipt(
         rider_id=rider_id,

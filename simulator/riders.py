@@ -45,6 +45,7 @@ ME_PATH = "/api/v1/riders/me/"
 LOCATION_PATH = "/api/v1/riders/me/location/"
 ACK_TIMEOUT_SECONDS = 10.0
 GPS_NOISE_M = 4.0
+GPS_FIX_SECONDS = 1.0  # a new fix at most this often; the server refuses fixes under a second apart
 SOCKET_ERRORS = (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError)
 # Order status -> where the rider is in the job.
 STAGE_FOR_STATUS = {
@@ -100,6 +101,8 @@ class SimRider:
         self._moved_at = time.monotonic()
         self._speed_mps = 0.0
         self._last_fix: Point | None = None
+        self._last_body: dict | None = None  # the last fix sent, and when it was taken
+        self._last_body_at = 0.0
 
     # --- Life cycle ----------------------------------------------------------------------------
 
@@ -280,6 +283,11 @@ class SimRider:
         )
 
     def _fix(self) -> dict:
+        """The phone's newest GPS fix. A receiver gives one a second at most: asked again
+        sooner (going online, a socket just reopened), the app sends the same fix again."""
+        now = time.monotonic()
+        if self._last_body is not None and now - self._last_body_at < GPS_FIX_SECONDS:
+            return self._last_body
         point = gps_noise(self.position, self.rng, GPS_NOISE_M)
         body = {
             "lat": round(point[0], 7),
@@ -291,6 +299,7 @@ class SimRider:
         if self._speed_mps > 0 and self._last_fix is not None:
             body["heading"] = round(bearing(self._last_fix, point), 1)
         self._last_fix = point
+        self._last_body, self._last_body_at = body, now
         return body
 
     async def _send_fix(self) -> bool:

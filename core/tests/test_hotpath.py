@@ -21,7 +21,7 @@ from accounts.tests.factories import UserFactory
 from config.asgi import application, django_asgi_app
 from core.hotpath import HotPathHandler
 from riders.tests.factories import access_token
-from riders.tests.support import LOCATION_URL, ME_URL, fix
+from riders.tests.support import LOCATION_URL, ME_URL, fix, spaced_fix
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,9 +80,9 @@ def _cases(rider_headers, customer_headers):
     """(name, method, body, headers) of pings good and bad; a fresh fix for each call."""
     no_auth = {"Content-Type": "application/json"}
     return [
-        ("accepted", "POST", lambda: json_body(fix(seconds_ago=1)), rider_headers),
+        ("accepted", "POST", lambda: json_body(spaced_fix()), rider_headers),
         ("stale", "POST", lambda: json_body(fix(seconds_ago=3600)), rider_headers),
-        ("bad field", "POST", lambda: json_body({**fix(), "lat": 91}), rider_headers),
+        ("bad field", "POST", lambda: json_body({**spaced_fix(), "lat": 91}), rider_headers),
         ("not json", "POST", lambda: b"{lat:", rider_headers),
         ("not an object", "POST", lambda: b"[1, 2]", rider_headers),
         ("wrong type", "POST", lambda: b"lat=1", {**rider_headers, "Content-Type": "text/plain"}),
@@ -92,23 +92,28 @@ def _cases(rider_headers, customer_headers):
             lambda: b" " * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1) + b"{}",
             rider_headers,
         ),
-        ("no token", "POST", lambda: json_body(fix()), no_auth),
+        ("no token", "POST", lambda: json_body(spaced_fix()), no_auth),
         (
             "bad token",
             "POST",
-            lambda: json_body(fix()),
+            lambda: json_body(spaced_fix()),
             {**no_auth, "Authorization": "Bearer not-a-jwt"},
         ),
-        ("not a rider", "POST", lambda: json_body(fix()), customer_headers),
+        ("not a rider", "POST", lambda: json_body(spaced_fix()), customer_headers),
         ("GET", "GET", lambda: None, rider_headers),
-        ("unknown host", "POST", lambda: json_body(fix()), {**rider_headers, "Host": "evil.test"}),
+        (
+            "unknown host",
+            "POST",
+            lambda: json_body(spaced_fix()),
+            {**rider_headers, "Host": "evil.test"},
+        ),
         (
             "request id",
             "POST",
-            lambda: json_body(fix()),
+            lambda: json_body(spaced_fix()),
             {**rider_headers, "X-Request-ID": "6f1c2f8e-2b1a-4c4e-9d7a-0a7c1e1f2b3c"},
         ),
-        ("browser", "POST", lambda: json_body(fix()), {**rider_headers, "Origin": ORIGIN}),
+        ("browser", "POST", lambda: json_body(spaced_fix()), {**rider_headers, "Origin": ORIGIN}),
         (
             "preflight",
             "OPTIONS",
@@ -173,7 +178,7 @@ def test_a_ping_on_the_hot_path_starts_no_thread_of_its_own(rider_headers, monke
                 if number == 3:
                     started.clear()
                 response = await client.post(
-                    LOCATION_URL, content=json_body(fix()), headers=rider_headers
+                    LOCATION_URL, content=json_body(spaced_fix()), headers=rider_headers
                 )
                 assert response.status_code == 202
         return [name for name in started if not name.startswith("asyncio_")]
@@ -196,7 +201,7 @@ def test_other_paths_and_websockets_go_to_the_fallback(rider_headers):
 
     # when
     profile = call(handler, "GET", path=ME_URL, headers=rider_headers)
-    ping = call(handler, body=json_body(fix()), headers=rider_headers)
+    ping = call(handler, body=json_body(spaced_fix()), headers=rider_headers)
 
     # then
     assert profile.status_code == 200 and profile.json()["status"] == "offline"
@@ -222,7 +227,9 @@ def test_pings_on_the_hot_path_are_counted_in_the_request_metrics(rider_headers)
     )
 
     for _ in range(3):
-        assert call(HOT_PATH, body=json_body(fix()), headers=rider_headers).status_code == 202
+        assert (
+            call(HOT_PATH, body=json_body(spaced_fix()), headers=rider_headers).status_code == 202
+        )
 
     assert served("django_http_responses_total_by_status_view_method_total") == before + 3
     assert (
@@ -274,8 +281,8 @@ def test_a_failing_ping_answers_as_the_full_stack_does(
 
     # when
     full, hot = answered_and_reported(
-        lambda: call(django_asgi_app, body=json_body(fix()), headers=rider_headers),
-        lambda: call(HOT_PATH, body=json_body(fix()), headers=rider_headers),
+        lambda: call(django_asgi_app, body=json_body(spaced_fix()), headers=rider_headers),
+        lambda: call(HOT_PATH, body=json_body(spaced_fix()), headers=rider_headers),
     )
 
     # then

@@ -1,5 +1,6 @@
 """Helpers for the rider tests: the rider URLs and location-ping bodies."""
 
+import itertools
 from datetime import datetime, timedelta
 
 from django.utils import timezone
@@ -36,3 +37,12 @@ def fix(
         "speed_mps": 6.2,
         "recorded_at": recorded_at.isoformat(),
     }
+
+
+_SPACED = itertools.count()
+
+
+def spaced_fix(lat_lng: tuple[float, float] = MG_ROAD) -> dict:
+    """A fix 1.5 s of recorded time from the previous spaced_fix (a rider's fixes must lie a
+    second apart), somewhere in the last 100 s."""
+    return fix(lat_lng, seconds_ago=100 - 1.5 * (next(_SPACED) % 60))

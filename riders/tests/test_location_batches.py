@@ -199,12 +199,13 @@ def test_batches_of_the_same_riders_from_two_workers_all_land_with_gapless_seqs(
     start = threading.Barrier(2)
     failures, receipts = [], []
 
-    def worker(users_in_order) -> None:
+    def worker(users_in_order, offset: float) -> None:
+        # The two workers' fixes of a rider lie 1.5 s apart: one fix a second is the limit.
         async def run():
             for round_ in range(10):
                 results = await asyncio.gather(
                     *(
-                        ping(user, NORTH_1KM, seconds_ago=60 - round_ * 2)
+                        ping(user, NORTH_1KM, seconds_ago=60 - round_ * 3 - offset)
                         for user in users_in_order
                     ),
                     return_exceptions=True,
@@ -216,8 +217,8 @@ def test_batches_of_the_same_riders_from_two_workers_all_land_with_gapless_seqs(
         asyncio.run(run())
 
     threads = [
-        threading.Thread(target=worker, args=(users,)),
-        threading.Thread(target=worker, args=(list(reversed(users)),)),
+        threading.Thread(target=worker, args=(users, 0)),
+        threading.Thread(target=worker, args=(list(reversed(users)), 1.5)),
     ]
     for thread in threads:
         thread.start()
