@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_REPLACED = 4409  # the rider opened another socket: one live socket per rider
 MAX_FRAME_BYTES = 4096
 
 
@@ -81,9 +82,12 @@ class RiderConsumer(Consumer):
 
     A bad frame (not JSON, over 4 KB, binary, unknown type, invalid fields, a refused fix) is
     answered with {"type": "error", "code", "message"[, "fields"]} and the socket stays open.
+    One live socket per rider: a new one closes the rider's older ones with 4409 (another phone,
+    or a connection the app gave up on), so offers go to one app and one app sends fixes.
     """
 
     rider_id = None
+    connected_at = 0.0
 
     async def connect(self):
         user = await _accept_signed_in(self)
@@ -94,7 +98,12 @@ class RiderConsumer(Consumer):
             return
         rider = await database_call(rider_get_or_create)(user=user)
         self.rider_id = rider.pk
-        await self.channel_layer.group_add(rider_group(self.rider_id), self.channel_name)
+        group = rider_group(self.rider_id)
+        self.connected_at = time.time()
+        await self.channel_layer.group_add(group, self.channel_name)
+        await self.channel_layer.group_send(
+            group, {"type": "socket.replaced", "by": self.channel_name, "at": self.connected_at}
+        )
         logger.info("rider %s connected", self.rider_id)  # never the scope: its query has a token
 
     async def disconnect(self, code):
@@ -130,6 +139,13 @@ class RiderConsumer(Consumer):
             raise FrameError(ServiceUnavailable.code, ServiceUnavailable.message) from None
         await location_broadcast(receipt)  # committed by now
         return {"type": "location_ack", **location_output(receipt)}
+
+    async def socket_replaced(self, event):
+        # By time, not by arrival: an older socket's announcement may arrive after a newer
+        # one has joined the group (connect answers before the announcement is sent).
+        if event["by"] != self.channel_name and event["at"] > self.connected_at:
+            logger.info("rider %s: an older socket closed, a newer one took over", self.rider_id)
+            await self.close(code=CLOSE_REPLACED)
 
     # Group messages from dispatch, relayed to the app as they are.
 

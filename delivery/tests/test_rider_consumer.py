@@ -19,6 +19,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from accounts.tests.factories import UserFactory
 from config.asgi import application
 from delivery.consumers import MAX_FRAME_BYTES
+from delivery.realtime import rider_group
 from delivery.tests.communicator import WebsocketCommunicator
 from riders.models import Rider, RiderLocation
 from riders.tests.factories import RiderFactory, RiderUserFactory, access_token
@@ -262,3 +263,23 @@ async def test_a_busy_shared_sync_thread_holds_up_neither_pings_nor_new_sockets(
     # then the socket opened and the ping was stored and acknowledged meanwhile
     assert reply["type"] == "location_ack", reply
     assert waited < 4, f"the rider waited {waited:.1f} s for the busy thread"
+
+
+async def test_a_riders_new_socket_closes_the_older_one_4409_and_takes_the_offers(rider):
+    # given a rider's socket
+    first = socket(access_token(rider.user))
+    assert (await first.connect(timeout=3))[0]
+
+    # when the same rider opens another (a second phone, or a reconnect the first missed)
+    second = socket(access_token(rider.user))
+    assert (await second.connect(timeout=3))[0]
+
+    # then the older one is closed with 4409, and the rider's messages reach the new one only
+    closed = await first.receive_output(timeout=3)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4409), closed
+    await get_channel_layer().group_send(
+        rider_group(rider.pk), {"type": "offer", "offer_id": "x", "order_id": "y"}
+    )
+    frame = json.loads(await second.receive_from(timeout=3))
+    assert frame["type"] == "offer"
+    await second.disconnect()
