@@ -2,6 +2,8 @@
 
 import json
 
+from datetime import date
+
 from django.http import JsonResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -278,6 +280,8 @@ class RiderEarningsApi(RiderApi):
                 raise serializers.ValidationError(
                     {"from": [f"Ask for at most {MAX_EARNINGS_RANGE_DAYS} days at a time."]}
                 )
+            if attrs["date_to"] >= date.max:  # the period ends the next midnight
+                raise serializers.ValidationError({"to": ["Must be before 9999-12-31."]})
             return attrs
 
     class Pagination(PageNumberPagination):

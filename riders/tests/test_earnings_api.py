@@ -227,6 +227,8 @@ def test_from_after_to_is_refused_on_from(rider):
         ("from=01-05-2024&to=2024-05-11", "from"),
         ("from=yesterday", "from"),
         ("to=", "to"),
+        # the last day there is: the period would end the midnight after it
+        ("from=9999-12-31&to=9999-12-31", "to"),
     ],
 )
 def test_a_date_that_is_not_yyyy_mm_dd_is_refused_on_its_field(rider, query, field):
