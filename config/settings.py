@@ -732,6 +732,7 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
     # per customer account: quotes asked for, and orders booked
     "quote_customer": _throttle_rate("THROTTLE_QUOTE_CUSTOMER", "30/min"),
     "order_customer": _throttle_rate("THROTTLE_ORDER_CUSTOMER", "10/min"),
+    "readiness": "6/min",  # per person: each report runs a dozen checks for up to 30 s
 }
 # Gunicorn's uvicorn workers already replace the client address with the X-Forwarded-For value
 # sent by trusted proxies (FORWARDED_ALLOW_IPS). DRF must not read the header a second time, or

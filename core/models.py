@@ -55,6 +55,8 @@ class DeadLetter(PublicModel):
 
     class Meta:
         ordering = ["-created_at"]
+        # Not about dead letters: core's one model carries core's permissions.
+        permissions = [("view_readiness_report", "Can read the live readiness report")]
         indexes = [models.Index(fields=["status", "task_name"], name="dead_letter_status_task")]
         constraints = [
             models.CheckConstraint(

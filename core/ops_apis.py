@@ -4,10 +4,13 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from core import readiness
 from core.openapi import error_response
+
+READINESS_PERMISSION = "core.view_readiness_report"
 
 
 class IsStaff(BasePermission):
@@ -18,8 +21,24 @@ class IsStaff(BasePermission):
         return bool(request.user and request.user.is_authenticated and request.user.is_staff)
 
 
+class MayReadReadiness(BasePermission):
+    """The report runs a dozen checks for up to 30 s: the people who run the deployment
+    (superusers, or a group given the permission), not every staff member."""
+
+    message = "You need the permission to read the readiness report."
+    code = "permission_denied"
+
+    def has_permission(self, request, view):
+        return request.user.has_perm(READINESS_PERMISSION)
+
+
+class ReadinessThrottle(UserRateThrottle):
+    scope = "readiness"
+
+
 class ReadinessApi(APIView):
-    permission_classes = [IsAuthenticated, IsStaff]
+    permission_classes = [IsAuthenticated, IsStaff, MayReadReadiness]
+    throttle_classes = [ReadinessThrottle]
 
     class OutputSerializer(serializers.Serializer):
         url = serializers.CharField(help_text="The web server checked, without credentials.")
@@ -51,7 +70,8 @@ class ReadinessApi(APIView):
         responses={
             200: OutputSerializer,
             401: error_response("Not signed in."),
-            403: error_response("not_staff."),
+            403: error_response("not_staff, or permission_denied (core.view_readiness_report)."),
+            429: error_response("throttled: a few reports a minute per person (Retry-After)."),
         },
     )
     def get(self, request):

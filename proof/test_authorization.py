@@ -640,17 +640,18 @@ def table(stack) -> list[Row]:
             body=static({"reason": "customer not reachable"}),
             check=answered_the_order,
         ),
-        # Ops: the live readiness report (core/readiness/), for any staff member: it shows
-        # configuration and health, no one's data, like /health/ and /metrics in more detail.
+        # Ops: the live readiness report (core/readiness/), for staff with its permission
+        # (superusers, or a group given core.view_readiness_report; no ops group has it): it
+        # runs a dozen checks for up to 30 s.
         Row(
             "api/v1/ops/readiness/",
             "GET",
             cells(
                 (403, "not_staff"),
                 anonymous=401,
-                dispatcher=200,
-                finance=200,
-                staff_no_group=200,
+                dispatcher=(403, "permission_denied"),
+                finance=(403, "permission_denied"),
+                staff_no_group=(403, "permission_denied"),
             ),
         ),
         # The ops console (ops/): a staff browser page and its JSON, signed in with the admin's

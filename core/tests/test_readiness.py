@@ -309,12 +309,16 @@ def test_inside_the_image_its_user_and_directories_are_checked(deployment):
 _MAKE_USERS = """
 import json, django
 django.setup()
+from django.contrib.auth.models import Permission
 from accounts.tests.factories import UserFactory
 from rest_framework_simplejwt.tokens import AccessToken
 staff = UserFactory(is_staff=True, is_customer=False)
+staff.user_permissions.add(Permission.objects.get(codename="view_readiness_report"))
+other_staff = UserFactory(is_staff=True, is_customer=False)
 customer = UserFactory()
-print(json.dumps({"ids": [str(staff.pk), str(customer.pk)],
+print(json.dumps({"ids": [str(staff.pk), str(other_staff.pk), str(customer.pk)],
                   "staff": str(AccessToken.for_user(staff)),
+                  "other_staff": str(AccessToken.for_user(other_staff)),
                   "customer": str(AccessToken.for_user(customer))}))
 """
 _DELETE_USERS = """
@@ -359,8 +363,12 @@ def test_staff_read_the_report_the_server_makes_of_itself(deployment, people):
 
 @pytest.mark.parametrize(
     ("who", "status", "code"),
-    [("customer", 403, "not_staff"), (None, 401, "not_authenticated")],
-    ids=["customer", "anonymous"],
+    [
+        ("other_staff", 403, "permission_denied"),
+        ("customer", 403, "not_staff"),
+        (None, 401, "not_authenticated"),
+    ],
+    ids=["staff-without-the-permission", "customer", "anonymous"],
 )
 def test_everyone_else_is_refused_the_report(deployment, people, who, status, code):
     # when
