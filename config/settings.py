@@ -571,6 +571,11 @@ if IS_PRODUCTION and RAZORPAY_KEY_ID and not (RAZORPAY_KEY_SECRET and RAZORPAY_W
 RIDER_LOCATION_RETENTION_HOURS = env.int("RIDER_LOCATION_RETENTION_HOURS", default=48)
 # A ping whose recorded_at is older than this is refused (400 location_stale).
 RIDER_LOCATION_MAX_AGE_SECONDS = env.int("RIDER_LOCATION_MAX_AGE_SECONDS", default=120)
+# A rider's fixes must lie this far apart in recorded time (429 location_too_frequent, not
+# stored, not relayed); a GPS receiver gives one a second. 0 turns the rule off (the benchmark).
+RIDER_MIN_FIX_SECONDS = env.float("RIDER_MIN_FIX_SECONDS", default=1.0)
+if RIDER_MIN_FIX_SECONDS < 0:
+    _problems.append("RIDER_MIN_FIX_SECONDS must not be negative.")
 # A ping implying a faster trip from the previous fix is refused (location_impossible_speed).
 RIDER_MAX_SPEED_KMH = env.float("RIDER_MAX_SPEED_KMH", default=120.0)
 if min(RIDER_LOCATION_RETENTION_HOURS, RIDER_LOCATION_MAX_AGE_SECONDS, RIDER_MAX_SPEED_KMH) <= 0:

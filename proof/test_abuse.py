@@ -8,6 +8,8 @@ X-Forwarded-For they like.
 """
 
 import uuid
+from collections import Counter
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -23,6 +25,7 @@ from orders.tests.factories import DROP, PICKUP
 from orders.tests.support import ORDERS_URL, QUOTE_URL
 from proof.conftest import customer, rider
 from proof.stack import start_stack
+from riders.models import RiderLocation
 from riders.tests.factories import located
 
 pytestmark = pytest.mark.slow
@@ -30,6 +33,10 @@ pytestmark = pytest.mark.slow
 HAPROXY_IMAGE = "localhost/delivery-test/haproxy:trixie"
 HAPROXY_CONFIG = servers.PROJECT_DIR / "deploy" / "haproxy" / "haproxy.cfg"
 IP_LIMIT = 3  # OTP requests per address per hour, for this stack
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def phone(index: int) -> str:
@@ -197,3 +204,23 @@ def test_a_phone_that_is_customer_and_rider_is_never_offered_its_own_order(stack
     }
     quote = stack.web.request("POST", QUOTE_URL, json=body, headers=both.headers)
     assert quote.status_code == 400 and quote.json()["error"]["code"] == "trip_too_short"
+
+
+def test_a_burst_of_fixes_is_stored_one_a_second_and_the_rest_refused(stack):
+    # given a rider on the running stack
+    person = rider()
+
+    # when its app sends 300 fixes in one burst, each stamped with the moment it was sent
+    answers = Counter()
+    with httpx.Client(base_url=stack.base_url, headers=person.headers, timeout=10) as client:
+        for _ in range(300):
+            body = {"lat": PICKUP["lat"], "lng": PICKUP["lng"], "recorded_at": now_iso()}
+            answers[client.post("/api/v1/riders/me/location/", json=body).status_code] += 1
+
+    # then about one a second of the burst was stored, the rest refused with 429
+    stored = RiderLocation.objects.filter(rider=person.rider).count()
+    print(f"\n[abuse] burst of 300 fixes: {dict(answers)}, {stored} stored")
+    assert answers[202] == stored and answers[429] == 300 - stored, answers
+    assert 1 <= stored <= 60, stored  # the burst takes seconds, not minutes
+    metrics = stack.web.get("/metrics").text
+    assert 'rider_fixes_refused_total{reason="too_frequent"}' in metrics

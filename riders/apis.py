@@ -1,7 +1,6 @@
 """Rider endpoints: the profile, going online and offline, location pings, and offers."""
 
 import json
-
 from datetime import date
 
 from django.http import JsonResponse

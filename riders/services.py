@@ -94,7 +94,7 @@ class LocationFromFuture(ApiError):
 class LocationTooFrequent(ApiError):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     code = "location_too_frequent"
-    message = "At most one fix a second (by recorded_at); this one was not stored."
+    message = "Fixes must lie at least a second apart (by recorded_at); this one was not stored."
 
 
 class LocationImpossibleSpeed(ApiError):
@@ -358,7 +358,7 @@ class LocationReceipt:
 _LOCATION_PING_SQL = """
 SELECT rider_id, outcome, order_id, seq FROM rider_location_ping(
     %(user_id)s, %(lat)s, %(lng)s, %(recorded_at)s, %(now)s, %(max_speed_mps)s, %(jitter_m)s,
-    %(carrying)s, %(accuracy_m)s, %(heading)s, %(speed_mps)s
+    %(carrying)s, %(accuracy_m)s, %(heading)s, %(speed_mps)s, %(min_interval)s
 )
 """
 # The same for a batch of pings (0006_...): one statement and one transaction for them all.
@@ -366,7 +366,7 @@ _LOCATION_PINGS_SQL = """
 SELECT idx, rider_id, outcome, order_id, seq FROM rider_location_pings(
     %(user_id)s::uuid[], %(lat)s::float8[], %(lng)s::float8[], %(recorded_at)s::timestamptz[],
     %(now)s::timestamptz[], %(accuracy_m)s::float8[], %(heading)s::float8[],
-    %(speed_mps)s::float8[], %(max_speed_mps)s, %(jitter_m)s, %(carrying)s
+    %(speed_mps)s::float8[], %(max_speed_mps)s, %(jitter_m)s, %(carrying)s, %(min_interval)s
 )
 """
 _PER_PING = ("user_id", "lat", "lng", "recorded_at", "now", "accuracy_m", "heading", "speed_mps")
@@ -434,6 +434,7 @@ def _ping_params(
         "max_speed_mps": settings.RIDER_MAX_SPEED_KMH / 3.6,
         "jitter_m": LOCATION_JITTER_METRES,
         "carrying": _CARRYING_VALUES,
+        "min_interval": settings.RIDER_MIN_FIX_SECONDS,
         "accuracy_m": accuracy_m,
         "heading": heading,
         "speed_mps": speed_mps,
@@ -481,7 +482,9 @@ def _location_pings(batch: list[dict]) -> list:
     # The view passes the token's user id as text, the socket a UUID: one type to a list.
     arrays["user_id"] = [str(user_id) for user_id in arrays["user_id"]]
     first = batch[0]
-    shared = {name: first[name] for name in ("max_speed_mps", "jitter_m", "carrying")}
+    shared = {
+        name: first[name] for name in ("max_speed_mps", "jitter_m", "carrying", "min_interval")
+    }
     try:
         with connection.cursor() as cursor:
             cursor.execute(_LOCATION_PINGS_SQL, {**arrays, **shared})

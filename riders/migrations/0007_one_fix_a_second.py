@@ -1,9 +1,11 @@
-"""rider_location_ping() refuses a fix less than a second (of recorded time) from another
-fix of the rider's trail: outcome 'too_frequent', nothing stored, nobody told. The rest is 0004's.
+"""Fixes of one rider must lie RIDER_MIN_FIX_SECONDS apart in recorded time (default 1 s):
+rider_location_ping() and rider_location_pings() take the interval as their last argument and
+answer 'too_frequent' for a fix closer than that to another fix of the trail (nothing stored,
+nobody told). A resent fix, the same instant, is still ignored by the trail, not refused.
 
 One probe of the trail's unique (rider_id, recorded_at) index. Both transports (the HTTP ping
-and the rider socket) and every web process go through this function, so the limit holds for
-a rider whatever it connects through. reverse_sql puts 0004's function back.
+and the rider socket) and every web process go through these functions, so the limit holds
+whatever a rider connects through. The rest is 0004's and 0006's; reversing puts them back.
 """
 
 from importlib import import_module
@@ -11,14 +13,25 @@ from importlib import import_module
 from django.db import migrations
 
 _0004 = import_module("riders.migrations.0004_rider_location_ping_function")
-REVERSE = _0004.CREATE.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+_0006 = import_module("riders.migrations.0006_rider_location_pings_function")
 
-CREATE = """
-CREATE OR REPLACE FUNCTION rider_location_ping(
+FORWARD = """
+DROP FUNCTION rider_location_pings(
+    uuid[], double precision[], double precision[], timestamptz[], timestamptz[],
+    double precision[], double precision[], double precision[], double precision,
+    double precision, text[]
+);
+
+DROP FUNCTION rider_location_ping(
+    uuid, double precision, double precision, timestamptz, timestamptz, double precision,
+    double precision, text[], double precision, double precision, double precision
+);
+
+CREATE FUNCTION rider_location_ping(
     p_user uuid, p_lat double precision, p_lng double precision, p_at timestamptz,
     p_now timestamptz, p_max_speed_mps double precision, p_jitter_m double precision,
     p_carrying text[], p_accuracy_m double precision, p_heading double precision,
-    p_speed_mps double precision
+    p_speed_mps double precision, p_min_interval double precision
 ) RETURNS TABLE (rider_id uuid, outcome text, order_id uuid, seq integer)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -44,14 +57,14 @@ BEGIN
         RETURN QUERY SELECT v_rider, 'too_fast'::text, NULL::uuid, NULL::integer;
         RETURN;
     END IF;
-    -- At most one fix per second of recorded time: fixes microseconds apart would each pass
-    -- the speed rule, be kept for days and be relayed to every watcher. A resent fix (the same
-    -- instant) is not refused here: the trail ignores it.
+    -- Fixes of one rider lie p_min_interval seconds apart in recorded time: fixes microseconds
+    -- apart would each pass the speed rule, be kept for days and be relayed to every watcher.
+    -- A resent fix (the same instant) is not refused here: the trail ignores it.
     IF EXISTS (
         SELECT 1 FROM riders_riderlocation AS fix
          WHERE fix.rider_id = v_rider
-           AND fix.recorded_at > p_at - interval '1 second'
-           AND fix.recorded_at < p_at + interval '1 second'
+           AND fix.recorded_at > p_at - make_interval(secs => p_min_interval)
+           AND fix.recorded_at < p_at + make_interval(secs => p_min_interval)
            AND fix.recorded_at <> p_at
     ) THEN
         RETURN QUERY SELECT v_rider, 'too_frequent'::text, NULL::uuid, NULL::integer;
@@ -97,7 +110,40 @@ BEGIN
         v_order, v_seq;
 END;
 $$;
+
+CREATE FUNCTION rider_location_pings(
+    p_users uuid[], p_lats double precision[], p_lngs double precision[], p_ats timestamptz[],
+    p_nows timestamptz[], p_accuracies double precision[], p_headings double precision[],
+    p_speeds double precision[], p_max_speed_mps double precision, p_jitter_m double precision,
+    p_carrying text[], p_min_interval double precision
+) RETURNS TABLE (idx integer, rider_id uuid, outcome text, order_id uuid, seq integer)
+LANGUAGE plpgsql SET lock_timeout = '2s' AS $$
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_users, 1), 0) LOOP
+        RETURN QUERY SELECT i, ping.rider_id, ping.outcome, ping.order_id, ping.seq
+          FROM rider_location_ping(
+              p_users[i], p_lats[i], p_lngs[i], p_ats[i], p_nows[i], p_max_speed_mps,
+              p_jitter_m, p_carrying, p_accuracies[i], p_headings[i], p_speeds[i],
+              p_min_interval
+          ) AS ping;
+    END LOOP;
+END;
+$$;
 """
+
+BACKWARD = """
+DROP FUNCTION rider_location_pings(
+    uuid[], double precision[], double precision[], timestamptz[], timestamptz[],
+    double precision[], double precision[], double precision[], double precision,
+    double precision, text[], double precision
+);
+
+DROP FUNCTION rider_location_ping(
+    uuid, double precision, double precision, timestamptz, timestamptz, double precision,
+    double precision, text[], double precision, double precision, double precision,
+    double precision
+);
+""" + _0004.CREATE + _0006.CREATE
 
 
 class Migration(migrations.Migration):
@@ -105,4 +151,4 @@ class Migration(migrations.Migration):
         ("riders", "0006_rider_location_pings_function"),
     ]
 
-    operations = [migrations.RunSQL(CREATE, REVERSE)]
+    operations = [migrations.RunSQL(FORWARD, BACKWARD)]

@@ -102,6 +102,29 @@ def test_a_resent_fix_is_stored_once(api_client, rider):
     assert RiderLocation.objects.filter(rider=rider).count() == 1
 
 
+def test_fixes_under_a_second_apart_are_refused_and_neither_stored_nor_counted_twice(
+    api_client, rider, settings
+):
+    # given one fix stored, and the rule at its default (a second apart by recorded_at)
+    settings.RIDER_MIN_FIX_SECONDS = 1.0
+    at = timezone.now() - timedelta(seconds=10)
+    assert post_fix(api_client, fix(at=at)).status_code == 202
+
+    # when fixes follow 0.4 s later and earlier, then 1.2 s later
+    sooner = post_fix(api_client, fix(at=at + timedelta(seconds=0.4)))
+    earlier = post_fix(api_client, fix(at=at - timedelta(seconds=0.4)))
+    later = post_fix(api_client, fix(at=at + timedelta(seconds=1.2)))
+
+    # then the two close ones are refused with 429 and a Retry-After, and only two are kept
+    for refused in (sooner, earlier):
+        assert refused.status_code == 429, refused.content
+        assert refused.json()["error"]["code"] == "location_too_frequent"
+        assert refused["Retry-After"] == "1"
+    assert later.status_code == 202
+    kept = RiderLocation.objects.filter(rider=rider).order_by("recorded_at")
+    assert [location.recorded_at for location in kept] == [at, at + timedelta(seconds=1.2)]
+
+
 def test_a_stale_fix_is_refused(api_client, rider, settings):
     settings.RIDER_LOCATION_MAX_AGE_SECONDS = 120
 
