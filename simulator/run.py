@@ -43,7 +43,7 @@ class Config:
     orders_per_minute: float = 30.0
     minutes: float | None = None
     seed: int | None = None
-    customers: int = 20
+    customers: int = 100  # 3 live orders each (max_live_orders): 300 orders under way at most
     area: str | None = None
     radius_km: float = 5.0
     trip_km: tuple[float, float] = (1.0, 4.0)

@@ -61,7 +61,7 @@ class Command(BaseCommand):
         add("--minutes", type=float, help="Stop after this long (default: until Ctrl-C).")
         add("--url", default="http://127.0.0.1:5000", help="The server (default %(default)s).")
         add("--seed", type=int, help="Seed for a repeatable city (default: random, printed).")
-        add("--customers", type=int, default=20, help="Customer accounts booking (default 20).")
+        add("--customers", type=int, default=100, help="Customer accounts booking (default 100).")
         add("--area", help="Service area name from /api/config/ (default: the first).")
         add(
             "--radius-km",
