@@ -43,7 +43,7 @@ from delivery.models import DispatchRound, Offer
 from orders.models import Order, OrderEvent
 from orders.tests.factories import DROP, PICKUP, ServiceAreaFactory
 from proof.conftest import assert_on_test_database, customer, rider
-from proof.stack import Stack, stack_env, start_stack
+from proof.stack import MACHINE_PACED, Stack, stack_env, start_stack
 from riders.models import Rider
 from riders.tests.factories import located
 
@@ -285,6 +285,7 @@ def test_redis_stopped_and_restarted_under_load(tmp_path):
         tmp_path / "stack",
         WORKER_CANARY_INTERVAL_SECONDS=str(CANARY_SECONDS),
         WORKER_STALL_SECONDS=str(STALL_SECONDS),
+        **MACHINE_PACED,
     )
     try:
         stack.beat.wait_for_output("beat: Starting...", 30)
@@ -524,7 +525,7 @@ def test_postgres_stopped_and_restarted_under_load(pg_cluster, tmp_path):
     manage(env, "migrate", "--no-input")
     seeded = manage(env, "shell", "-c", SEED.replace("COUNT", str(CUSTOMERS)))
     tokens = json.loads(seeded.split("SEEDED ", 1)[1].splitlines()[0])
-    stack = start_stack(tmp_path / "stack", database_url=database_url)
+    stack = start_stack(tmp_path / "stack", database_url=database_url, **MACHINE_PACED)
     try:
         recorder = Recorder(stack.base_url)
         outcomes: dict[str, list[Call]] = {}  # Idempotency-Key -> every attempt of that create
