@@ -9,6 +9,7 @@ end its logs hold no error record and its access log no 5xx.
 """
 
 import base64
+import itertools
 import json
 import time
 import uuid
@@ -96,12 +97,18 @@ def close_code(socket, timeout: float = 10) -> int | None:
     return closed.value.rcvd.code if closed.value.rcvd is not None else None
 
 
+_FIXES = itertools.count()
+
+
 def fix_frame(**changes) -> dict:
+    """A valid fix, 1.5 s of recorded time from the previous one (a rider's fixes must lie a
+    second apart), somewhere in the last 100 s."""
+    ago = timedelta(seconds=100 - 1.5 * (next(_FIXES) % 60))
     frame = {
         "type": "location",
         "lat": PICKUP["lat"],
         "lng": PICKUP["lng"],
-        "recorded_at": timezone.now().isoformat(),
+        "recorded_at": (timezone.now() - ago).isoformat(),
     }
     frame.update(changes)
     return frame
