@@ -37,7 +37,7 @@ WHERE rider.approved
   AND rider.status = %(online)s
   AND account.is_active AND account.is_rider
   AND rider.last_location_at >= %(fresh_since)s
-  AND rider.user_id <> (
+  AND rider.user_id IS DISTINCT FROM (
     SELECT ordered.customer_id FROM {Order._meta.db_table} AS ordered
     WHERE ordered.id = %(order_id)s
   )
