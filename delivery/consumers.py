@@ -169,11 +169,15 @@ class DeliveryConsumer(Consumer):
     {"type": "location", "seq", "lat", "lng", "at"}. The first frame after connecting is the
     current status with the current seq. A rider who is unassigned from the order hears the
     status change and is then closed with 4403; everyone is closed with 1000 once the order has
-    ended (at once, after that first frame, on an order that ended before).
+    ended (at once, after that first frame, on an order that ended before). The watcher's rights
+    are read again every `recheck_seconds` (on the next frame after): someone whose account is
+    disabled, or staff whose group is taken away, stop watching within about a minute (4403).
     """
 
     order_id = None
     watching_as_rider_id = None
+    recheck_seconds = 60.0
+    checked_at = 0.0
 
     async def connect(self):
         user = await _accept_signed_in(self)
@@ -186,6 +190,7 @@ class DeliveryConsumer(Consumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.order_id = order.pk
+        self.checked_at = time.monotonic()
         if order.rider is not None and order.rider.user_id == user.pk:
             self.watching_as_rider_id = str(order.rider_id)
         await self.channel_layer.group_add(order_group(self.order_id), self.channel_name)
@@ -206,7 +211,22 @@ class DeliveryConsumer(Consumer):
             return
         await self.send(text_data=_read_only("use the REST API to act on the order"))
 
+    async def _still_allowed(self) -> bool:
+        """False, once the socket is closed, when the watcher may no longer watch."""
+        if time.monotonic() - self.checked_at < self.recheck_seconds:
+            return True
+        self.checked_at = time.monotonic()
+        user_id = self.scope["user"].pk
+        if await database_call(_watcher_still_allowed)(user_id, self.order_id):
+            return True
+        await self.channel_layer.group_discard(order_group(self.order_id), self.channel_name)
+        self.order_id = None
+        await self.close(code=CLOSE_FORBIDDEN)
+        return False
+
     async def status(self, event):
+        if self.order_id is None or not await self._still_allowed():
+            return
         await self.send(text_data=json.dumps(event))
         if self.watching_as_rider_id is not None and event["rider_id"] != self.watching_as_rider_id:
             await self.close(code=CLOSE_FORBIDDEN)  # the order is no longer this rider's
@@ -214,6 +234,8 @@ class DeliveryConsumer(Consumer):
             await self.close(code=CLOSE_NORMAL)  # nothing more will happen to this order
 
     async def location(self, event):
+        if self.order_id is None or not await self._still_allowed():
+            return
         await self.send(text_data=json.dumps(event))
 
 
@@ -285,6 +307,11 @@ class OpsConsumer(Consumer):
 
     async def ops_alerts_changed(self, event):
         await self._relay(event)
+
+
+def _watcher_still_allowed(user_id, order_id) -> bool:
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    return user is not None and order_for_watcher(user=user, order_id=order_id) is not None
 
 
 def _console_still_allowed(user_id) -> bool:

@@ -19,8 +19,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.models import User
 from accounts.tests.factories import UserFactory
 from config.asgi import application
+from delivery.consumers import DeliveryConsumer
 from delivery.realtime import location_broadcast, order_group
 from delivery.services import delivery_complete, delivery_fail, order_unassign_by_staff
 from delivery.tests.communicator import WebsocketCommunicator
@@ -500,3 +502,28 @@ async def test_the_token_never_reaches_the_log(order, every_log_line):
     for secret in (token, stranger_token):
         assert secret not in caplog.text
         assert secret.split(".")[2] not in caplog.text  # nor the signature on its own
+
+
+@pytest.mark.parametrize("who", ["dispatcher", "customer"])
+async def test_a_watcher_whose_rights_are_taken_away_stops_watching(order, who, monkeypatch):
+    # given a watcher whose rights are read again at every frame
+    monkeypatch.setattr(DeliveryConsumer, "recheck_seconds", 0.0)
+    user = await database_sync_to_async(dispatcher)() if who == "dispatcher" else order.customer
+    async with watching(order.pk, user) as (communicator, first):
+        assert first["type"] == "status"
+
+        # when ops take the dispatcher's group away, or disable the customer's account, and
+        # the rider moves
+        if who == "dispatcher":
+            await database_sync_to_async(user.groups.clear)()
+        else:
+            await database_sync_to_async(User.objects.filter(pk=user.pk).update)(is_active=False)
+        await get_channel_layer().group_send(
+            order_group(order.pk),
+            {"type": "location", "order_id": str(order.pk), "seq": SEQ + 1, "lat": 12.97},
+        )
+
+        # then the socket closes with 4403 instead of relaying it
+        closed = await communicator.receive_output(timeout=3)
+
+    assert closed == {"type": "websocket.close", "code": 4403}
