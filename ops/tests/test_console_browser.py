@@ -145,6 +145,13 @@ def book(server, token: str, key: str, *, pickup=PICKUP, drop=DROP) -> dict:
     return book_cash_order(server.request, headers, key, pickup=pickup, drop=drop)
 
 
+def dispatcher_with_password():
+    staff = ops_user("dispatcher", name="Asha (dispatch)")
+    staff.set_password(STAFF_PASSWORD)
+    staff.save(update_fields=["password"])
+    return staff
+
+
 def open_console(browser, server, staff):
     """A dispatcher signs in through the admin's page and lands on the live console; returns the
     page and the list its script errors are collected in."""
@@ -178,9 +185,7 @@ def open_console(browser, server, staff):
 def test_a_dispatcher_watches_riders_move_orders_arrive_and_assigns_one(server, browser, tmp_path):
     # given a service area, a dispatcher with a password, and a city at work
     ServiceAreaFactory(area=AREA)
-    staff = ops_user("dispatcher", name="Asha (dispatch)")
-    staff.set_password(STAFF_PASSWORD)
-    staff.save(update_fields=["password"])
+    staff = dispatcher_with_password()
     the_rest_of_the_city()
 
     # a rider whose app pings near the pickup and goes online, all through the API
@@ -300,9 +305,7 @@ MARKUP = '<img id="injected" src="x"><a href="https://evil.example/">Pay here</a
 def test_markup_in_an_address_or_a_rider_name_shows_as_text_on_the_dispatchers_map(server, browser):
     # given a dispatcher, and a rider whose name is markup, pinging near the pickup
     ServiceAreaFactory(area=AREA)
-    staff = ops_user("dispatcher", name="Asha (dispatch)")
-    staff.set_password(STAFF_PASSWORD)
-    staff.save(update_fields=["password"])
+    staff = dispatcher_with_password()
     rider = RiderFactory(status=Rider.Status.ONLINE, user__name="<b id='rider-markup'>R</b>")
     lat, lng = north(600, -400)
     located(rider, lat=lat, lng=lng, seconds_ago=10)
