@@ -7,7 +7,6 @@ connect to HAProxy from addresses of their own (127.0.0.2, 127.0.0.3) and write 
 X-Forwarded-For they like.
 """
 
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -16,8 +15,9 @@ import pytest
 
 from accounts.models import OtpChallenge, SmsMessage, User
 from accounts.tests.support import OTP_REQUEST_URL
-from core.tests import containers, servers
+from core.tests import containers
 from core.tests.celery_processes import wait_for
+from core.tests.haproxy import HAProxy
 from delivery.models import Offer
 from delivery.tests.journey import book_cash_order
 from orders.models import Order
@@ -30,8 +30,6 @@ from riders.tests.factories import located
 
 pytestmark = pytest.mark.slow
 
-HAPROXY_IMAGE = "localhost/delivery-test/haproxy:trixie"
-HAPROXY_CONFIG = servers.PROJECT_DIR / "deploy" / "haproxy" / "haproxy.cfg"
 IP_LIMIT = 3  # OTP requests per address per hour, for this stack
 
 
@@ -48,17 +46,10 @@ def test_a_forged_x_forwarded_for_does_not_change_the_address_the_limits_count(t
     stack = start_stack(
         tmp_path / "stack", worker=False, beat=False, THROTTLE_OTP_REQUEST_IP=f"{IP_LIMIT}/hour"
     )
-    port = servers.free_port()
-    name = f"delivery-abuse-haproxy-{uuid.uuid4().hex[:6]}"
-    web = f"{servers.LOCALHOST}:{stack.web.port}"
+    haproxy = None
     try:
-        containers.podman(
-            "run", "-d", "--name", name, "--network", "host",
-            "-e", f"LISTEN={servers.LOCALHOST}:{port}", "-e", f"WEB1={web}", "-e", f"WEB2={web}",
-            "-e", f"ADMIN={servers.LOCALHOST}:{servers.free_port()}",
-            "-v", f"{HAPROXY_CONFIG}:/usr/local/etc/haproxy/haproxy.cfg:ro", HAPROXY_IMAGE,
-        )  # fmt: skip
-        url = f"http://{servers.LOCALHOST}:{port}"
+        haproxy = HAProxy(stack.web.port, stack.web.port)
+        url = haproxy.base_url
 
         def client(address: str) -> httpx.Client:
             transport = httpx.HTTPTransport(local_address=address)
@@ -97,8 +88,9 @@ def test_a_forged_x_forwarded_for_does_not_change_the_address_the_limits_count(t
         with client("127.0.0.3") as neighbour:
             assert neighbour.post(OTP_REQUEST_URL, json={"phone": phone(99)}).status_code == 202
     finally:
-        print(containers.logs(name, 8))
-        containers.podman("rm", "-f", "-t", "0", name, check=False)
+        if haproxy is not None:
+            print(containers.logs(haproxy.name, 8))
+            haproxy.remove()
         stack.stop()
 
 

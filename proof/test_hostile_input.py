@@ -9,7 +9,6 @@ end its logs hold no error record and its access log no 5xx.
 """
 
 import base64
-import itertools
 import json
 import time
 import uuid
@@ -33,6 +32,7 @@ from payments.tests.fake_razorpay import WEBHOOK_SECRET, webhook_body, webhook_s
 from proof.conftest import assert_on_test_database, customer, order_for, rider
 from proof.stack import LogWindow, Stack
 from riders.models import Rider
+from riders.tests.support import spaced_fix
 
 pytestmark = pytest.mark.slow
 
@@ -97,19 +97,9 @@ def close_code(socket, timeout: float = 10) -> int | None:
     return closed.value.rcvd.code if closed.value.rcvd is not None else None
 
 
-_FIXES = itertools.count()
-
-
 def fix_frame(**changes) -> dict:
-    """A valid fix, 1.5 s of recorded time from the previous one (a rider's fixes must lie a
-    second apart), somewhere in the last 100 s."""
-    ago = timedelta(seconds=100 - 1.5 * (next(_FIXES) % 60))
-    frame = {
-        "type": "location",
-        "lat": PICKUP["lat"],
-        "lng": PICKUP["lng"],
-        "recorded_at": (timezone.now() - ago).isoformat(),
-    }
+    """A valid fix, spaced from the previous one as a rider's fixes must be (spaced_fix)."""
+    frame = {"type": "location", **spaced_fix((PICKUP["lat"], PICKUP["lng"]))}
     frame.update(changes)
     return frame
 

@@ -15,12 +15,7 @@ the order's last seq and its delivered status: nothing it missed went unnoticed.
 """
 
 import asyncio
-import contextlib
-import csv
-import io
 import random
-import re
-import socket
 import threading
 import time
 import uuid
@@ -31,6 +26,7 @@ import pytest
 
 from core.tests import containers, servers
 from core.tests.celery_processes import wait_for
+from core.tests.haproxy import HAProxy
 from orders.models import Order, ServiceArea
 from proof.stack import start_stack
 from riders.models import Rider
@@ -43,8 +39,6 @@ from simulator.run import Config, Simulation
 
 pytestmark = pytest.mark.slow
 
-HAPROXY_IMAGE = "localhost/delivery-test/haproxy:trixie"
-HAPROXY_CONFIG = servers.PROJECT_DIR / "deploy" / "haproxy" / "haproxy.cfg"
 RIDERS = 24
 SECONDS = 150.0
 RESTART_AFTER = 25.0  # seconds into the run: sockets are open and orders are on the road
@@ -66,11 +60,6 @@ CITY = Config(
     http_share=0.5,
     report_seconds=30.0,
     wind_down=False,
-)
-# HAProxy's httplog: "... web/web1 0/0/1/5/6 200 312 - - ---- 3/3/1/0/0 0/0 "GET / HTTP/1.1"".
-HTTP_LOG = re.compile(
-    r" (?P<backend>\S+)/(?P<server>\S+) [-\d]+/[-\d]+/[-\d]+/[-\d]+/\+?[-\d]+"
-    r" (?P<status>-?\d+) \+?\d+ \S+ \S+ (?P<state>\S{4}) \d+/\d+/\d+/\d+/(?P<retries>\+?\d+) "
 )
 
 
@@ -98,53 +87,7 @@ class Replica:
             return False
 
     def stop(self) -> tuple[int, float]:
-        """SIGTERM, as an orchestrator sends it; the exit code and the seconds it took."""
-        started = time.monotonic()
-        containers.podman("stop", "-t", str(STOP_GRACE), self.name, timeout=STOP_GRACE + 30)
-        took = time.monotonic() - started
-        code = containers.podman("inspect", "--format", "{{.State.ExitCode}}", self.name)
-        return int(code.stdout.strip()), took
-
-    def remove(self) -> None:
-        containers.podman("rm", "-f", "-t", "0", self.name, check=False)
-
-
-class HAProxy:
-    def __init__(self, web1: Replica, web2: Replica):
-        self.port, self.admin_port = servers.free_port(), servers.free_port()
-        self.name = f"delivery-lb-haproxy-{uuid.uuid4().hex[:6]}"
-        address = servers.LOCALHOST
-        containers.podman(
-            "run", "-d", "--name", self.name, "--network", "host",
-            "-e", f"LISTEN={address}:{self.port}", "-e", f"ADMIN={address}:{self.admin_port}",
-            "-e", f"WEB1={address}:{web1.port}", "-e", f"WEB2={address}:{web2.port}",
-            "-v", f"{HAPROXY_CONFIG}:/usr/local/etc/haproxy/haproxy.cfg:ro", HAPROXY_IMAGE,
-        )  # fmt: skip
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{servers.LOCALHOST}:{self.port}"
-
-    def admin(self, command: str) -> str:
-        with socket.create_connection((servers.LOCALHOST, self.admin_port), timeout=5) as conn:
-            conn.sendall(f"{command}\n".encode())
-            chunks = []
-            while chunk := conn.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
-
-    def status(self, server: str) -> str:
-        """HAProxy's view of a replica: UP, DOWN, DRAIN, MAINT (and transitions)."""
-        with contextlib.suppress(OSError):  # the admin socket is not up yet
-            table = self.admin("show stat").lstrip("# ")
-            for row in csv.DictReader(io.StringIO(table)):
-                if row["pxname"] == "web" and row["svname"] == server:
-                    return row["status"]
-        return "unknown"
-
-    def requests(self) -> list[dict]:
-        output = containers.podman("logs", self.name).stdout
-        return [match.groupdict() for match in HTTP_LOG.finditer(output)]
+        return containers.stop(self.name, STOP_GRACE)
 
     def remove(self) -> None:
         containers.podman("rm", "-f", "-t", "0", self.name, check=False)
@@ -197,7 +140,7 @@ def test_a_rolling_restart_behind_haproxy_loses_no_request_and_every_socket_resu
     try:
         replicas = [Replica("web1", servers.free_port(), env)]
         replicas.append(Replica("web2", servers.free_port(), env))
-        haproxy = HAProxy(*replicas)
+        haproxy = HAProxy(replicas[0].port, replicas[1].port)
         for replica in replicas:
             wait_for(replica.healthy, 120, f"{replica.server} to answer /health/", 1)
             wait_for(lambda r=replica: haproxy.status(r.server) == "UP", 30, f"{replica.server} UP")

@@ -6,6 +6,7 @@ failing call fails the test with the command and its output; nothing is skipped.
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 
@@ -46,6 +47,16 @@ def run(args: list[str], *, timeout: float = 120, check: bool = True, **kwargs):
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
     return run(["podman", *args], timeout=timeout, check=check)
+
+
+def stop(container: str, grace: int) -> tuple[int, float]:
+    """SIGTERM, as an orchestrator sends it, SIGKILL after `grace` s; the container's exit code
+    and the seconds it took to stop."""
+    started = time.monotonic()
+    podman("stop", "-t", str(grace), container, timeout=grace + 30)
+    took = time.monotonic() - started
+    code = podman("inspect", "--format", "{{.State.ExitCode}}", container).stdout
+    return int(code.strip()), took
 
 
 def logs(container: str, lines: int = 40) -> str:

@@ -60,11 +60,7 @@ class Task:
         return result.returncode == 0
 
     def stop(self) -> tuple[int, float]:
-        started = time.monotonic()
-        grace = self.definition["stopTimeout"]
-        containers.podman("stop", "-t", str(grace), self.name, timeout=grace + 30)
-        code = containers.podman("inspect", "--format", "{{.State.ExitCode}}", self.name)
-        return int(code.stdout.strip()), time.monotonic() - started
+        return containers.stop(self.name, self.definition["stopTimeout"])
 
     def remove(self) -> None:
         containers.podman("rm", "-f", "-t", "0", self.name, check=False)
