@@ -1,5 +1,5 @@
 # The two commands of the README, and a few helpers. Every target bootstraps what it needs.
-.PHONY: run test bench image checklist bootstrap lint format lock
+.PHONY: run test bench soak image checklist bootstrap lint format lock
 
 run: bootstrap
 	@mkdir -p .local
@@ -12,6 +12,12 @@ test: bootstrap
 # Redis, about three minutes. Writes bench/results.json.
 bench: bootstrap
 	.venv/bin/python -m bench.run $(ARGS)
+
+# The simulator's city against the same stack with workers recycled as in production: socket
+# drops, ping -> customer, endpoint p99s, memory slopes, CPU. A few minutes (ARGS="--minutes
+# 30" for longer). Merges a "soak" key into bench/results.json.
+soak: bootstrap
+	.venv/bin/python -m bench.soak $(ARGS)
 
 # The container image from the Dockerfile, built with Podman (installed if missing); prints its
 # size. Where no registry is reachable it builds on a stand-in base made from Debian packages.

@@ -43,3 +43,14 @@ def image() -> str:
     from core.tests import containers
 
     return containers.build_image()
+
+
+# Whichever test asks for the image first builds it in its setup (93 s with the base cached,
+# minutes more on a machine without it), and pytest-timeout counts setup in the test's time.
+IMAGE_TEST_TIMEOUT = 900
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "image" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(IMAGE_TEST_TIMEOUT), append=False)

@@ -4,12 +4,14 @@
 # advisory lock, then `exec`s the role so that SIGTERM reaches the server itself.
 #
 #   entrypoint.sh              web (RUN_GUNICORN=1, the default) or worker (RUN_GUNICORN=0)
-#   entrypoint.sh web|worker|beat|migrate [extra args for gunicorn / celery]
+#   entrypoint.sh web|sockets|worker|beat|migrate [extra args for gunicorn / celery]
 #   entrypoint.sh <command...> anything else runs as given (e.g. python manage.py shell),
 #                              with no checks and no waiting
-#   PROCESS_ROLE=web|worker|beat|migrate  chooses the role without arguments (ECS, Compose).
+#   PROCESS_ROLE=web|sockets|worker|beat|migrate  chooses the role without arguments.
 #
 # web     gunicorn (uvicorn workers, gunicorn_conf.py); graceful stop within 30 s.
+# sockets gunicorn for the WebSockets (/ws/): workers not recycled by request count; a stop
+#         drains the sockets over SOCKETS_DRAIN_SECONDS (20), so it takes up to 35 s.
 # worker  celery worker on CELERY_QUEUES (default high,default,low), REMAP_SIGTERM=SIGQUIT so
 #         a SIGTERM is Celery's 25 s soft shutdown.
 # beat    celery beat (redbeat); only with IS_PRIMARY=1; a second one waits for the Redis lock.
@@ -73,7 +75,7 @@ esac
 ROLE=""
 if [ $# -gt 0 ]; then
   case "$1" in
-    web | worker | beat | migrate)
+    web | sockets | worker | beat | migrate)
       ROLE="$1"
       shift
       ;;
@@ -81,8 +83,8 @@ if [ $# -gt 0 ]; then
   esac
 elif [ -n "${PROCESS_ROLE:-}" ]; then
   case "$PROCESS_ROLE" in
-    web | worker | beat | migrate) ROLE="$PROCESS_ROLE" ;;
-    *) die "PROCESS_ROLE must be web, worker, beat or migrate, not '$PROCESS_ROLE'" ;;
+    web | sockets | worker | beat | migrate) ROLE="$PROCESS_ROLE" ;;
+    *) die "PROCESS_ROLE must be web, sockets, worker, beat or migrate, not '$PROCESS_ROLE'" ;;
   esac
 elif [ "$RUN_GUNICORN" = 1 ]; then
   ROLE="web"
@@ -191,7 +193,7 @@ writable_dir() {
 if [ "$ROLE" = web ] && [ "$PRIMARY" = 1 ]; then
   writable_dir "$RESOLVED_STATIC_ROOT" || die "STATIC_ROOT $RESOLVED_STATIC_ROOT is not writable by $(id -un 2>/dev/null || id -u): the primary collects static files there"
 fi
-if [ "$ROLE" = web ]; then
+if [ "$ROLE" = web ] || [ "$ROLE" = sockets ]; then
   writable_dir "$RESOLVED_MEDIA_ROOT" || warn "MEDIA_ROOT $RESOLVED_MEDIA_ROOT is not writable: uploads will fail"
   if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
     writable_dir "$PROMETHEUS_MULTIPROC_DIR" || die "PROMETHEUS_MULTIPROC_DIR $PROMETHEUS_MULTIPROC_DIR is not writable"
@@ -263,7 +265,7 @@ case "$ROLE" in
     ok "migrations done"
     exit 0
     ;;
-  web | worker)
+  web | sockets | worker)
     if [ "$PRIMARY" = 1 ]; then
       migrate_under_lock
       if [ "$ROLE" = web ]; then
@@ -282,6 +284,11 @@ trap - TERM INT
 case "$ROLE" in
   web)
     ok "starting gunicorn on port $PORT"
+    exec python -m gunicorn -c gunicorn_conf.py "$@" config.asgi:application
+    ;;
+  sockets)
+    ok "starting gunicorn for the sockets on port $PORT"
+    export SERVER_ROLE=sockets
     exec python -m gunicorn -c gunicorn_conf.py "$@" config.asgi:application
     ;;
   worker)

@@ -25,15 +25,38 @@ def _int_env(name: str, default: int) -> int:
 
 PORT = _int_env("PORT", 5000)
 bind = f"0.0.0.0:{PORT}"
-worker_class = "config.workers.UvicornWorker"
-workers = _int_env("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1)
+# Two roles of one server. `web` serves the API (and the sockets too, for a deployment that
+# runs no `sockets` role); `sockets` serves the WebSockets, which live for hours.
+ROLE = os.environ.get("SERVER_ROLE", "web").strip() or "web"
+if ROLE not in {"web", "sockets"}:
+    raise SystemExit(f"SERVER_ROLE must be web or sockets, not {ROLE!r}")
+SOCKETS = ROLE == "sockets"
 timeout = _int_env("GUNICORN_TIMEOUT", 120)
-graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 30)
-keepalive = 5
-# Recycle workers now and then so a slow leak can never grow without bound; the jitter keeps
-# them from all restarting at the same moment.
-max_requests = _int_env("GUNICORN_MAX_REQUESTS", 1000)
-max_requests_jitter = _int_env("GUNICORN_MAX_REQUESTS_JITTER", 100)
+keepalive = _int_env("GUNICORN_KEEPALIVE", 5)
+if not SOCKETS:
+    worker_class = "config.workers.UvicornWorker"
+    workers = _int_env("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1)
+    graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 30)
+    # Recycle workers now and then so a slow leak can never grow without bound; the jitter
+    # keeps them from all restarting at the same moment.
+    max_requests = _int_env("GUNICORN_MAX_REQUESTS", 1000)
+    max_requests_jitter = _int_env("GUNICORN_MAX_REQUESTS_JITTER", 100)
+else:
+    # Never recycled by request count: each recycle would close every socket the worker
+    # holds. A worker past SOCKETS_MAX_MEMORY_MB leaves instead, and a leaving worker (that,
+    # or a deploy's SIGTERM) closes its sockets one by one over SOCKETS_DRAIN_SECONDS with
+    # 1012 "reconnect", so its clients come back spread out (config.workers.SocketsWorker).
+    worker_class = "config.workers.SocketsWorker"
+    workers = _int_env("GUNICORN_WORKERS", multiprocessing.cpu_count())
+    max_requests = 0
+    drain_seconds = _int_env("SOCKETS_DRAIN_SECONDS", 20)
+    _int_env("SOCKETS_MAX_MEMORY_MB", 512)  # checked here, read by the worker
+    graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", drain_seconds + 15)
+    if graceful_timeout <= drain_seconds + 10:
+        raise SystemExit(
+            "GUNICORN_GRACEFUL_TIMEOUT must exceed SOCKETS_DRAIN_SECONDS by more than 10 s "
+            "(the drain, then 10 s for what is left)"
+        )
 # Load Django once in the master: workers fork with it imported (less memory, faster boots,
 # and a broken configuration stops the master instead of looping worker restarts).
 preload_app = True
@@ -42,7 +65,7 @@ errorlog = "-"  # stderr
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", os.environ.get("LOG_LEVEL", "info")).lower()
 # Proxies whose X-Forwarded-* headers are believed (client IP for throttles, scheme for HSTS).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
-proc_name = "delivery-web"
+proc_name = f"delivery-{ROLE}"
 # gunicorn's runtime control socket lives in $HOME and would collide between servers.
 control_socket_disable = True
 
@@ -101,7 +124,7 @@ def on_starting(server):
 def when_ready(server):
     from config.startup import log_startup_summary
 
-    log_startup_summary("web")
+    log_startup_summary(ROLE)
     # Garbage collection, tuned for workers holding thousands of open sockets. Python's default
     # thresholds ran a full collection every few seconds, each walking 200,000 objects (the
     # sockets' consumers and protocol state) and stalling a worker's event loop for 150-200 ms:

@@ -19,7 +19,8 @@ see bench.stack). Then measures, with the Python load generator in bench.load:
      reaching the customer; meanwhile /health/ and a bare endpoint probed at 10/s each;
 7.   the largest resident memory of a web worker at the end.
 
-Prints one table and writes bench/results.json. Runs in about three minutes.
+Prints one table and writes its rows under "bench" in bench/results.json. Runs in about
+three minutes.
 """
 
 import argparse
@@ -42,7 +43,6 @@ from bench.stack import say
 from simulator.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results.json"
 CITY_RIDERS = 100_000
 WATCHED_ORDERS = 1_000
 KNN_QUERIES = 300
@@ -678,10 +678,11 @@ def main() -> None:
             if server is not None:
                 server.stop()
         redis.kill()
-    RESULTS.write_text(json.dumps([row.as_dict() for row in rows], indent=2, ensure_ascii=False))
+    stack.merge_results("bench", [row.as_dict() for row in rows])
     print(table(rows))
     elapsed = time.monotonic() - started
-    say(f"wrote {RESULTS.relative_to(ROOT)} in {elapsed:.0f} s; logs in {work_dir}")
+    where = stack.RESULTS.relative_to(ROOT)
+    say(f"wrote {where} ('bench') in {elapsed:.0f} s; logs in {work_dir}")
 
 
 if __name__ == "__main__":

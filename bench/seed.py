@@ -132,6 +132,40 @@ def point_near(centre: tuple[float, float], max_metres: float, rng: random.Rando
     return (centre[0] + dlat, centre[1] + dlng)
 
 
+def cash_order(
+    *, customer, area, pickup, drop, distance_m, status, code, now, rider=None
+) -> tuple[Quote, Order]:
+    """A cash-on-delivery quote (6,000 paise) and its order in `status`, unsaved, for
+    bulk_create; `pickup` and `drop` are (lat, lng)."""
+    quote = Quote(
+        customer=customer,
+        service_area=area,
+        pickup_location=Point(pickup[1], pickup[0], srid=4326),
+        pickup_address="Pickup",
+        drop_location=Point(drop[1], drop[0], srid=4326),
+        drop_address="Drop",
+        package_description="Parcel",
+        package_weight_grams=800,
+        distance_m=distance_m,
+        total_paise=6000,
+        breakdown=[{"code": "base_fare", "label": "Base fare", "amount_paise": 6000}],
+        expires_at=now + timedelta(minutes=10),
+    )
+    order_id = uuid.uuid4()
+    order = Order(
+        id=order_id,
+        customer=customer,
+        quote=quote,
+        rider=rider,
+        amount_paise=6000,
+        payment_method=PaymentMethod.COD,
+        status=status,
+        delivery_code=code,
+        delivery_code_hmac=delivery_code_hmac(order_id=order_id, code=code),
+    )
+    return quote, order
+
+
 def trips(count: int, area: ServiceArea, rng: random.Random) -> list[Trip]:
     """`count` riders on a delivery (rider_assigned), each order with its own customer.
 
@@ -155,38 +189,23 @@ def trips(count: int, area: ServiceArea, rng: random.Random) -> list[Trip]:
             status_changed_at=now,
         )
         drop = point_near((lat, lng), 3000, rng)
-        quote = Quote(
+        quote, order = cash_order(
             customer=customer,
-            service_area=area,
-            pickup_location=Point(lng, lat, srid=4326),
-            pickup_address="Pickup",
-            drop_location=Point(drop[1], drop[0], srid=4326),
-            drop_address="Drop",
-            package_description="Parcel",
-            package_weight_grams=800,
+            area=area,
+            pickup=(lat, lng),
+            drop=drop,
             distance_m=2000,
-            total_paise=6000,
-            breakdown=[{"code": "base_fare", "label": "Base fare", "amount_paise": 6000}],
-            expires_at=now + timedelta(minutes=10),
-        )
-        order_id = uuid.uuid4()
-        order = Order(
-            id=order_id,
-            customer=customer,
-            quote=quote,
-            rider=rider,
-            amount_paise=6000,
-            payment_method=PaymentMethod.COD,
             status=OrderStatus.RIDER_ASSIGNED,
-            delivery_code="4321",
-            delivery_code_hmac=delivery_code_hmac(order_id=order_id, code="4321"),
+            code="4321",
+            now=now,
+            rider=rider,
         )
         customers.append(customer)
         rider_users.append(rider_user)
         riders.append(rider)
         quotes.append(quote)
         orders.append(order)
-        result.append(Trip(rider_user, rider.pk, customer, order_id, lat, lng))
+        result.append(Trip(rider_user, rider.pk, customer, order.id, lat, lng))
     with transaction.atomic():
         User.objects.bulk_create(customers + rider_users, batch_size=1000)
         Rider.objects.bulk_create(riders, batch_size=1000)

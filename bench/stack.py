@@ -6,6 +6,8 @@ benchmark gets a `<name>_bench` database next to the developer's one (or run.py'
 each run) and a throwaway redis-server on a free port (core.tests.servers.RedisServer).
 """
 
+import contextlib
+import json
 import math
 import os
 import secrets
@@ -158,18 +160,7 @@ class WebServer:
 
     def worker_pids(self) -> list[int]:
         """The gunicorn workers: children of the master."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # pid (comm) state ppid ...: comm may hold spaces, so split after the last ")".
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
-                pids.append(int(entry.name))
-        return sorted(pids)
+        return child_pids(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -419,3 +410,116 @@ def gc_pauses_summary(before: dict, after: dict, over_seconds: float = 0.05) -> 
         f"{', '.join(parts)}; {over:.0f} longer than {over_seconds * 1000:g} ms; the longest "
         f"{longest_text}"
     )
+
+
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (a gunicorn master's workers, a Celery worker's
+    pool), from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def established_connections(pid: int) -> int:
+    """TCP connections in state ESTABLISHED that the process holds open (its clients', and its
+    own to Redis and the database), from its file descriptors and /proc/net/tcp{,6}."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                count += fields[3] == "01" and fields[9] in inodes  # 01: ESTABLISHED
+    return count
+
+
+def least_squares_two(rows: list[tuple[float, float, float]]) -> tuple[float, float] | None:
+    """(b, c) of the least-squares fit y = a + b·x + c·z through (x, z, y) rows; None when x and
+    z move together too closely to tell apart (a squared correlation above 0.95)."""
+    n = len(rows)
+    if n < 4:
+        return None
+    mx, mz, my = (sum(row[i] for row in rows) / n for i in range(3))
+    sxx = sum((x - mx) ** 2 for x, _, _ in rows)
+    szz = sum((z - mz) ** 2 for _, z, _ in rows)
+    sxz = sum((x - mx) * (z - mz) for x, z, _ in rows)
+    sxy = sum((x - mx) * (y - my) for x, _, y in rows)
+    szy = sum((z - mz) * (y - my) for _, z, y in rows)
+    if not sxx or not szz or sxz * sxz / (sxx * szz) > 0.95:
+        return None
+    determinant = sxx * szz - sxz * sxz
+    return (sxy * szz - szy * sxz) / determinant, (szy * sxx - sxy * sxz) / determinant
+
+
+def least_squares_slope(points: list[tuple[float, float]]) -> float:
+    """The slope of the least-squares line through (x, y) points; NaN for fewer than two xs."""
+    if len({x for x, _ in points}) < 2:
+        return math.nan
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    covariance = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    variance = sum((x - mean_x) ** 2 for x, _ in points)
+    return covariance / variance
+
+
+def wait_until_database_unused(env: Environment, timeout: float = 900.0) -> None:
+    """Waits while other sessions are connected to the benchmark database (another `make
+    bench` or `make soak` would empty it under this run, and this run it under them); gives up
+    after `timeout`. Asks over a connection of its own: call it before setup_django, whose
+    connection pool would be counted."""
+    import psycopg
+
+    url = urlunsplit(urlsplit(env.database_url)._replace(scheme="postgresql"))
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(url, connect_timeout=10) as connection:
+            others = connection.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+        if not others:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"bench: {database_name(env.database_url)} is still in use by {others} other "
+                "session(s); pass --database-url with a throwaway database of your own"
+            )
+        say(
+            f"{others} other session(s) on {database_name(env.database_url)}: another bench or "
+            "soak run? waiting"
+        )
+        time.sleep(10)
+
+
+RESULTS = ROOT / "bench" / "results.json"
+
+
+def merge_results(key: str, value) -> None:
+    """Writes `value` under `key` in bench/results.json, keeping the other keys ("bench" from
+    `make bench`, "soak" from `make soak`); NaN is written as null."""
+    existing = {}
+    if RESULTS.is_file():
+        with contextlib.suppress(ValueError):
+            existing = json.loads(RESULTS.read_text())
+    if not isinstance(existing, dict):
+        existing = {}  # an older layout: `make bench`'s rows alone
+    existing[key] = value
+    RESULTS.write_text(json.dumps(existing, indent=2, ensure_ascii=False, default=_plain))
+
+
+def _plain(value):
+    return None if isinstance(value, float) and math.isnan(value) else str(value)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from checklist.spec import DOCUMENT, LINES, parse
 
-NOTES = ("documented", "out_of_reach", "note")
+NOTES = ("documented", "out_of_reach", "note", "proof")
 
 
 def render(lines, notes: dict[str, dict]) -> str:
@@ -22,9 +22,11 @@ def render(lines, notes: dict[str, dict]) -> str:
         "# Every checkbox line of PRODUCTION_READINESS_CHECKLIST.md, with its stable id.",
         "# Written by `python -m checklist.extract`. Added by hand, and kept when it is run again:",
         "# `documented` (the files that carry a line no test or live check can prove),",
-        "# `out_of_reach` (why this repository cannot prove a line) and `note` (where the code",
-        "# deliberately differs from the line's wording, and why). Tests name the lines they prove",
-        "# with @pytest.mark.checklist(id); the live report (core/readiness/) names its own.",
+        "# `out_of_reach` (why this repository cannot prove a line), `note` (where the code",
+        '# deliberately differs from the line\'s wording, and why) and `proof = "behaviour"` (make',
+        "# test fails unless a test proving the line by behaviour passes). Tests name the lines",
+        "# they prove with @pytest.mark.checklist(id); the live report (core/readiness/) names its",
+        "# own.",
     ]
     for line in lines:
         out += ["", "[[line]]", f'id = "{line.id}"']

@@ -13,14 +13,14 @@ django.setup(set_prefix=False)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import reverse  # noqa: E402
 
+from config.routing import websocket_urlpatterns  # noqa: E402
 from core.handlers import SyncChainASGIHandler  # noqa: E402
 from core.hotpath import HotPathHandler  # noqa: E402
 from delivery.auth import (  # noqa: E402
     AuthMiddlewareStack,
     JwtAuthMiddleware,
-    allowed_hosts_origin_validator,
+    socket_origin_validator,
 )
-from delivery.routing import websocket_urlpatterns  # noqa: E402
 
 # Every HTTP request but the hot paths: Django's handler, with the middleware chain and the
 # view in one thread hop (core.handlers).
@@ -30,9 +30,9 @@ application = ProtocolTypeRouter(
     {
         # The rider's location ping skips Django's per-request thread (core.hotpath).
         "http": HotPathHandler(paths=[reverse("riders:location")], fallback=django_asgi_app),
-        # Origin check first (ALLOWED_HOSTS; native apps send no Origin and pass), then the
-        # ?token= JWT, then the admin session for staff browsers.
-        "websocket": allowed_hosts_origin_validator(
+        # Origin check first (CORS_ALLOWED_ORIGINS and ALLOWED_HOSTS; native apps send no
+        # Origin and pass), then the ?token= JWT, then the admin session for staff browsers.
+        "websocket": socket_origin_validator(
             JwtAuthMiddleware(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }

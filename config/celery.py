@@ -54,7 +54,7 @@ REDIS_TRANSPORT_OPTIONS = {
 
 app.conf.update(
     broker_connection_retry_on_startup=True,
-    broker_connection_max_retries=10,
+    broker_connection_max_retries=settings.CELERY_BROKER_CONNECTION_MAX_RETRIES,
     # AMQP heartbeats; kombu's Redis transport implements none (heartbeats=False), so on Redis
     # a dead connection is found by health_check_interval and the socket timeouts above.
     broker_heartbeat=60,
@@ -106,6 +106,7 @@ app.conf.update(
         "payments.tasks.process_webhook_event": {"queue": "high"},
         "payments.tasks.send_refund": {"queue": "high"},
         "delivery.tasks.dispatch_order": {"queue": "high"},
+        "delivery.tasks.rematch_rider": {"queue": "high"},
         "delivery.tasks.expire_offers_for_order": {"queue": "high"},
     },
     # Every entry expires before its next run, so a backlog never replays a pile of stale runs.

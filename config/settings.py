@@ -8,6 +8,7 @@ Every variable read here is documented in `.env.example`.
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import sys
 from datetime import timedelta
@@ -429,6 +430,11 @@ CELERY_TIMEZONE = TIME_ZONE
 IS_PRIMARY = env.bool("IS_PRIMARY", default=False)
 # /health/ calls the beat heartbeat stale after this many seconds (beat writes every 60 s).
 BEAT_HEARTBEAT_MAX_AGE_SECONDS = env.int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", default=180)
+# Times a worker tries the broker before it gives up and exits (2, 4, 6 ... s apart, at most
+# 30 s; 10 tries take about 110 s), at start-up and after a lost connection.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = env.int("CELERY_BROKER_CONNECTION_MAX_RETRIES", default=10)
+if CELERY_BROKER_CONNECTION_MAX_RETRIES <= 0:
+    _problems.append("CELERY_BROKER_CONNECTION_MAX_RETRIES must be positive.")
 # Seconds Redis waits for a late-acked task's ack before handing it to another worker; 0 means
 # the hard time limit + 10 minutes (config/celery.py, which refuses a shorter one in production).
 BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int("CELERY_VISIBILITY_TIMEOUT", default=0)
@@ -532,6 +538,15 @@ RAZORPAY_KEY_SECRET = env.str("RAZORPAY_KEY_SECRET", default="")
 RAZORPAY_WEBHOOK_SECRET = env.str("RAZORPAY_WEBHOOK_SECRET", default="")
 PAYMENTS_ENABLED = bool(RAZORPAY_KEY_ID and RAZORPAY_KEY_SECRET)
 WEBSOCKET_PATH = "/ws/"
+# Where the apps open the sockets when the `sockets` role has a host of its own (Railway, or
+# `make run`'s second port): its ws:// or wss:// origin, sent in /api/config/. Empty: on the
+# API's own host, where a proxy sends /ws/ to the sockets role (ECS, Kubernetes, HAProxy).
+SOCKETS_URL = env.str("SOCKETS_URL", default="").strip().rstrip("/")
+if SOCKETS_URL and not re.fullmatch(r"wss?://[^/?#\s]+", SOCKETS_URL):
+    _problems.append(
+        f"SOCKETS_URL must be a ws:// or wss:// origin such as wss://sockets.example.com "
+        f"(no path), not {SOCKETS_URL!r}."
+    )
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=3.0)
 DEMO_STAFF_PASSWORD = env.str("DEMO_STAFF_PASSWORD", default="")
 
@@ -576,6 +591,12 @@ RIDER_LOCATION_MAX_AGE_SECONDS = env.int("RIDER_LOCATION_MAX_AGE_SECONDS", defau
 RIDER_MIN_FIX_SECONDS = env.float("RIDER_MIN_FIX_SECONDS", default=1.0)
 if RIDER_MIN_FIX_SECONDS < 0:
     _problems.append("RIDER_MIN_FIX_SECONDS must not be negative.")
+# Tracking and ops sockets one user may hold open at once, across all web processes (the
+# next is closed with 4429; delivery/socket_quota.py). A customer following 3 live orders on
+# two phones holds 6; the rider's own socket is not counted.
+WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=20)
+if WS_MAX_SOCKETS_PER_USER <= 0:
+    _problems.append("WS_MAX_SOCKETS_PER_USER must be positive.")
 # A ping implying a faster trip from the previous fix is refused (location_impossible_speed).
 RIDER_MAX_SPEED_KMH = env.float("RIDER_MAX_SPEED_KMH", default=120.0)
 if min(RIDER_LOCATION_RETENTION_HOURS, RIDER_LOCATION_MAX_AGE_SECONDS, RIDER_MAX_SPEED_KMH) <= 0:

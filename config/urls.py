@@ -4,9 +4,10 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from core.apis import ConfigApi, HealthApi
+from core.apis import HealthApi
 from core.metrics import metrics_view
 from core.ops_apis import ReadinessApi
+from orders.apis import ConfigApi
 
 urlpatterns = [
     path("health/", HealthApi.as_view(), name="health"),
@@ -17,6 +18,7 @@ urlpatterns = [
     path("api/v1/orders/", include("orders.urls")),
     path("api/v1/payments/", include("payments.urls")),
     path("api/v1/riders/", include("riders.urls")),
+    path("api/v1/riders/", include("delivery.rider_urls")),
     path("api/v1/delivery/", include("delivery.urls")),
     path("api/v1/ops/readiness/", ReadinessApi.as_view(), name="ops-readiness"),
     path("admin/", admin.site.urls),

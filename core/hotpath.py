@@ -27,6 +27,8 @@ from django.urls import resolve, set_script_prefix
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
 
+from core.handlers import BoundedBodyMixin
+
 
 class InlineMiddleware:
     """A MiddlewareMixin middleware whose request and response hooks run in the event loop."""
@@ -53,7 +55,7 @@ def _in_loop(hook):
     return run
 
 
-class HotPathHandler(ASGIHandler):
+class HotPathHandler(BoundedBodyMixin, ASGIHandler):
     """Serves `paths` (as Django routes them) with settings.HOT_PATH_MIDDLEWARE, in the event
     loop; hands every other request, and anything that is not HTTP, to `fallback`."""
 

@@ -41,20 +41,18 @@ def worker_canary(self, node: str, sent_at: float) -> None:
 def purge_expired_records() -> None:
     """Hourly clean-up of short-lived rows, each part a bounded, batched DELETE.
 
-    Expired login codes (a day kept: the hourly send cap counts the last hour's) and expired
-    refresh-token records, rider location points past RIDER_LOCATION_RETENTION_HOURS, and the
-    last canary times of workers silent for an hour (killed from outside; /metrics).
+    The apps' own parts (core.purges: expired login codes, rider location points past
+    RIDER_LOCATION_RETENTION_HOURS), expired refresh-token records, and the last canary times of
+    workers silent for an hour (killed from outside; /metrics).
     """
     from django.core.management import call_command
 
-    from accounts.services import otp_challenge_purge
-    from riders.services import rider_location_purge
+    from core import purges
 
-    purged = otp_challenge_purge()
-    rider_location_purge()  # logs its own count
+    for what, count in purges.run_all().items():
+        logger.info("purge_expired_records: %s %s deleted", count, what)
     # simplejwt's own command: deletes outstanding (and blacklisted) tokens past their expiry.
     call_command("flushexpiredtokens", verbosity=0)
-    logger.info("purge_expired_records: %s OTP challenges deleted", purged)
     try:
         silent = forget_silent_workers(redis_client(), time.time())
     except redis.RedisError as error:

@@ -17,8 +17,12 @@ notices. What does notice is a message that is not consumed:
   in long tasks takes no message, by design), and with every canary since then published: a
   Redis that cannot take the canary is an outage, which a new worker would not fix. A stalled
   worker shuts itself down (SIGTERM: the deploy's soft shutdown, late acks lose nothing) for
-  its platform to replace; any shutdown that has not ended 15 s after the soft shutdown's 25 s
-  ends with SIGKILL to the pool processes and an exit;
+  its platform to replace;
+- a shutdown is bounded from its first signal (SIGTERM, SIGQUIT or SIGINT; a stall's own
+  SIGTERM the main thread never handles counts from the watchdog's send): 10 s after the soft
+  shutdown's 25 s the watchdog logs every thread's stack and SIGKILLs the pool processes (a
+  pool process that ignores SIGTERM holds Pool.join for good), 5 s later it exits; 40 s in
+  all, inside the 45 s every platform waits before its own SIGKILL;
 - the watchdog writes its view to `<node>.json` every second; `manage.py worker_alive`, the
   liveness probe of every deployment, reads the two files and fails for a stalled worker, a
   dead one, or one whose watchdog has gone quiet.
@@ -32,12 +36,15 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from celery import bootsteps
+from celery.signals import worker_process_init
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +58,16 @@ CANARY_HASH = "celery:worker-canary"
 FORGET_SILENT_WORKERS_AFTER_SECONDS = 3600
 TICK_SECONDS = 1.0
 # Once a shutdown has begun, how much longer than Celery's soft shutdown (25 s) the worker has
-# to end before the watchdog SIGKILLs its pool processes and exits. Seen after a Redis outage:
-# a SIGTERM that only sets a flag for a main thread blocked in recv(), and a shutdown waiting
-# in Pool.join for a pool process blocked on a pipe nobody reads.
+# to end before the watchdog SIGKILLs its pool processes, then before it exits. Seen: after a
+# Redis outage, a SIGTERM that only sets a flag for a main thread blocked in recv(), and a
+# shutdown waiting in Pool.join for a pool process blocked on a pipe nobody reads; in the ECS
+# test on a loaded machine, a cold shutdown that had not ended 45 s after SIGTERM (SIGKILL,
+# exit 137; where it waited is what the stacks logged at the pool kill are for).
+POOL_KILL_MARGIN_SECONDS = 10.0
 HARD_EXIT_MARGIN_SECONDS = 15.0
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT)
+# The worker's wakeup fd pipe (CanaryWatchdog.watch_shutdown_signals), read end first.
+_signal_pipe: tuple[int, int] | None = None
 
 
 @dataclass
@@ -207,7 +220,8 @@ class CanaryWatchdog:
         self.hard_exit_after = (
             worker.app.conf.worker_soft_shutdown_timeout + HARD_EXIT_MARGIN_SECONDS
         )
-        self._shutdown_at: float | None = None
+        self._deadline_armed = False
+        self._deadline_lock = threading.Lock()
         self._outage_logged = False
 
     def start(self) -> None:
@@ -221,17 +235,76 @@ class CanaryWatchdog:
                 f"WORKER_LIVENESS_DIR={self.directory} is not writable by this worker ({error})"
             ) from error
         self._thread.start()
+        self.watch_shutdown_signals()
+
+    def watch_shutdown_signals(self) -> None:
+        """The first shutdown signal starts the deadline, even with the main thread stuck.
+
+        Python runs a signal's handler in the main thread, so a main thread blocked in a C call
+        never runs Celery's. The C handler does write the signal's number to the wakeup fd,
+        which a thread of the watchdog reads. Pool processes drop the fd (on_pool_process_init).
+        """
+        global _signal_pipe
+        if threading.current_thread() is not threading.main_thread():
+            return  # a worker embedded in a thread: the signals are not its own
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        if previous != -1:  # someone else's: leave it to them
+            signal.set_wakeup_fd(previous)
+            os.close(read_fd)
+            os.close(write_fd)
+            logger.warning("canary watchdog: the wakeup fd is taken; shutdowns have no deadline")
+            return
+        _signal_pipe = (read_fd, write_fd)
+        threading.Thread(
+            target=self._arm_at_shutdown_signal,
+            args=(read_fd,),
+            name="shutdown-signals",
+            daemon=True,
+        ).start()
+
+    def _arm_at_shutdown_signal(self, read_fd: int) -> None:
+        wanted = {int(signum) for signum in SHUTDOWN_SIGNALS}
+        while data := os.read(read_fd, 64):
+            if wanted.intersection(data):
+                self.arm_shutdown_deadline()
+                return
+
+    def arm_shutdown_deadline(self) -> None:
+        """Starts the shutdown's clock, once."""
+        with self._deadline_lock:
+            if self._deadline_armed:
+                return
+            self._deadline_armed = True
+        # A daemon thread: a worker that ends in time ends it too.
+        threading.Thread(
+            target=self._end_if_still_running, name="shutdown-deadline", daemon=True
+        ).start()
+
+    def _end_if_still_running(self) -> None:
+        soft = self.app.conf.worker_soft_shutdown_timeout
+        time.sleep(soft + POOL_KILL_MARGIN_SECONDS)
+        logger.critical(
+            "worker %s has not ended %.0f s after its shutdown began; killing its pool "
+            "processes. Where each thread is:\n%s",
+            self.node,
+            soft + POOL_KILL_MARGIN_SECONDS,
+            thread_stacks(),
+        )
+        kill_children()
+        time.sleep(HARD_EXIT_MARGIN_SECONDS - POOL_KILL_MARGIN_SECONDS)
+        self.hard_exit("did not shut down")
 
     def stop(self) -> None:
         """The worker is shutting down: stop watching, and make sure the shutdown ends."""
+        self.arm_shutdown_deadline()  # a shutdown no signal began (an embedded worker)
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=20)
+            # A tick in flight ends within a second or two; one held up by the broker is not
+            # worth the shutdown's time (its late write is a file the probe skips: dead pid).
+            self._thread.join(timeout=2)
         self.forget()
-        # A daemon thread: a worker that ends in time ends it too.
-        timer = threading.Timer(self.hard_exit_after, self.hard_exit, args=("did not shut down",))
-        timer.daemon = True
-        timer.start()
 
     def _run(self) -> None:
         while not self._stop.wait(TICK_SECONDS):
@@ -295,18 +368,17 @@ class CanaryWatchdog:
             state.waiting_since = now
 
     def end_stalled_worker(self, stalled: float) -> None:
-        now = time.monotonic()
-        if self._shutdown_at is None:
-            self._shutdown_at = now
-            logger.critical(
-                "worker %s stalled: a canary has waited %.0f s with a pool process free; "
-                "shutting down to be replaced (unacknowledged tasks go back to the queue)",
-                self.node,
-                stalled,
-            )
-            os.kill(os.getpid(), signal.SIGTERM)
-        elif now - self._shutdown_at > self.hard_exit_after:
-            self.hard_exit("stalled and did not shut down")
+        if self._deadline_armed:
+            return  # already shutting down
+        logger.critical(
+            "worker %s stalled: a canary has waited %.0f s with a pool process free; "
+            "shutting down to be replaced (unacknowledged tasks go back to the queue)",
+            self.node,
+            stalled,
+        )
+        # A stalled main thread may never run the signal's handler: the clock starts here.
+        self.arm_shutdown_deadline()
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def forget(self) -> None:
         """A worker that ends leaves nothing for the probe or the metrics to find."""
@@ -326,9 +398,7 @@ class CanaryWatchdog:
         for handler in logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
-        for child in child_pids(os.getpid()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
+        kill_children()
         os._exit(70)  # EX_SOFTWARE
 
     def _write(self) -> None:
@@ -378,6 +448,33 @@ class CanaryWatchdogStep(bootsteps.StartStopStep):
             self.watchdog = None
 
     shutdown = stop
+
+
+@worker_process_init.connect
+def on_pool_process_init(**kwargs) -> None:
+    """A pool process forked after the watchdog started drops its inherited wakeup fd: its
+    signals (a cancel's SIGTERM) are not the worker's shutdown."""
+    if _signal_pipe is not None:
+        signal.set_wakeup_fd(-1)
+        for fd in _signal_pipe:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def kill_children() -> None:
+    """SIGKILL to this process's children (the pool processes)."""
+    for child in child_pids(os.getpid()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+def thread_stacks() -> str:
+    """Every thread's stack, innermost call last, for a log line."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    return "\n".join(
+        f"--- thread {names.get(ident, ident)}\n{''.join(traceback.format_stack(frame))}"
+        for ident, frame in sys._current_frames().items()
+    )
 
 
 def child_pids(pid: int) -> list[int]:

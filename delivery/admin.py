@@ -1,5 +1,5 @@
 """The dispatch log in the admin: read-only. Ops assign and unassign riders from the order's
-page (orders.admin), through delivery.services."""
+page (ops.admin), through delivery.services."""
 
 from django.contrib import admin
 

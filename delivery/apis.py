@@ -1,25 +1,27 @@
 """Delivery endpoints: the tracking snapshot, and the steps only the order's rider takes."""
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.openapi import error_response
-from delivery.selectors import order_for_watcher, order_tracking
+from delivery.selectors import offers_live_for_rider, order_for_watcher, order_tracking
 from delivery.services import (
     delivery_arrive_drop,
     delivery_arrive_pickup,
     delivery_complete,
     delivery_fail,
     delivery_pick_up,
+    offer_accept,
+    offer_decline,
 )
 from orders.apis import PlaceOutputSerializer
 from orders.models import OrderStatus
 from orders.selectors import OrderNotFound, cash_to_collect_paise, place
-from riders.apis import IsRider
+from riders.apis import IsRider, RiderApi
 from riders.services import rider_get_or_create
 
 
@@ -234,3 +236,89 @@ class FailApi(APIView):
         rider = rider_get_or_create(user=request.user)
         delivery_fail(order_id=order_id, rider=rider, reason=serializer.validated_data["reason"])
         return Response(tracking_output(_watched(request, order_id)))
+
+
+# --- Offers ------------------------------------------------------------------------------------
+
+
+class OfferOutputSerializer(serializers.Serializer):
+    """An offer as the rider app shows it: the trip and the pay, nothing about the customer."""
+
+    id = serializers.UUIDField()
+    order_id = serializers.UUIDField()
+    status = serializers.CharField()
+    pickup = serializers.SerializerMethodField()
+    drop = serializers.SerializerMethodField()
+    distance_m = serializers.IntegerField(help_text="From the rider to the pickup when offered.")
+    pay_paise = serializers.IntegerField()
+    cash_to_collect_paise = serializers.SerializerMethodField(
+        help_text="Cash the rider collects from the customer (cash on delivery), else 0."
+    )
+    expires_at = serializers.DateTimeField()
+
+    def get_cash_to_collect_paise(self, offer) -> int:
+        return cash_to_collect_paise(offer.order)
+
+    @extend_schema_field(PlaceOutputSerializer)
+    def get_pickup(self, offer) -> dict:
+        quote = offer.order.quote
+        return place(quote.pickup_location, quote.pickup_address)
+
+    @extend_schema_field(PlaceOutputSerializer)
+    def get_drop(self, offer) -> dict:
+        quote = offer.order.quote
+        return place(quote.drop_location, quote.drop_address)
+
+
+class RiderOffersApi(RiderApi):
+    @extend_schema(
+        summary="The rider's live offers",
+        description="Pending offers not yet expired, soonest to expire first. The same offers "
+        'arrive on the rider WebSocket as `{"type": "offer", ...}`.',
+        responses={
+            200: OfferOutputSerializer(many=True),
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
+        },
+    )
+    def get(self, request):
+        offers = offers_live_for_rider(rider=self.rider())
+        return Response(OfferOutputSerializer(offers, many=True).data)
+
+
+class RiderOfferAcceptApi(RiderApi):
+    @extend_schema(
+        summary="Accept an offer: take the order",
+        description="Atomic: of all riders accepting one order, exactly one wins; the order is "
+        "assigned to them and the rider is on a delivery. Everyone else gets 409.",
+        request=None,
+        responses={
+            200: OfferOutputSerializer,
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
+            404: error_response("not_found: no such offer for this rider."),
+            409: error_response(
+                "offer_not_available: taken, expired, withdrawn or answered already."
+            ),
+        },
+    )
+    def post(self, request, offer_id):
+        offer = offer_accept(offer_id=offer_id, rider=self.rider())
+        return Response(OfferOutputSerializer(offer).data)
+
+
+class RiderOfferDeclineApi(RiderApi):
+    @extend_schema(
+        summary="Decline an offer",
+        request=None,
+        responses={
+            200: OfferOutputSerializer,
+            401: error_response("Not signed in."),
+            403: error_response("not_a_rider."),
+            404: error_response("not_found: no such offer for this rider."),
+            409: error_response("offer_not_available: no longer pending."),
+        },
+    )
+    def post(self, request, offer_id):
+        offer = offer_decline(offer_id=offer_id, rider=self.rider())
+        return Response(OfferOutputSerializer(offer).data)

@@ -4,13 +4,15 @@ Browsers and mobile WebSocket clients cannot set an Authorization header, hence 
 string; config.logs masks it in every log line, and nothing here logs it.
 """
 
+import functools
 import logging
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlparse
 
 from channels.auth import AuthMiddleware, UserLazyObject
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
 from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
@@ -68,20 +70,48 @@ def AuthMiddlewareStack(inner):  # channels' name, for the same three layers
     return CookieMiddleware(SessionMiddleware(SessionAuthMiddleware(inner)))
 
 
-class NativeAppOriginValidator(OriginValidator):
-    """The ALLOWED_HOSTS origin check, letting through clients that send no Origin at all.
+class SocketOriginValidator(OriginValidator):
+    """Who may open a socket, by the handshake's Origin: the same rule as the HTTP API's CORS.
 
-    The check exists for browsers, which always send Origin: it stops another site's page from
-    opening a socket with a visitor's cookies. Native apps (OkHttp, URLSession) send no Origin
-    and carry their JWT in ?token=, which a foreign page cannot know. A present Origin must
-    still name an allowed host.
+    Browsers always send Origin, and the check stops another site's page from opening a socket
+    with a visitor's cookies. Allowed: an origin listed in CORS_ALLOWED_ORIGINS (exact scheme,
+    host and port: the web apps allowed to call the API may follow orders live too), and an
+    origin on one of the service's own hosts (ALLOWED_HOSTS, as channels'
+    AllowedHostsOriginValidator: the ops console). Native apps (OkHttp, URLSession) send no
+    Origin and carry their JWT in ?token=, which a foreign page cannot know: they pass. Anything
+    else, `null` included, is refused with 403 at the handshake.
     """
 
     def valid_origin(self, parsed_origin) -> bool:
-        return parsed_origin is None or self.validate_origin(parsed_origin)
+        if parsed_origin is None:
+            return True
+        return self.validate_origin(parsed_origin) or _origin_key(parsed_origin) in _cors_origins(
+            tuple(settings.CORS_ALLOWED_ORIGINS)
+        )
 
 
-def allowed_hosts_origin_validator(application):
-    """channels' AllowedHostsOriginValidator (same hosts), with NativeAppOriginValidator's rule."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_key(parsed) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) with the default port made explicit; None for no host."""
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    if not parsed.hostname:
+        return None
+    scheme = parsed.scheme.lower()
+    return scheme, parsed.hostname.lower(), port or _DEFAULT_PORTS.get(scheme)
+
+
+@functools.cache
+def _cors_origins(origins: tuple[str, ...]) -> frozenset:
+    return frozenset(filter(None, (_origin_key(urlparse(origin)) for origin in origins)))
+
+
+def socket_origin_validator(application):
+    """SocketOriginValidator with ALLOWED_HOSTS as channels' AllowedHostsOriginValidator reads
+    them."""
     hosts = AllowedHostsOriginValidator(application).allowed_origins
-    return NativeAppOriginValidator(application, hosts)
+    return SocketOriginValidator(application, hosts)

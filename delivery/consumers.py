@@ -2,7 +2,8 @@
 (/ws/delivery/<order_id>/) and the ops console's live feed (/ws/ops/).
 
 Consumers translate frames to service calls and back, nothing more. Close codes: 4401 no or
-bad token, 4403 signed in but not allowed. They are sent after accepting the handshake: a
+bad token, 4403 signed in but not allowed, 4409 replaced by the rider's newer socket, 4429 too
+many sockets open for the user. They are sent after accepting the handshake: a
 socket refused during the handshake reaches the client as a bare HTTP 403, with no code to
 tell "sign in again" from "not for you".
 """
@@ -11,17 +12,18 @@ import json
 import logging
 import time
 
+from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework.exceptions import ValidationError
 
 from accounts.models import User
+from core import realtime
 from core.db import database_call
 from core.exceptions import DEPENDENCY_ERRORS, ApiError, ServiceUnavailable
-from delivery import realtime
-from delivery.realtime import OPS_GROUP, location_broadcast, order_group, rider_group
+from core.realtime import location_broadcast, order_group, rider_group
 from delivery.selectors import order_for_watcher
-from ops.permissions import console_allowed
+from delivery.socket_quota import socket_check_in, socket_check_out, socket_still_open
 from orders.models import TERMINAL_STATUSES, Order
 from riders.apis import location_input, location_output
 from riders.services import rider_get_or_create, rider_location_record_async
@@ -32,6 +34,7 @@ CLOSE_NORMAL = 1000
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_REPLACED = 4409  # the rider opened another socket: one live socket per rider
+CLOSE_TOO_MANY = 4429  # the user has WS_MAX_SOCKETS_PER_USER tracking and ops sockets open
 MAX_FRAME_BYTES = 4096
 
 
@@ -77,6 +80,36 @@ class Consumer(AsyncWebsocketConsumer):
         await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
 
 
+class CountedConsumer(Consumer):
+    """A socket counted against its user's cap (delivery.socket_quota): past it, the handshake
+    is accepted and closed with 4429. The rider's socket is not counted: a new one replaces the
+    rider's older one."""
+
+    counted_user_id = None
+
+    async def check_in(self, user) -> bool:
+        counted = await sync_to_async(socket_check_in, thread_sensitive=False)(
+            user_id=user.pk, channel_name=self.channel_name
+        )
+        if not counted:
+            logger.warning("user %s refused a socket: too many open", user.pk)
+            await self.close(code=CLOSE_TOO_MANY)
+            return False
+        self.counted_user_id = user.pk
+        return True
+
+    async def still_open(self) -> None:
+        await sync_to_async(socket_still_open, thread_sensitive=False)(
+            user_id=self.counted_user_id, channel_name=self.channel_name
+        )
+
+    async def disconnect(self, code):
+        if self.counted_user_id is not None:
+            await sync_to_async(socket_check_out, thread_sensitive=False)(
+                user_id=self.counted_user_id, channel_name=self.channel_name
+            )
+
+
 class RiderConsumer(Consumer):
     """Client sends {"type": "location", ...}; server sends offers and error frames.
 
@@ -90,7 +123,7 @@ class RiderConsumer(Consumer):
     connected_at = 0.0
 
     async def connect(self):
-        user = await _accept_signed_in(self)
+        user = await accept_signed_in(self)
         if user is None:
             return
         if not user.is_rider:
@@ -162,7 +195,7 @@ class RiderConsumer(Consumer):
         await self.send(text_data=json.dumps(event))
 
 
-class DeliveryConsumer(Consumer):
+class DeliveryConsumer(CountedConsumer):
     """An order's live status and its rider's position, for its customer, its rider and ops.
 
     Server-to-client only: {"type": "status", "seq", "status", ...} and
@@ -180,8 +213,8 @@ class DeliveryConsumer(Consumer):
     checked_at = 0.0
 
     async def connect(self):
-        user = await _accept_signed_in(self)
-        if user is None:
+        user = await accept_signed_in(self)
+        if user is None or not await self.check_in(user):
             return
         order = await database_call(order_for_watcher)(
             user=user, order_id=self.scope["url_route"]["kwargs"]["order_id"]
@@ -205,11 +238,12 @@ class DeliveryConsumer(Consumer):
     async def disconnect(self, code):
         if self.order_id is not None:
             await self.channel_layer.group_discard(order_group(self.order_id), self.channel_name)
+        await super().disconnect(code)
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.order_id is None:
             return
-        await self.send(text_data=_read_only("use the REST API to act on the order"))
+        await self.send(text_data=read_only_answer("use the REST API to act on the order"))
 
     async def _still_allowed(self) -> bool:
         """False, once the socket is closed, when the watcher may no longer watch."""
@@ -218,6 +252,7 @@ class DeliveryConsumer(Consumer):
         self.checked_at = time.monotonic()
         user_id = self.scope["user"].pk
         if await database_call(_watcher_still_allowed)(user_id, self.order_id):
+            await self.still_open()
             return True
         await self.channel_layer.group_discard(order_group(self.order_id), self.channel_name)
         self.order_id = None
@@ -239,83 +274,9 @@ class DeliveryConsumer(Consumer):
         await self.send(text_data=json.dumps(event))
 
 
-class OpsConsumer(Consumer):
-    """The ops console's feed: every rider's moves and status, every order's status.
-
-    For staff who may watch the console (ops.permissions.console_allowed), signed in with the
-    admin session (the console page) or a JWT. Server-to-client only. The first frame is
-    {"type": "ready"}: the console reads its snapshot after it, so nothing sent between the
-    read and the join is lost. Then, as they happen (delivery.realtime): {"type":
-    "riders_moved", "riders": [{"rider_id", "lat", "lng", "at"}, ...]} (about once a second
-    per web worker, each rider at its newest position), {"type": "rider_status", "rider_id",
-    "status", "lat", "lng", "at"}, {"type": "order_status", "order_id", "seq", "status",
-    "payment_status", "rider_id", "at"} and {"type": "alerts_changed", "alert", "order_id"}
-    (an alert an event starts, such as a failed refund: the console re-reads its snapshot).
-    """
-
-    joined = False
-    # A console stays open for a shift: its user's rights are read again this often (on the
-    # next frame after), so someone whose group, staff flag or account is taken away stops
-    # watching within about a minute (4403), not at their next sign-in.
-    recheck_seconds = 60.0
-    checked_at = 0.0
-
-    async def connect(self):
-        user = await _accept_signed_in(self)
-        if user is None:
-            return
-        if not await database_call(console_allowed)(user):
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        await self.channel_layer.group_add(OPS_GROUP, self.channel_name)
-        self.joined = True
-        self.checked_at = time.monotonic()
-        await self.send(text_data=json.dumps({"type": "ready"}))
-        logger.info("ops console opened by user %s", user.pk)
-
-    async def disconnect(self, code):
-        if self.joined:
-            await self.channel_layer.group_discard(OPS_GROUP, self.channel_name)
-
-    async def receive(self, text_data=None, bytes_data=None):
-        if not self.joined:
-            return
-        await self.send(text_data=_read_only("act through the console's buttons"))
-
-    async def _relay(self, event):
-        """Group messages are typed "ops.<name>"; the browser sees "<name>"."""
-        if not self.joined:
-            return
-        if time.monotonic() - self.checked_at >= self.recheck_seconds:
-            self.checked_at = time.monotonic()
-            user_id = self.scope["user"].pk
-            if not await database_call(_console_still_allowed)(user_id):
-                await self.channel_layer.group_discard(OPS_GROUP, self.channel_name)
-                self.joined = False
-                await self.close(code=CLOSE_FORBIDDEN)
-                return
-        await self.send(text_data=json.dumps({**event, "type": event["type"].removeprefix("ops.")}))
-
-    async def ops_riders_moved(self, event):
-        await self._relay(event)
-
-    async def ops_rider_status(self, event):
-        await self._relay(event)
-
-    async def ops_order_status(self, event):
-        await self._relay(event)
-
-    async def ops_alerts_changed(self, event):
-        await self._relay(event)
-
-
 def _watcher_still_allowed(user_id, order_id) -> bool:
     user = User.objects.filter(pk=user_id, is_active=True).first()
     return user is not None and order_for_watcher(user=user, order_id=order_id) is not None
-
-
-def _console_still_allowed(user_id) -> bool:
-    return console_allowed(User.objects.filter(pk=user_id).first())
 
 
 def _current_status(order_id) -> dict:
@@ -329,7 +290,7 @@ def _current_status(order_id) -> dict:
     )
 
 
-async def _accept_signed_in(consumer: Consumer):
+async def accept_signed_in(consumer: Consumer):
     """Accepts the handshake (so a close code can reach the client) and returns the signed-in
     user, or closes with 4401 and returns None."""
     await consumer.accept()
@@ -340,7 +301,7 @@ async def _accept_signed_in(consumer: Consumer):
     return user
 
 
-def _read_only(how_to_act: str) -> str:
+def read_only_answer(how_to_act: str) -> str:
     """The answer of a socket that only sends, to a client that sent it something."""
     message = f"This socket only sends; {how_to_act}."
     return json.dumps({"type": "error", "code": "read_only", "message": message})

@@ -7,7 +7,12 @@ import logging
 
 from celery import shared_task
 
-from delivery.services import dispatch_round, dispatch_sweep, offers_expire
+from delivery.services import (
+    dispatch_rematch_for_rider,
+    dispatch_round,
+    dispatch_sweep,
+    offers_expire,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +29,7 @@ def sweep_stale_offers() -> None:
 def dispatch_order(order_id: str) -> None:
     """Runs one dispatch round for an order that is searching for a rider (high queue).
 
-    Queued after commit by orders.services.dispatch_request.
+    Queued after commit by delivery.services.dispatch_request.
     """
     dispatch_round(order_id=order_id)
 
@@ -33,3 +38,12 @@ def dispatch_order(order_id: str) -> None:
 def expire_offers_for_order(order_id: str) -> None:
     """Queued with a countdown of the offer's life: expires what nobody answered (high queue)."""
     offers_expire(order_id=order_id)
+
+
+@shared_task(ignore_result=True)
+def rematch_rider(rider_id: str) -> None:
+    """A rider came online: offer them the oldest orders searching near them (high queue).
+
+    Queued after commit by delivery.services.dispatch_rematch_request, off the rider's request.
+    """
+    dispatch_rematch_for_rider(rider_id=rider_id)

@@ -1,7 +1,7 @@
 """Reads for the ops console: the snapshot it starts from, the alerts, one order in detail.
 
 The console loads `console_snapshot` once, then follows the `ops` WebSocket group
-(delivery.realtime) and loads the snapshot again every half minute and after a reconnect:
+(core.realtime) and loads the snapshot again every half minute and after a reconnect:
 the alerts below, which depend on time and on rows no socket message describes (refunds,
 payments), are fresh to within that. Every list is bounded, so a bad day costs a bigger page,
 not a timeout.

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from accounts.phone import mask_phone
+from core.apis import PublicApi
 from core.fields import FiniteFloatField
 from core.openapi import error_response
 from orders.models import Order, PaymentMethod, PaymentStatus
@@ -18,6 +19,7 @@ from orders.selectors import (
     order_get_for_user,
     order_list_for_user,
     place,
+    service_area_list_active,
 )
 from orders.services import Place, order_cancel, order_create, order_rate, quote_create
 from orders.state import Actor
@@ -67,6 +69,9 @@ class OrderOutputSerializer(serializers.Serializer):
     distance_m = serializers.IntegerField()
     breakdown = BreakdownLineSerializer(many=True)
     notes = serializers.CharField()
+    cancelled_late = serializers.BooleanField(
+        help_text="Cancelled by the customer once the rider was at the pickup (a fee may apply)."
+    )
     rider = RiderOutputSerializer(allow_null=True)
     delivery_code = serializers.CharField(
         allow_null=True, help_text="Only for the order's customer, while the order is live."
@@ -102,6 +107,7 @@ def order_output(order: Order, user: User) -> dict:
             "distance_m": quote.distance_m,
             "breakdown": quote.breakdown,
             "notes": order.notes,
+            "cancelled_late": order.cancelled_late,
             "rider": rider,
             "delivery_code": order_delivery_code_for_user(order=order, user=user),
             "created_at": order.created_at,
@@ -320,3 +326,69 @@ class OrderRatingApi(APIView):
         serializer.is_valid(raise_exception=True)
         rating = order_rate(customer=request.user, order_id=order_id, **serializer.validated_data)
         return Response(self.OutputSerializer(rating).data, status=status.HTTP_201_CREATED)
+
+
+# --- The apps' bootstrap configuration (public) ---------------------------------------------
+
+
+class ServiceAreaSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    bbox = serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=4,
+        max_length=4,
+        help_text="[min_lng, min_lat, max_lng, max_lat]",
+    )
+
+
+class ConfigApi(PublicApi):
+    class OutputSerializer(serializers.Serializer):
+        otp_expiry_seconds = serializers.IntegerField()
+        otp_length = serializers.IntegerField()
+        rider_fixed_pay_per_order = serializers.IntegerField(help_text="In paise.")
+        currency = serializers.CharField()
+        razorpay_key_id = serializers.CharField(allow_null=True)
+        payments_enabled = serializers.BooleanField()
+        websocket_path = serializers.CharField()
+        websocket_url = serializers.CharField(
+            allow_null=True,
+            help_text="The origin to open the sockets on (ws:// or wss://), when they are served "
+            "from a host of their own; null: this API's host. Sockets are at "
+            "<origin><websocket_path>delivery/<order id>/ and so on.",
+        )
+        max_live_orders = serializers.IntegerField(
+            help_text="Unfinished orders one customer may have at once (429 past it)."
+        )
+        pricing = inline_serializer(
+            "PricingConstants",
+            {
+                "base_fare_paise": serializers.IntegerField(),
+                "per_km_paise": serializers.IntegerField(),
+            },
+        )
+        service_areas = ServiceAreaSerializer(many=True)
+
+    @extend_schema(summary="Bootstrap configuration for the apps", responses=OutputSerializer)
+    def get(self, request):
+        areas = [
+            {"name": area.name, "bbox": [round(value, 6) for value in area.area.extent]}
+            for area in service_area_list_active()
+        ]
+        return Response(
+            {
+                "otp_expiry_seconds": settings.OTP_EXPIRY_SECONDS,
+                "otp_length": settings.OTP_LENGTH,
+                "rider_fixed_pay_per_order": settings.RIDER_FIXED_PAY_PER_ORDER_PAISE,
+                "currency": settings.CURRENCY,
+                "razorpay_key_id": settings.RAZORPAY_KEY_ID or None,
+                "payments_enabled": settings.PAYMENTS_ENABLED,
+                "websocket_path": settings.WEBSOCKET_PATH,
+                "websocket_url": settings.SOCKETS_URL or None,
+                "max_live_orders": settings.ORDER_MAX_LIVE_PER_CUSTOMER,
+                "pricing": {
+                    "base_fare_paise": settings.PRICING_BASE_FARE_PAISE,
+                    "per_km_paise": settings.PRICING_PER_KM_PAISE,
+                },
+                "service_areas": areas,
+            }
+        )

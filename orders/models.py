@@ -155,6 +155,12 @@ class Order(PublicModel):
         max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.NONE
     )
     notes = models.CharField(max_length=500, blank=True)
+    # db_default too: the previous release, still running during a deploy, inserts without it.
+    cancelled_late = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Cancelled by the customer once the rider was at the pickup: a fee may apply.",
+    )
     delivery_code = models.CharField(max_length=4, blank=True)
     delivery_code_hmac = models.CharField(max_length=64)
     delivery_code_attempts = models.PositiveSmallIntegerField(

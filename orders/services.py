@@ -22,7 +22,6 @@ from rest_framework import status
 
 from accounts.models import User
 from core.exceptions import ApiError
-from core.queueing import queue_task
 from orders.models import (
     TERMINAL_STATUSES,
     ActorKind,
@@ -306,19 +305,3 @@ def order_rate(*, customer: User, order_id, stars: int, comment: str = "") -> Ra
             return Rating.objects.create(order=order, stars=stars, comment=comment)
     except IntegrityError:
         raise AlreadyRated() from None
-
-
-def dispatch_request(*, order_id) -> None:
-    """The entry point of dispatch: called after commit when an order reaches searching_rider.
-
-    Queues delivery.tasks.dispatch_order on the high queue, which runs one dispatch round
-    (delivery.services.dispatch_round); declines, expiry and the sweep queue the later rounds.
-
-    Best effort: it runs after the change is committed, so a broker (Redis) that is down must
-    not turn that change into an error (a 500 for an order that was in fact booked). The order
-    is left searching with no round, which is what the sweep (delivery.tasks.sweep_stale_offers,
-    every 10 s) looks for once the broker is back.
-    """
-    from delivery.tasks import dispatch_order
-
-    queue_task(dispatch_order, str(order_id), recovered_by="the dispatch sweep")

@@ -1,16 +1,19 @@
 """The order status machine: every allowed move as data, and the one function that moves orders.
 
 Nothing else writes `Order.status`. Each move locks the order, checks the source state and the
-kind of actor against TRANSITIONS, writes an OrderEvent and queues its side effects to run
-after commit. The dispatch issue drives the rider-side actions through the same function.
+kind of actor against TRANSITIONS, writes an OrderEvent, runs the hooks other apps registered
+(inside the lock, then after commit) and tells the order's sockets. It imports no other app:
+riders, delivery and the rest register their hooks in their AppConfig.ready().
 """
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from django.db import models, transaction
 from rest_framework import status
 
 from accounts.models import User
+from core import locks, realtime
 from core.exceptions import ApiError
 from orders.models import CARRYING_STATUSES, TERMINAL_STATUSES, ActorKind, Order, OrderEvent
 from orders.models import OrderStatus as S
@@ -48,9 +51,9 @@ TRANSITIONS: dict[tuple[str, str], tuple[str, frozenset[str]]] = {
     (S.PICKED_UP, Action.ARRIVE_DROP): (S.AT_DROPOFF, frozenset({R})),
     (S.AT_DROPOFF, Action.DELIVER): (S.DELIVERED, frozenset({R})),
     **{(source, Action.FAIL): (S.FAILED, frozenset({R, T})) for source in _WITH_RIDER},
-    # Customers may cancel until the package is picked up; there are no cancellation fees yet,
-    # so cancelling after a rider is assigned is free too (the reason is recorded). Once the
-    # package is with the rider only ops (or the system) can cancel.
+    # Customers may cancel until the package is picked up; once the rider is at the pickup the
+    # order is marked `cancelled_late` (for a fee; none is charged yet). Once the package is
+    # with the rider only ops (or the system) can cancel.
     **{(source, Action.CANCEL): (S.CANCELLED, frozenset({C, T, Y})) for source in _BEFORE_PICKUP},
     (S.PICKED_UP, Action.CANCEL): (S.CANCELLED, frozenset({T, Y})),
     (S.AT_DROPOFF, Action.CANCEL): (S.CANCELLED, frozenset({T, Y})),
@@ -122,26 +125,61 @@ def _check_party(order: Order, action: str, actor: Actor) -> None:
         raise NotOrderParty("Only staff act as staff.")
 
 
+# --- Hooks: what the other apps do when an order moves ---------------------------------------
+
+
+@dataclass
+class Transition:
+    """One move, as the hooks see it."""
+
+    order: Order  # locked, already saved with its new status
+    action: str
+    actor: Actor
+    from_status: str
+    to_status: str
+    from_rider_id: object  # the rider the order had before the move, or None
+    # (group, message) pairs sent after commit with the status messages, in one trip
+    messages: list = field(default_factory=list)
+
+
+_take_rider: Callable | None = None
+_locked_hooks: list[tuple[int, Callable[[Transition], None]]] = []
+_committed_hooks: list[Callable[[Transition], None]] = []
+
+
+def on_assign_take_rider(hook: Callable) -> None:
+    """`hook(rider_id=…)` locks the rider an ASSIGN gives the order (after the order's lock)
+    and puts them on the delivery, raising an ApiError for one who cannot take it; it returns
+    the rider."""
+    global _take_rider
+    _take_rider = hook
+
+
+def on_transition_locked(hook: Callable[[Transition], None], *, locks_rows: str) -> None:
+    """`hook(transition)` runs inside the order's lock after every move, among the others in
+    the lock order (core.locks) of the rows it locks, `locks_rows`."""
+    _locked_hooks.append((locks.position(locks_rows), hook))
+    _locked_hooks.sort(key=lambda entry: entry[0])
+
+
+def on_transition_committed(hook: Callable[[Transition], None]) -> None:
+    """`hook(transition)` runs after the move is committed, after its messages are queued."""
+    _committed_hooks.append(hook)
+
+
 def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", rider=None) -> Order:
     """Moves one order along TRANSITIONS and records it; the only writer of Order.status.
 
-    Locks the order row (select_for_update) for the rest of the caller's transaction. Callers
-    that also lock payments take them first: Payment rows, then the Order row (see
-    payments.services). `rider` is the rider an ASSIGN gives the order (a rider accepting
-    assigns themself).
+    Locks the order row (select_for_update) for the rest of the caller's transaction, in the
+    lock order of core.locks (a caller that also locks payments takes them first). `rider` is
+    the rider an ASSIGN gives the order (a rider accepting assigns themself).
 
-    Besides the status, a move: bumps the order's tracking seq; on ASSIGN locks the rider (after
-    the order) and puts them on the delivery, refusing one who is not online and free; frees
-    the rider when the order leaves the rider's hands (released, delivered, failed, cancelled),
-    telling their rider socket when someone else took it from them;
-    withdraws the pending offers of an order that stops searching. After commit it starts
-    dispatch for an order that (again) searches, and tells the order's sockets the new status.
+    Besides the status, a move bumps the order's tracking seq; on ASSIGN the rider is taken
+    through the on_assign_take_rider hook (riders: online and free, or refused). Then the hooks
+    run: inside the lock (delivery: the order's offers; riders: a rider the order leaves), and
+    after commit, once the order's sockets are told the new status (delivery: dispatch for an
+    order that searches again).
     """
-    from delivery import realtime
-    from delivery.services import offers_follow_transition
-    from orders.services import dispatch_request
-    from riders.services import rider_finish_delivery, rider_take_delivery
-
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order_id)
         rule = TRANSITIONS.get((order.status, action))
@@ -170,11 +208,18 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
             if rider.user_id == order.customer_id:
                 raise RiderIsCustomer()
             # Locks the Rider row after the Order row, the project's lock order.
-            order.rider = rider_take_delivery(rider_id=rider.pk)
+            order.rider = _take_rider(rider_id=rider.pk)
             fields.append("rider")
         elif action == Action.RELEASE:
             order.rider = None
             fields.append("rider")
+        elif (
+            action == Action.CANCEL
+            and from_status == S.AT_PICKUP
+            and actor.kind == ActorKind.CUSTOMER
+        ):
+            order.cancelled_late = True  # the rider came for nothing
+            fields.append("cancelled_late")
         if to_status in TERMINAL_STATUSES:
             # The plain code is only there for the customer to read out; it has no use now.
             order.delivery_code = ""
@@ -189,31 +234,26 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
             actor=actor.user,
             reason=reason[:500],
         )
-        offers_follow_transition(
+        move = Transition(
             order=order,
+            action=action,
+            actor=actor,
             from_status=from_status,
             to_status=to_status,
-            action=action,
-            actor_kind=actor.kind,
+            from_rider_id=from_rider_id,
         )
-        if from_rider_id is not None and to_status not in _WITH_RIDER:
-            rider_finish_delivery(rider_id=from_rider_id)
-            if actor.kind != ActorKind.RIDER:  # unassigned or cancelled under the rider
-                realtime.send_on_commit(
-                    realtime.rider_group(from_rider_id),
-                    {"type": "unassigned", "order_id": str(order.pk), "status": to_status},
-                )
-        realtime.send_on_commit(
-            realtime.order_group(order.pk),
-            realtime.status_message(
-                order_id=order.pk,
-                seq=order.tracking_seq,
-                status=to_status,
-                rider_id=order.rider_id,
-                at=order.updated_at,
-            ),
+        for _, hook in _locked_hooks:
+            hook(move)
+        status = realtime.status_message(
+            order_id=order.pk,
+            seq=order.tracking_seq,
+            status=to_status,
+            rider_id=order.rider_id,
+            at=order.updated_at,
         )
-        realtime.send_on_commit(realtime.OPS_GROUP, realtime.ops_order_status_message(order))
-        if to_status == S.SEARCHING_RIDER:  # after the messages: a new offer comes after them
-            transaction.on_commit(lambda: dispatch_request(order_id=order.pk))
+        move.messages.append((realtime.order_group(order.pk), status))
+        move.messages.append((realtime.OPS_GROUP, realtime.ops_order_status_message(order)))
+        realtime.send_many_on_commit(move.messages)  # one trip to the event loop
+        for hook in _committed_hooks:  # after the messages: a new offer comes after them
+            transaction.on_commit(lambda hook=hook: hook(move))
     return order

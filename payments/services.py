@@ -18,9 +18,9 @@ from django.utils import timezone
 from rest_framework import status
 
 from accounts.models import User
+from core import realtime
 from core.exceptions import ApiError
 from core.queueing import queue_task
-from delivery import realtime
 from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus
 from orders.selectors import order_get_for_customer
 from orders.state import Action, Actor, order_transition

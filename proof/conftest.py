@@ -63,12 +63,20 @@ def _flush_retries_deadlocks():
     TransactionTestCase._fixture_teardown = original
 
 
+# The web apps allowed to call the shared stack's API (CORS), and so to open its sockets.
+WEB_APP_ORIGINS = ("https://app.example.com", "https://shop.example.com:8443")
+
+
 @pytest.fixture(scope="session")
 def stack(django_db_setup, tmp_path_factory) -> Stack:
     """The stack the fuzzing, hostile-input and authorization tests share. Its workers are
     not recycled (GUNICORN_MAX_REQUESTS): a recycle drops sockets and refuses handshakes for a
     moment, which the load test measures on a stack with the production default."""
-    stack = start_stack(tmp_path_factory.mktemp("proof-stack"), GUNICORN_MAX_REQUESTS="1000000")
+    stack = start_stack(
+        tmp_path_factory.mktemp("proof-stack"),
+        GUNICORN_MAX_REQUESTS="1000000",
+        CORS_ALLOWED_ORIGINS=",".join(WEB_APP_ORIGINS),
+    )
     yield stack
     stack.stop()
 

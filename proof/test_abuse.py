@@ -7,11 +7,16 @@ connect to HAProxy from addresses of their own (127.0.0.2, 127.0.0.3) and write 
 X-Forwarded-For they like.
 """
 
+import contextlib
+import json
 from collections import Counter
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+import websockets.sync.client
+from django.conf import settings
+from websockets.exceptions import ConnectionClosed
 
 from accounts.models import OtpChallenge, SmsMessage, User
 from accounts.tests.support import OTP_REQUEST_URL
@@ -23,7 +28,7 @@ from delivery.tests.journey import book_cash_order
 from orders.models import Order
 from orders.tests.factories import DROP, PICKUP
 from orders.tests.support import ORDERS_URL, QUOTE_URL
-from proof.conftest import customer, rider
+from proof.conftest import customer, order_for, rider
 from proof.stack import start_stack
 from riders.models import RiderLocation
 from riders.tests.factories import located
@@ -216,3 +221,73 @@ def test_a_burst_of_fixes_is_stored_one_a_second_and_the_rest_refused(stack):
     assert 1 <= stored <= 60, stored  # the burst takes seconds, not minutes
     metrics = stack.web.get("/metrics").text
     assert 'rider_fixes_refused_total{reason="too_frequent"}' in metrics
+
+
+def test_a_cancellation_once_the_rider_is_at_the_pickup_is_recorded_as_late(stack):
+    # given a customer's cash order, accepted by a rider who has reached the pickup
+    courier = rider()
+    located(courier.rider, lat=PICKUP["lat"], lng=PICKUP["lng"])
+    person = customer()
+    order = book_cash_order(stack.web.request, person.headers, "late-1", pickup=PICKUP, drop=DROP)
+
+    def offers() -> list[dict]:
+        listed = stack.web.request("GET", "/api/v1/riders/me/offers/", headers=courier.headers)
+        return [offer for offer in listed.json() if offer["order_id"] == order["id"]]
+
+    wait_for(offers, 30, "the rider's offer")
+    offer_id = offers()[0]["id"]
+    accept = f"/api/v1/riders/offers/{offer_id}/accept/"
+    assert stack.web.request("POST", accept, headers=courier.headers).status_code == 200
+    step = f"/api/v1/delivery/{order['id']}/arrived-pickup/"
+    assert stack.web.request("POST", step, headers=courier.headers).status_code == 200
+
+    # when the customer cancels
+    cancel = f"{ORDERS_URL}{order['id']}/cancel/"
+    answer = stack.web.request("POST", cancel, json={"reason": "No"}, headers=person.headers)
+
+    # then it is cancelled, and marked late for a fee, not silently free
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["status"], answer.json()["cancelled_late"]) == ("cancelled", True)
+    assert Order.objects.get(pk=order["id"]).cancelled_late is True
+
+
+def test_one_account_cannot_open_sockets_without_end(stack):
+    # given a customer following a live order, with the cap's worth of tracking sockets open
+    # (production settings: WS_MAX_SOCKETS_PER_USER, 20)
+    person = customer()
+    order = order_for(person)
+    url = stack.ws_url(f"/ws/delivery/{order.pk}/", person.token)
+    cap = settings.WS_MAX_SOCKETS_PER_USER
+    with contextlib.ExitStack() as held:
+
+        def open_socket():
+            socket = held.enter_context(websockets.sync.client.connect(url, open_timeout=10))
+            return socket, json.loads(socket.recv(timeout=10))
+
+        sockets = [open_socket() for _ in range(cap)]
+        assert all(first["status"] == "searching_rider" for _, first in sockets)
+
+        # when it opens one more
+        with (
+            websockets.sync.client.connect(url, open_timeout=10) as extra,
+            pytest.raises(ConnectionClosed) as closed,
+        ):
+            extra.recv(timeout=10)
+
+        # then that one is closed with 4429 before anything is sent, and the others stay open
+        assert closed.value.rcvd.code == 4429
+        assert sockets[0][0].ping().wait(5)
+
+        # when one of the open ones is closed, a new one may open
+        sockets[0][0].close()
+        first = wait_for(lambda: _first_frame(url), 10, "a socket once one closed")
+        assert first["status"] == "searching_rider"
+
+
+def _first_frame(url: str) -> dict | None:
+    """The socket's first frame, or None when it is refused."""
+    with websockets.sync.client.connect(url, open_timeout=10) as socket:
+        try:
+            return json.loads(socket.recv(timeout=10))
+        except ConnectionClosed:
+            return None

@@ -47,13 +47,21 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from accounts.tests.factories import OtpChallengeFactory, UserFactory, phone_number
+from config.routing import websocket_urlpatterns
 from delivery.models import Offer
-from delivery.routing import websocket_urlpatterns
 from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus, Rating
 from orders.tests.factories import QuoteFactory
 from payments.models import Payment
 from payments.tests.fake_razorpay import checkout_signature, webhook_body, webhook_signature
-from proof.conftest import Person, assert_on_test_database, customer, order_for, rider, staff
+from proof.conftest import (
+    WEB_APP_ORIGINS,
+    Person,
+    assert_on_test_database,
+    customer,
+    order_for,
+    rider,
+    staff,
+)
 from riders.models import Rider
 from riders.tests.factories import located
 
@@ -844,7 +852,7 @@ def routed_pairs() -> set[str]:
     return pairs
 
 
-@pytest.mark.checklist("P9.8")
+@pytest.mark.checklist("P9.8", configured=True)
 def test_the_table_covers_every_route_and_method():
     keys = table_keys()
     assert len(keys) == len(set(keys)), "a (route, method) has two rows"
@@ -1018,11 +1026,18 @@ def test_a_signed_in_user_cannot_stand_in_for_the_webhook_signature(http, shared
 # --- WebSockets ----------------------------------------------------------------------------------
 
 
-def socket_outcome(stack, path: str, token: str | None, *, say: str | None = None):
-    """("frame", first JSON frame) or ("closed", close code) or ("refused", HTTP status)."""
+SAME_HOST = object()
+
+
+def socket_outcome(
+    stack, path: str, token: str | None, *, say: str | None = None, origin=SAME_HOST
+):
+    """("frame", first JSON frame) or ("closed", close code) or ("refused", HTTP status).
+    The handshake's Origin is the stack's own unless given (None: no Origin, a native app)."""
+    origin = stack.origin if origin is SAME_HOST else origin
     try:
         with websockets.sync.client.connect(
-            stack.ws_url(path, token), origin=stack.origin, open_timeout=10
+            stack.ws_url(path, token), origin=origin, open_timeout=10
         ) as socket:
             try:
                 if say is not None:
@@ -1032,6 +1047,39 @@ def socket_outcome(stack, path: str, token: str | None, *, say: str | None = Non
                 return "closed", closed.rcvd.code if closed.rcvd else None
     except InvalidStatus as refused:
         return "refused", refused.response.status_code
+
+
+@pytest.mark.checklist("P3.17")
+def test_the_sockets_admit_the_origins_the_api_admits(stack, shared, db_access):
+    """The handshake's Origin rule is the HTTP API's CORS rule (CORS_ALLOWED_ORIGINS, exact
+    scheme, host and port), plus the service's own hosts and native apps (no Origin)."""
+    world = carrying(OrderStatus.RIDER_ASSIGNED)(shared)
+    paths = ["/ws/rider/", f"/ws/delivery/{world.order.pk}/", "/ws/ops/"]
+    admitted = [*WEB_APP_ORIGINS, stack.origin, None]
+    refused = [
+        "https://evil.test",
+        "http://app.example.com",  # an allowed host, the wrong scheme
+        "https://app.example.com:8443",  # an allowed host, the wrong port
+        "https://shop.example.com",  # listed with :8443
+        "null",  # a sandboxed page or a file:// one
+    ]
+    wrong = []
+    for path in paths:
+        for origin in admitted:  # past the origin check, the token check: none given
+            outcome = socket_outcome(stack, path, None, origin=origin)
+            if outcome != ("closed", 4401):
+                wrong.append(f"{path} from {origin}: {outcome}, expected the token's 4401")
+        for origin in refused:
+            outcome = socket_outcome(stack, path, None, origin=origin)
+            if outcome != ("refused", 403):
+                wrong.append(f"{path} from {origin}: {outcome}, expected refused (403)")
+    # and a browser page on the web app's origin follows its customer's order live
+    kind, frame = socket_outcome(
+        stack, paths[1], world.person("customer_a").token, origin=WEB_APP_ORIGINS[0]
+    )
+    if (kind, frame.get("type") if kind == "frame" else frame) != ("frame", "status"):
+        wrong.append(f"the customer's page on {WEB_APP_ORIGINS[0]}: {kind} {frame}")
+    assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.checklist("P9.10", "P9.12")

@@ -208,11 +208,11 @@ def is_logged_503(record: dict) -> bool:
 
 
 def is_realtime_best_effort(record: dict) -> bool:
-    """delivery.realtime logs (with its traceback) a socket message it could not hand to the
+    """core.realtime logs (with its traceback) a socket message it could not hand to the
     channel layer while Redis is down: best effort by design, the change itself is committed."""
-    return record.get("logger") == "delivery.realtime" and str(
-        record.get("message", "")
-    ).startswith("could not send ")
+    return record.get("logger") == "core.realtime" and str(record.get("message", "")).startswith(
+        "could not send "
+    )
 
 
 def first_at_or_after(calls: list[Call], moment: float, ok: Callable[[Call], bool]) -> Call | None:

@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import quote
 
 import jwt
@@ -332,6 +333,61 @@ def test_a_five_megabyte_body_is_refused_fast(stack, people, path, body_of):
     # Django answers by itself, which it also logs at ERROR as a security event.
     assert assert_error_shape(response, 413)["code"] == "payload_too_large"
     assert elapsed < FAST_SECONDS, elapsed
+
+
+def bytes_written(stack: Stack) -> int:
+    """What the web's processes (gunicorn and its workers) have written so far, to any file or
+    socket: /proc's wchar, which also counts a temporary file that was unlinked at once."""
+    pids = [stack.web.process.pid]
+    children = Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text().split()
+    pids += [int(child) for child in children]
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/orders/quote/", "/api/v1/riders/me/location/", "/api/v1/auth/otp/request/"],
+)
+def test_an_endless_chunked_body_is_cut_off_in_memory(stack, people, path):
+    """A body with no Content-Length (chunked) is read only to the limit: 413, and nothing of it
+    is written anywhere. Django alone spools the whole body to a temporary file first, which
+    spills to disk past 2.5 MB, whatever its size."""
+    buyer, courier = people
+    person = courier if "riders" in path else buyer
+    sent = 0
+
+    def body():
+        nonlocal sent
+        chunk = b" " * 65536
+        while sent < 10 * FIVE_MB:
+            sent += len(chunk)
+            yield chunk
+
+    before = bytes_written(stack)
+    with stack.client(person.token) as client:
+        response = client.post(path, content=body(), headers={"Content-Type": "application/json"})
+    assert assert_error_shape(response, 413)["code"] == "payload_too_large"
+    written = bytes_written(stack) - before
+    assert written < settings.DATA_UPLOAD_MAX_MEMORY_SIZE, (written, sent)
+
+
+def test_a_chunked_body_within_the_limit_is_read(stack, people):
+    """Without a Content-Length, DRF read no body at all: every field was "required"."""
+    buyer, _ = people
+    content = json.dumps(quote_body()).encode()
+    with stack.client(buyer.token) as client:
+        response = client.post(
+            "/api/v1/orders/quote/",
+            content=iter([content[:50], content[50:]]),
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 201, response.text
+    assert response.json()["distance_m"] > 0
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Rider endpoints: the profile, going online and offline, location pings, and offers."""
+"""Rider endpoints: the profile, going online and offline, location pings and earnings (the
+rider's offers are delivery's: delivery/apis.py, mounted under the same /api/v1/riders/)."""
 
 import json
 from datetime import date
@@ -9,7 +10,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
-    extend_schema_field,
     inline_serializer,
 )
 from rest_framework import exceptions, serializers, status
@@ -23,11 +23,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from core.exceptions import api_exception_handler
 from core.fields import FiniteFloatField
 from core.openapi import error_response
-from delivery.realtime import location_broadcast
-from delivery.selectors import offers_live_for_rider
-from delivery.services import offer_accept, offer_decline
-from orders.apis import PlaceOutputSerializer
-from orders.selectors import cash_to_collect_paise, place
+from core.realtime import location_broadcast
 from riders.models import Rider
 from riders.selectors import earnings_for_rider
 from riders.services import (
@@ -159,92 +155,6 @@ class RiderOfflineApi(RiderApi):
     )
     def post(self, request):
         return Response(RiderProfileOutputSerializer(rider_go_offline(rider=self.rider())).data)
-
-
-# --- Offers ------------------------------------------------------------------------------------
-
-
-class OfferOutputSerializer(serializers.Serializer):
-    """An offer as the rider app shows it: the trip and the pay, nothing about the customer."""
-
-    id = serializers.UUIDField()
-    order_id = serializers.UUIDField()
-    status = serializers.CharField()
-    pickup = serializers.SerializerMethodField()
-    drop = serializers.SerializerMethodField()
-    distance_m = serializers.IntegerField(help_text="From the rider to the pickup when offered.")
-    pay_paise = serializers.IntegerField()
-    cash_to_collect_paise = serializers.SerializerMethodField(
-        help_text="Cash the rider collects from the customer (cash on delivery), else 0."
-    )
-    expires_at = serializers.DateTimeField()
-
-    def get_cash_to_collect_paise(self, offer) -> int:
-        return cash_to_collect_paise(offer.order)
-
-    @extend_schema_field(PlaceOutputSerializer)
-    def get_pickup(self, offer) -> dict:
-        quote = offer.order.quote
-        return place(quote.pickup_location, quote.pickup_address)
-
-    @extend_schema_field(PlaceOutputSerializer)
-    def get_drop(self, offer) -> dict:
-        quote = offer.order.quote
-        return place(quote.drop_location, quote.drop_address)
-
-
-class RiderOffersApi(RiderApi):
-    @extend_schema(
-        summary="The rider's live offers",
-        description="Pending offers not yet expired, soonest to expire first. The same offers "
-        'arrive on the rider WebSocket as `{"type": "offer", ...}`.',
-        responses={
-            200: OfferOutputSerializer(many=True),
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
-        },
-    )
-    def get(self, request):
-        offers = offers_live_for_rider(rider=self.rider())
-        return Response(OfferOutputSerializer(offers, many=True).data)
-
-
-class RiderOfferAcceptApi(RiderApi):
-    @extend_schema(
-        summary="Accept an offer: take the order",
-        description="Atomic: of all riders accepting one order, exactly one wins; the order is "
-        "assigned to them and the rider is on a delivery. Everyone else gets 409.",
-        request=None,
-        responses={
-            200: OfferOutputSerializer,
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
-            404: error_response("not_found: no such offer for this rider."),
-            409: error_response(
-                "offer_not_available: taken, expired, withdrawn or answered already."
-            ),
-        },
-    )
-    def post(self, request, offer_id):
-        offer = offer_accept(offer_id=offer_id, rider=self.rider())
-        return Response(OfferOutputSerializer(offer).data)
-
-
-class RiderOfferDeclineApi(RiderApi):
-    @extend_schema(
-        summary="Decline an offer",
-        request=None,
-        responses={
-            200: OfferOutputSerializer,
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
-            404: error_response("not_found: no such offer for this rider."),
-            409: error_response("offer_not_available: no longer pending."),
-        },
-    )
-    def post(self, request, offer_id):
-        offer = offer_decline(offer_id=offer_id, rider=self.rider())
-        return Response(OfferOutputSerializer(offer).data)
 
 
 # --- Earnings ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ than the Rider row.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -24,10 +25,11 @@ from prometheus_client import Counter
 from rest_framework import status
 
 from accounts.models import User
+from core import realtime
 from core.db import GroupCommit, database_call
 from core.exceptions import ApiError
-from delivery import realtime
 from orders.models import CARRYING_STATUSES as CARRYING
+from orders.models import ActorKind
 from riders.models import Rider, RiderLocation
 
 logger = logging.getLogger(__name__)
@@ -175,7 +177,7 @@ def rider_approve(*, rider: Rider, approved: bool = True) -> Rider:
         if not approved and locked.status == Rider.Status.ONLINE:
             _set_status(locked, Rider.Status.OFFLINE)
             fields += ["status", "status_changed_at"]
-            transaction.on_commit(lambda: _withdraw_offers(locked.pk))
+            transaction.on_commit(lambda: riders_unavailable_notify(locked.pk))
         locked.save(update_fields=fields)
     logger.info("rider %s %s", locked.pk, "approved" if approved else "approval withdrawn")
     return locked
@@ -218,8 +220,8 @@ def rider_go_online(*, rider: Rider) -> Rider:
     """Makes an approved rider available for offers. Locks the Rider row.
 
     Idempotent: an online rider stays online, and a rider on a delivery stays on it. After
-    commit, a rider who came online is matched with the few oldest orders searching nearby
-    (delivery.services.dispatch_rematch_for_rider).
+    commit, a rider who came online is matched with the few oldest orders searching nearby,
+    in a task (delivery.services.dispatch_rematch_request).
     """
     with transaction.atomic():
         locked = Rider.objects.select_for_update().get(pk=rider.pk)
@@ -236,17 +238,33 @@ def rider_go_online(*, rider: Rider) -> Rider:
     return locked
 
 
+# --- Hooks: what other apps do when riders come free or become unavailable -------------------
+
+_free_hooks: list[Callable] = []
+_unavailable_hooks: list[Callable] = []
+
+
+def on_rider_free(hook: Callable) -> None:
+    """`hook(rider_id=…)` runs after commit when a rider comes online or off a delivery
+    (delivery: match them with orders waiting nearby)."""
+    _free_hooks.append(hook)
+
+
+def on_riders_unavailable(hook: Callable) -> None:
+    """`hook(rider_id=…)` runs after commit when a rider (None: any number of riders) went
+    offline, was suspended or lost approval (delivery: their pending offers go back)."""
+    _unavailable_hooks.append(hook)
+
+
 def _rematch(rider_id) -> None:
-    from delivery.services import dispatch_rematch_for_rider
+    for hook in _free_hooks:
+        hook(rider_id=rider_id)
 
-    dispatch_rematch_for_rider(rider_id=rider_id)
 
-
-def _withdraw_offers(rider_id) -> None:
-    """After commit: the rider's pending offers go back to dispatch."""
-    from delivery.services import offers_withdraw_from_unavailable_riders
-
-    offers_withdraw_from_unavailable_riders(rider_id=rider_id)
+def riders_unavailable_notify(rider_id=None) -> None:
+    """After commit: tells the on_riders_unavailable hooks (one rider's, or None: everyone's)."""
+    for hook in _unavailable_hooks:
+        hook(rider_id=rider_id)
 
 
 def rider_go_offline(*, rider: Rider) -> Rider:
@@ -262,7 +280,7 @@ def rider_go_offline(*, rider: Rider) -> Rider:
         if locked.status == Rider.Status.ONLINE:
             _set_status(locked, Rider.Status.OFFLINE)
             locked.save(update_fields=["status", "status_changed_at", "updated_at"])
-            transaction.on_commit(lambda: _withdraw_offers(locked.pk))
+            transaction.on_commit(lambda: riders_unavailable_notify(locked.pk))
     locked.user = rider.user
     return locked
 
@@ -304,7 +322,7 @@ def rider_status_set_by_ops(*, rider: Rider, new_status: str) -> None:
     rider.status_changed_at = timezone.now()
     _tell_ops(rider)
     if new_status != Rider.Status.ONLINE:
-        transaction.on_commit(lambda: _withdraw_offers(rider.pk))
+        transaction.on_commit(lambda: riders_unavailable_notify(rider.pk))
 
 
 # --- Deliveries: called by orders.state.order_transition, under the order's lock ---------------
@@ -331,6 +349,18 @@ def rider_finish_delivery(*, rider_id) -> None:
         _set_status(locked, Rider.Status.ONLINE)
         locked.save(update_fields=["status", "status_changed_at", "updated_at"])
         transaction.on_commit(lambda: _rematch(rider_id))
+
+
+def rider_follows_transition(move) -> None:
+    """orders.state hook, inside the order's lock: a rider the order leaves (released,
+    delivered, failed, cancelled) is free again, and told over their socket when someone else
+    took the order from them."""
+    if move.from_rider_id is None or move.to_status in CARRYING:
+        return
+    rider_finish_delivery(rider_id=move.from_rider_id)
+    if move.actor.kind != ActorKind.RIDER:  # unassigned or cancelled under the rider
+        message = {"type": "unassigned", "order_id": str(move.order.pk), "status": move.to_status}
+        move.messages.append((realtime.rider_group(move.from_rider_id), message))
 
 
 # --- Locations ---------------------------------------------------------------------------------
@@ -383,7 +413,7 @@ def rider_location_record(**fix) -> LocationReceipt:
     Rider.last_location. Takes `user_id` rather than a user so that the HTTP endpoint need not
     load the user first: the database function checks the role itself. For a rider on a
     delivery, the fix takes its place in the order's tracking sequence; the caller broadcasts it
-    (delivery.realtime.location_broadcast).
+    (core.realtime.location_broadcast).
     """
     params = _ping_params(**fix)
     row = _location_ping(params)
@@ -561,6 +591,4 @@ def rider_location_purge(
             break
     else:
         logger.warning("rider_location_purge stopped after %d batches; more remain", max_batches)
-    if deleted:
-        logger.info("rider_location_purge: %d location points deleted", deleted)
-    return deleted
+    return deleted  # the hourly task logs the count (core.tasks.purge_expired_records)

@@ -7,7 +7,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from riders.services import riders_set_offline_when_silent_since
+from riders.services import riders_set_offline_when_silent_since, riders_unavailable_notify
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +21,9 @@ def set_idle_riders_offline() -> int:
     never touched (riders.services.riders_set_offline_when_silent_since). Their pending offers
     are withdrawn, so the orders move on to other riders, and the ops consoles hear of each.
     """
-    from delivery.services import offers_withdraw_from_unavailable_riders
-
     cutoff = timezone.now() - timedelta(minutes=settings.RIDER_IDLE_OFFLINE_MINUTES)
     count = riders_set_offline_when_silent_since(cutoff)
     if count:
         logger.info("set %d idle rider(s) offline (silent since before %s)", count, cutoff)
-        offers_withdraw_from_unavailable_riders()
+        riders_unavailable_notify()
     return count

@@ -6,9 +6,6 @@ from riders.apis import (
     RiderEarningsApi,
     RiderLocationApi,
     RiderMeApi,
-    RiderOfferAcceptApi,
-    RiderOfferDeclineApi,
-    RiderOffersApi,
     RiderOfflineApi,
     RiderOnlineApi,
 )
@@ -20,8 +17,5 @@ urlpatterns = [
     path("me/online/", RiderOnlineApi.as_view(), name="online"),
     path("me/offline/", RiderOfflineApi.as_view(), name="offline"),
     path("me/location/", RiderLocationApi.as_view(), name="location"),
-    path("me/offers/", RiderOffersApi.as_view(), name="offers"),
     path("me/earnings/", RiderEarningsApi.as_view(), name="earnings"),
-    path("offers/<uuid:offer_id>/accept/", RiderOfferAcceptApi.as_view(), name="offer-accept"),
-    path("offers/<uuid:offer_id>/decline/", RiderOfferDeclineApi.as_view(), name="offer-decline"),
 ]

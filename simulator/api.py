@@ -67,6 +67,7 @@ class Answer:
 class Api:
     def __init__(self, base_url: str, stats: Stats, *, max_connections: int = 100) -> None:
         self.base_url = base_url.rstrip("/")
+        self.sockets_url: str | None = None  # /api/config/'s websocket_url, when it gives one
         self.stats = stats
         # Set while shutting down: waits for Retry-After are cut short.
         self.hurry = asyncio.Event()
@@ -90,6 +91,8 @@ class Api:
         await self.retry_client.aclose()
 
     def ws_url(self, path: str, token: str) -> str:
+        if self.sockets_url:
+            return f"{self.sockets_url}{path}?token={token}"
         scheme, rest = self.base_url.split("://", 1)
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}?token={token}"
 

@@ -159,7 +159,7 @@ class SimCustomer:
                     screen.sockets += 1
                     sim.stats.count("tracking sockets opened")
                     backoff = 1.0
-                    with sim.stats.socket_held("tracking"):
+                    with sim.stats.socket_held("tracking", socket):
                         await self._read(screen, socket)
                 if socket.close_code == CLOSE_NORMAL:
                     return  # the order has ended

@@ -186,7 +186,7 @@ class SimRider:
                     backoff = 1.0
                     reader = asyncio.create_task(self._read(socket))
                     try:
-                        with self.sim.stats.socket_held("rider"):
+                        with self.sim.stats.socket_held("rider", socket):
                             await self._tick_until_stopped(reader)
                     finally:
                         self.socket = None

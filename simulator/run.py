@@ -366,6 +366,8 @@ class Simulation:
                 "data (python manage.py seed_demo) or draw one in the admin."
             )
         self.max_live_orders = answer.body.get("max_live_orders")
+        # The sockets where the server says they are (a `sockets` role on a host of its own).
+        self.api.sockets_url = answer.body.get("websocket_url") or None
         area = areas[0]
         self.area_name = area.get("name", "")
         self.zone = Zone.inside_bbox(area["bbox"], self.config.radius_km * 1000)

@@ -6,6 +6,7 @@ suite's load test (proof/test_load.py) report through it."""
 import contextlib
 import logging
 import math
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,14 @@ class Stats:
     delays: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     sockets_open: Counter = field(default_factory=Counter)  # "rider", "tracking" -> open now
     sockets_peak: Counter = field(default_factory=Counter)  # ... -> most open at once
+    socket_seconds: Counter = field(default_factory=Counter)  # ... -> seconds held open, summed
+    # Sockets that ended while held (socket_held with the socket): (who, close code) -> count.
+    # closed_by_server: the server closed first (its close frame came before ours, or the
+    # connection went without one: 1006); closed_by_client_error: this side failed it with a
+    # code other than 1000 (e.g. 1011, its keepalive ping unanswered). A socket the client
+    # closes normally (the run stopping, the rider's loop ending) is in neither.
+    closed_by_server: Counter = field(default_factory=Counter)
+    closed_by_client_error: Counter = field(default_factory=Counter)
 
     def call(self, kind: str, seconds: float, status: int, code: str | None = None) -> None:
         """One HTTP call (status 0: no answer) or WebSocket round trip, and how it ended."""
@@ -59,14 +68,33 @@ class Stats:
         self.error(f"{kind}: {what}", str(error))
 
     @contextlib.contextmanager
-    def socket_held(self, who: str) -> Iterator[None]:
-        """While one of `who`'s sockets is open ("rider", "tracking"), for the peak count."""
+    def socket_held(self, who: str, socket=None) -> Iterator[None]:
+        """While one of `who`'s sockets is open ("rider", "tracking"), for the peak count and
+        the socket-seconds; with the socket, who closed it is noted at the end (socket_ended)."""
         self.sockets_open[who] += 1
         self.sockets_peak[who] = max(self.sockets_peak[who], self.sockets_open[who])
+        started = time.monotonic()
         try:
             yield
         finally:
             self.sockets_open[who] -= 1
+            self.socket_seconds[who] += time.monotonic() - started
+            if socket is not None:
+                self.socket_ended(who, socket)
+
+    def socket_ended(self, who: str, socket) -> None:
+        """Notes who closed a socket (websockets' ClientConnection) that has stopped being read:
+        only observes, never closes or waits."""
+        protocol = getattr(socket, "protocol", None)
+        if protocol is None:
+            return
+        received, sent = protocol.close_rcvd, protocol.close_sent
+        if received is not None and (sent is None or protocol.close_rcvd_then_sent):
+            self.closed_by_server[(who, received.code)] += 1
+        elif received is None and sent is None and protocol.state.name == "CLOSED":
+            self.closed_by_server[(who, 1006)] += 1  # gone without a close frame
+        elif sent is not None and received is None and sent.code != 1000:
+            self.closed_by_client_error[(who, sent.code)] += 1
 
     def delay(self, kind: str, seconds: float) -> None:
         self.delays[kind].append(seconds)

@@ -60,7 +60,7 @@ def request_code(api_client, django_capture_on_commit_callbacks):
     return request
 
 
-@pytest.mark.checklist("P5.14", "P9.19")
+@pytest.mark.checklist("P5.14", "P9.19", configured=True)
 def test_send_sms_is_routed_to_the_high_queue():
     route = celery_app.amqp.router.route({}, send_sms.name)
 

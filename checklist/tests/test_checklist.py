@@ -32,9 +32,10 @@ def test_the_health_checks_list_is_part_of_its_line():
 
 
 def test_every_note_is_one_the_report_knows():
-    allowed = {"id", "phase", "section", "text", "documented", "out_of_reach", "note"}
+    allowed = {"id", "phase", "section", "text", "documented", "out_of_reach", "note", "proof"}
     for line in load():
         assert set(line) <= allowed, line["id"]
+        assert line.get("proof", "behaviour") == "behaviour", line["id"]
         for path in line.get("documented", []):
             file, _, anchor = path.partition("#")
             assert (ROOT / file).exists(), f"{line['id']}: {file} does not exist"
@@ -64,13 +65,19 @@ def run_pytest(tmp_path: Path, body: str, **env_changes: str) -> subprocess.Comp
     )  # fmt: skip
 
 
-def test_an_unknown_id_fails_collection(tmp_path):
-    result = run_pytest(
-        tmp_path,
-        'import pytest\n\n@pytest.mark.checklist("P99.1")\ndef test_x():\n    pass\n',
-    )
+@pytest.mark.parametrize(
+    ("marker", "refusal"),
+    [
+        ('"P99.1"', "no such checklist line P99.1"),
+        ('"P1.1", config=True', "checklist takes only configured=True"),
+    ],
+    ids=["unknown-id", "unknown-keyword"],
+)
+def test_a_bad_marker_fails_collection(tmp_path, marker, refusal):
+    body = f"import pytest\n\n@pytest.mark.checklist({marker})\ndef test_x():\n    pass\n"
+    result = run_pytest(tmp_path, body)
     assert result.returncode != 0
-    assert "no such checklist line P99.1" in result.stdout + result.stderr
+    assert refusal in result.stdout + result.stderr
 
 
 def test_the_run_records_each_marked_test_and_how_it_ended(tmp_path, monkeypatch):
@@ -78,7 +85,8 @@ def test_the_run_records_each_marked_test_and_how_it_ended(tmp_path, monkeypatch
     body = (
         "import pytest\n\n"
         "pytestmark = pytest.mark.checklist('P1.1')\n\n"
-        "@pytest.mark.checklist('P6.9', 'P1.1')\ndef test_passes():\n    pass\n\n"
+        "@pytest.mark.checklist('P6.9', 'P1.1')\n"
+        "@pytest.mark.checklist('P3.2', 'P6.9', configured=True)\ndef test_passes():\n    pass\n\n"
         "def test_fails():\n    assert False\n\n"
         "@pytest.mark.skip(reason='no')\ndef test_skipped():\n    pass\n\n"
         "def test_unmarked_module_mark_still_counts():\n    pass\n"
@@ -95,7 +103,8 @@ def test_the_run_records_each_marked_test_and_how_it_ended(tmp_path, monkeypatch
     }
     assert set(json.loads((out / "collected.json").read_text())) == set(results)
     passes = next(r for nodeid, r in results.items() if nodeid.endswith("test_passes"))
-    assert passes["ids"] == ["P6.9", "P1.1"]
+    assert passes["ids"] == ["P3.2", "P6.9", "P1.1"]  # the nearest marker first
+    assert passes["configured"] == ["P3.2"]  # P6.9 is proven by behaviour too
 
 
 def test_a_run_without_checklist_record_writes_nothing(tmp_path):
@@ -121,18 +130,24 @@ LINES_FOR_REPORT = [
 
 
 def test_the_report_gives_each_line_what_stands_behind_it():
-    tests = ["a/test_x.py::test_y", "a/test_x.py::test_z[one]", "a/test_x.py::test_z[two]"]
-    text = report.render(LINES_FOR_REPORT, {"P1.1": tests}, {"P1.1", "P1.2"})
+    tests = [("a/test_x.py::test_y", False), ("a/test_x.py::test_z[one]", False),
+             ("a/test_x.py::test_z[two]", False), ("a/test_c.py::test_reads", True)]  # fmt: skip
+    by_id = {"P1.1": tests, "P1.2": [("a/test_c.py::test_reads", True)]}
+    text = report.render(LINES_FOR_REPORT, by_id, {"P1.1", "P1.2"})
     rows = {row.split(" | ")[0][2:]: row for row in text.splitlines() if row.startswith("| P")}
-    assert "| proven by tests, checked live |" in rows["P1.1"]
-    assert "`a/test_x.py::test_y`<br>`a/test_x.py::test_z[one, two]`" in rows["P1.1"]
+    assert "| proven by behaviour, checked live |" in rows["P1.1"]
+    assert (
+        "`a/test_x.py::test_y`<br>`a/test_x.py::test_z[one, two]`<br>"
+        "`a/test_c.py::test_reads` (configured)"
+    ) in rows["P1.1"]
     assert "a \\| b" in rows["P1.1"]
-    assert "| checked live |" in rows["P1.2"]
+    assert "| configured, checked live |" in rows["P1.2"]
     assert "| documented only | [README.md](../README.md) |" in rows["P1.3"]
     assert "| out of reach | Out of reach: no AWS |" in rows["P1.4"]
     assert "| not done | — |" in rows["P1.5"]
-    assert "5 lines: 1 proven by tests, 2 checked live, 1 documented only, 1 out of reach, " \
-           "1 not done" in text  # fmt: skip
+    # the summary, per phase and in all
+    assert "| 1. Security | 5 | 1 | 1 | 2 | 1 | 1 | 1 |" in text
+    assert "| **All** | 5 | 1 | 1 | 2 | 1 | 1 | 1 |" in text
 
 
 @pytest.fixture
@@ -141,10 +156,10 @@ def last_run(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "REPORT", tmp_path / "checklist.md")
     monkeypatch.setattr(report, "ROOT", tmp_path)
 
-    def write(results: dict) -> None:
+    def write(results: dict, lines: list[dict] = LINES_FOR_REPORT) -> None:
         (tmp_path / "results.json").write_text(json.dumps(results))
-        by_id = report.tests_by_id({n: r["ids"] for n, r in results.items()})
-        (tmp_path / "checklist.md").write_text(report.render(LINES_FOR_REPORT, by_id, set()))
+        by_id = report.tests_by_id(results)
+        (tmp_path / "checklist.md").write_text(report.render(lines, by_id, set()))
 
     return write
 
@@ -159,11 +174,43 @@ def test_check_fails_when_a_proven_line_has_no_passing_test(last_run):
     last_run({"t::a": {"ids": ["P1.1", "P1.3"], "outcome": "skipped"},
               "t::b": {"ids": ["P1.3"], "outcome": "passed"}})  # fmt: skip
     assert report.check(LINES_FOR_REPORT, set()) == [
-        "P1.1 is proven by tests, but none passed (t::a: skipped)"
+        "P1.1 has tests, but none passed (t::a: skipped)"
     ]
+
+
+def test_check_fails_when_a_behaviour_line_has_only_configured_tests(last_run):
+    lines = [{**LINES_FOR_REPORT[0], "proof": "behaviour"}, *LINES_FOR_REPORT[1:]]
+    results = {"t::a": {"ids": ["P1.1"], "configured": ["P1.1"], "outcome": "passed"}}
+    last_run(results, lines)
+    assert report.check(lines, set()) == [
+        "P1.1 is to be proven by behaviour (lines.toml), but no behaviour test of it passed "
+        "(1 configured or failed)"
+    ]
+
+    # and passes once a behaviour test of it passed
+    results["t::b"] = {"ids": ["P1.1"], "configured": [], "outcome": "passed"}
+    last_run(results, lines)
+    assert report.check(lines, set()) == []
 
 
 def test_check_fails_when_the_document_is_out_of_date(last_run):
     last_run({"t::a": {"ids": ["P1.1"], "outcome": "passed"}})
     problems = report.check(LINES_FOR_REPORT, {"P1.2"})  # a live check added since
     assert problems == ["checklist.md is out of date: run `make checklist`"]
+
+
+def test_a_proven_line_keeps_the_files_that_carry_it_beside_its_tests():
+    line = {
+        "id": "P0.1",
+        "phase": "0. TEST",
+        "section": "Links",
+        "text": "A line",
+        "documented": ["docs/deploy.md"],
+    }
+
+    text = report.render([line], {"P0.1": [("core/tests/test_x.py::test_y", False)]}, live=set())
+
+    row = next(row for row in text.splitlines() if row.startswith("| P0.1 |"))
+    assert "`core/tests/test_x.py::test_y`" in row
+    assert "[docs/deploy.md](../docs/deploy.md)" in row
+    assert "proven by behaviour" in row and "documented only" not in row

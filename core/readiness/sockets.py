@@ -41,10 +41,24 @@ def websocket_routes(context: Context) -> Outcome:
 
 @check("P3.17")
 def websocket_origin(context: Context) -> Outcome:
+    problems = []
     outcome = context.socket("/ws/rider/", origin=FOREIGN_ORIGIN)
     if outcome != ("refused", 403):
-        return failed(f"a socket from {FOREIGN_ORIGIN} ended as {outcome}, not refused (403)")
-    return passed(f"a socket from a foreign Origin ({FOREIGN_ORIGIN}) is refused (403)")
+        problems.append(f"a socket from {FOREIGN_ORIGIN} ended as {outcome}, not refused (403)")
+    # The web apps allowed to call the API (CORS) may open the sockets too.
+    web_apps = [origin for origin in settings.CORS_ALLOWED_ORIGINS if origin != "*"]
+    if web_apps:
+        outcome = context.socket("/ws/rider/", origin=web_apps[0])
+        if outcome != ("closed", 4401):
+            problems.append(
+                f"a socket from the CORS origin {web_apps[0]} ended as {outcome}, not passed on "
+                "to the token check (4401)"
+            )
+    return judged(
+        problems,
+        f"a socket from a foreign Origin ({FOREIGN_ORIGIN}) is refused (403); one from a "
+        "CORS origin reaches the token check",
+    )
 
 
 @check("P9.11")

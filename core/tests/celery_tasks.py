@@ -85,6 +85,22 @@ def outlive_hard_time_limit(key: str) -> None:
         time.sleep(30)
 
 
+@shared_task(soft_time_limit=1, time_limit=10)
+def stop_cleanly_at_soft_time_limit(key: str) -> str:
+    """Well behaved: at its soft time limit it stops its work, records that, and returns."""
+    try:
+        time.sleep(30)
+    except SoftTimeLimitExceeded:
+        _record_attempt(key)
+        return "stopped at the soft limit"
+    return "never stopped"
+
+
+@shared_task
+def pool_process_pid() -> int:
+    return os.getpid()
+
+
 @shared_task
 def log_marker(marker: str) -> None:
     logger.info("marker %s", marker)

@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Callable
 
 import httpx
+import websockets.sync.client
+from websockets.exceptions import ConnectionClosed
 
 from core.tests import servers
 from core.tests.celery_processes import wait_for
@@ -87,6 +89,20 @@ def wait_until_healthy(base_url: str, timeout: float, logs: Callable[[], str]) -
         wait_for(healthy, timeout, f"{base_url}/health/ to answer 200", interval=1)
     except AssertionError as error:
         raise AssertionError(f"{error}\n{logs()}") from None
+
+
+def anonymous_socket_close_code(origin: str, timeout: float = 10) -> int:
+    """Opens an order's tracking socket (`origin` + /ws/delivery/<a random id>/) without a
+    token: the handshake must be upgraded (101), and the close code the consumer then sends is
+    returned (4401 when the app's consumer ran: it accepts, then closes the unsigned)."""
+    url = f"{origin}/ws/delivery/{uuid.uuid4()}/"
+    with websockets.sync.client.connect(url, open_timeout=timeout) as socket:
+        assert socket.response.status_code == 101, socket.response
+        try:
+            frame = socket.recv(timeout=timeout)
+        except ConnectionClosed:
+            return socket.close_code
+    raise AssertionError(f"{url}: a frame instead of a close: {frame!r}")
 
 
 class Dependencies:

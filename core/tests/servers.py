@@ -159,14 +159,18 @@ def start_server(
     env: dict[str, str],
     work_dir: Path,
     *,
-    workers: int = 1,
+    workers: int | None = 1,
     ready_path: str = "/health/",
     ready_timeout: float = 40.0,
+    app: str = "config.asgi:application",
+    code_dir: Path = PROJECT_DIR,
 ) -> Server:
     """Starts gunicorn with gunicorn_conf.py and waits until `ready_path` answers anything.
 
-    `env` is the whole environment (see `base_env`); PORT, GUNICORN_WORKERS and
-    PROMETHEUS_MULTIPROC_DIR are filled in here. The caller stops the server.
+    `env` is the whole environment (see `base_env`); PORT, GUNICORN_WORKERS (unless `workers`
+    is None: gunicorn_conf.py's default) and PROMETHEUS_MULTIPROC_DIR are filled in here.
+    `code_dir` holds the code served and its gunicorn_conf.py (another release's, for the
+    rollback test). The caller stops the server.
     """
     port = free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -178,12 +182,13 @@ def start_server(
     full_env = {
         **env,
         "PORT": str(port),
-        "GUNICORN_WORKERS": str(workers),
         "PROMETHEUS_MULTIPROC_DIR": str(prometheus_dir),
     }
+    if workers is not None:
+        full_env["GUNICORN_WORKERS"] = str(workers)
     process = subprocess.Popen(
-        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn_conf.py", "config.asgi:application"],
-        cwd=PROJECT_DIR,
+        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn_conf.py", app],
+        cwd=code_dir,
         env=full_env,
         stdout=stdout_file,
         stderr=stderr_file,

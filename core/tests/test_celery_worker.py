@@ -12,6 +12,7 @@ Proves that:
 - each task gets a fresh PostgreSQL connection and the previous one is really closed.
 """
 
+import itertools
 import time
 import uuid
 
@@ -34,6 +35,8 @@ from core.tests.celery_tasks import (
     fail_until_switched_on,
     log_marker,
     outlive_hard_time_limit,
+    pool_process_pid,
+    stop_cleanly_at_soft_time_limit,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -158,6 +161,30 @@ def test_a_task_killed_at_its_hard_time_limit_is_dead_lettered(worker):
     assert letter.args == [key]
     assert letter.queue == "default"
     assert letter.retries == 0
+
+
+@pytest.mark.checklist("P5.8")
+def test_a_task_past_its_soft_time_limit_is_told_and_can_stop_cleanly(worker):
+    # given a task that handles its soft time limit (1 s here; 3000 s by default)
+    key = f"soft-{uuid.uuid4().hex}"
+
+    # when it runs past it
+    result = stop_cleanly_at_soft_time_limit.delay(key)
+
+    # then it is interrupted at the soft limit, long before the hard one, and ends as it chose
+    assert result.get(timeout=8) == "stopped at the soft limit"
+    assert _attempts(key) == 1
+
+
+@pytest.mark.checklist("P5.9")
+def test_a_pool_process_is_replaced_after_its_hundred_tasks(worker):
+    # when the one-process pool runs 101 tasks in a row
+    pids = [pool_process_pid.delay().get(timeout=10) for _ in range(101)]
+
+    # then no process ran more than 100 of them: a new one took over (memory-leak prevention)
+    runs = [len(list(group)) for _, group in itertools.groupby(pids)]
+    assert len(runs) >= 2, runs
+    assert max(runs) <= 100, runs
 
 
 @pytest.mark.checklist("P6.2", "P6.6", "P5.19")

@@ -46,7 +46,7 @@ def test_importing_the_asgi_module_first_sets_django_up_before_the_consumers_loa
     }
 
 
-@pytest.mark.checklist("P3.15")
+@pytest.mark.checklist("P3.15", configured=True)
 def test_django_is_set_up_before_any_channels_or_app_import():
     tree = ast.parse((PROJECT_DIR / "config" / "asgi.py").read_text())
     setup_line = next(

@@ -32,7 +32,7 @@ OPTIONAL = [
 ]
 
 
-@pytest.mark.checklist("P7.9", "P7.14", "P7.15", "P7.16", "P7.17", "P7.18")
+@pytest.mark.checklist("P7.9", "P7.14", "P7.15", "P7.16", "P7.17", "P7.18", configured=True)
 def test_optional_variables_have_their_documented_defaults_and_can_be_set():
     # when production starts with none of them set
     defaults = settings_as_json(production_env(), *OPTIONAL)
@@ -210,7 +210,7 @@ print(json.dumps({
 """
 
 
-@pytest.mark.checklist("P8.12")
+@pytest.mark.checklist("P8.12", configured=True)
 def test_a_tls_redis_url_gives_every_redis_client_a_verified_tls_connection():
     # given an ElastiCache-style URL: in-transit encryption (rediss://) and an AUTH token;
     # nothing listens there, so this shows how each client would connect, not a connection
@@ -230,7 +230,7 @@ def test_a_tls_redis_url_gives_every_redis_client_a_verified_tls_connection():
     assert clients["broker"] == "required"
 
 
-@pytest.mark.checklist("P9.11")
+@pytest.mark.checklist("P9.11", configured=True)
 def test_the_sockets_of_a_process_share_one_bounded_redis_connection_pool():
     # the channel layer every WebSocket consumer of this process sends and listens through
     async def pool_of_this_process():

@@ -71,7 +71,7 @@ def test_lifecycle_hooks_log_start_ready_workers_and_exit(stopped_server):
     assert position(f"worker {pid} stopped") < position("gunicorn stopped"), messages
 
 
-@pytest.mark.checklist("P6.7")
+@pytest.mark.checklist("P6.7", "P7.24")
 def test_the_startup_summary_names_environment_debug_hosts_and_database(stopped_server):
     summaries = [
         r

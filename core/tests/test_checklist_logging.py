@@ -108,7 +108,7 @@ def test_development_logs_debug_but_never_the_sql_of_each_query(test_database_ur
     assert "checklist probe: sql info" not in output
 
 
-@pytest.mark.checklist("P6.3")
+@pytest.mark.checklist("P6.3", configured=True)
 def test_log_level_comes_from_the_environment(test_database_url):
     configured, _ = _run(production_env(DATABASE_URL=test_database_url, LOG_LEVEL="warning"))
 

@@ -26,7 +26,7 @@ print(json.dumps({
 """
 
 
-@pytest.mark.checklist("P1.24", "P1.26", "P1.27")
+@pytest.mark.checklist("P1.24", "P1.26", "P1.27", configured=True)
 def test_the_production_cache_connections_have_the_timeouts_retry_and_health_check():
     result = run_python(_CACHE_CONNECTION, env=production_env())
 

@@ -29,7 +29,7 @@ def test_without_a_secret_key_outside_production_each_process_makes_its_own():
     assert first != second
 
 
-@pytest.mark.checklist("P1.2")
+@pytest.mark.checklist("P1.2", configured=True)
 def test_production_uses_exactly_the_key_of_its_environment():
     # given two deployments (say staging and production) with keys of their own
     staging_key, production_key = secrets.token_urlsafe(50), secrets.token_urlsafe(50)
@@ -43,7 +43,7 @@ def test_production_uses_exactly_the_key_of_its_environment():
     assert production["SECRET_KEY"] == production_key
 
 
-@pytest.mark.checklist("P1.15")
+@pytest.mark.checklist("P1.15", configured=True)
 def test_production_keeps_the_browser_xss_filter_setting_and_nosniff_on():
     values = settings_as_json(
         production_env(), "SECURE_BROWSER_XSS_FILTER", "SECURE_CONTENT_TYPE_NOSNIFF"

@@ -5,7 +5,8 @@
 - docker-compose.yml: the Compose specification's own schema (vendored in check-jsonschema).
 - deploy/railway/*.json: deploy/schemas/railway.schema.json (written from Railway's reference).
 - deploy/ecs/*.json and services/*.json: botocore's ECS service model (RegisterTaskDefinition
-  and CreateService input shapes), offline.
+  and CreateService input shapes), offline; deploy/ecs/load-balancer/*.json: its ELBv2 model
+  (CreateTargetGroup, ModifyTargetGroupAttributes, CreateRule).
 - deploy/k8s/*.yaml: kubernetes-validate's bundled OpenAPI schemas, strict.
 Each validator is also shown to reject a broken copy, so a pass means something.
 """
@@ -15,6 +16,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import botocore.session
@@ -23,6 +25,9 @@ import pytest
 import yaml
 from botocore.exceptions import ParamValidationError
 from botocore.validate import ParamValidator
+from podman_compose import rec_subs
+
+from core.tests.servers import base_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -46,7 +51,7 @@ def _stages() -> list[list[str]]:
     return stages
 
 
-@pytest.mark.checklist("P2.1", "P2.4", "P2.6", "P8.1", "P11.5")
+@pytest.mark.checklist("P2.4", "P2.6", "P11.5", configured=True)
 def test_hadolint_passes():
     result = subprocess.run(
         [BIN / "hadolint", "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True
@@ -64,9 +69,9 @@ def test_hadolint_passes():
     "P2.11",
     "P6.13",
     "P8.1",
-    "P8.8",
     "P10.15",
     "P11.5",
+    configured=True,
 )
 def test_dockerfile_shape():
     text = (ROOT / "Dockerfile").read_text()
@@ -92,14 +97,14 @@ def test_dockerfile_shape():
     assert "nc -z" in healthcheck and "/health/" in healthcheck
 
 
-@pytest.mark.checklist("P10.16")
+@pytest.mark.checklist("P10.16", configured=True)
 def test_dockerignore_keeps_secrets_and_local_state_out():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     for entry in (".git", ".venv", ".tools", ".env", "media", "staticfiles", "**/__pycache__"):
         assert entry in ignored, entry
 
 
-@pytest.mark.checklist("P10.16")
+@pytest.mark.checklist("P10.16", configured=True)
 def test_the_image_code_is_roots_and_the_app_user_owns_only_what_it_writes():
     runtime = (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
     copies = [line for line in runtime if line.startswith("COPY ") and "--from=" not in line]
@@ -122,7 +127,7 @@ def _check_jsonschema(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.checklist("P8.16", "P11.7")
+@pytest.mark.checklist("P8.16", "P11.7", configured=True)
 def test_compose_file_matches_the_compose_specification(tmp_path):
     result = _check_jsonschema("--builtin-schema", "vendor.compose-spec", "docker-compose.yml")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -136,7 +141,16 @@ def test_compose_file_matches_the_compose_specification(tmp_path):
 
 
 @pytest.mark.checklist(
-    "P8.16", "P8.17", "P8.18", "P8.19", "P8.20", "P8.21", "P8.22", "P8.23", "P11.7"
+    "P8.16",
+    "P8.17",
+    "P8.18",
+    "P8.19",
+    "P8.20",
+    "P8.21",
+    "P8.22",
+    "P8.23",
+    "P11.7",
+    configured=True,
 )
 def test_compose_services():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -144,7 +158,7 @@ def test_compose_services():
     assert {"db", "redis", "web", "worker", "beat"} <= set(services)
     assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
     assert "ping" in services["redis"]["healthcheck"]["test"]
-    for name in ("web", "worker", "worker-high", "beat"):
+    for name in ("web", "sockets", "worker", "worker-high", "beat"):
         service = services[name]
         assert service["depends_on"] == {
             "db": {"condition": "service_healthy"},
@@ -161,6 +175,42 @@ def test_compose_services():
     # db and redis are not on the network whose port is published.
     assert services["db"]["networks"] == ["backend"] == services["redis"]["networks"]
     assert "frontend" in services["web"]["networks"]
+    assert "frontend" in services["sockets"]["networks"]
+
+
+def _compose_resolved(**variables: str) -> dict:
+    """web's and sockets' command, environment and ports in docker-compose.yml, with ${...}
+    resolved as podman-compose resolves them (the Compose test's runner), from `variables`
+    alone (no .env, no real environment)."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    keys = ("command", "environment", "ports")
+    return rec_subs(
+        {name: {k: services[name][k] for k in keys} for name in WEB_AND_SOCKETS}, variables
+    )
+
+
+WEB_AND_SOCKETS = ("web", "sockets")
+
+
+@pytest.mark.checklist("P8.16", "P11.7", configured=True)
+def test_compose_publishes_the_sockets_and_tells_web_where():
+    services = _compose_resolved()
+    sockets = services["sockets"]
+    assert sockets["command"] == ["sockets"]
+    assert sockets["environment"]["PORT"] == "5000"
+    assert sockets["ports"] == ["5001:5000"]
+    assert services["web"]["environment"]["SOCKETS_URL"] == "ws://localhost:5001"
+    # the published port moves, and web's SOCKETS_URL with it; .env may set it outright
+    moved = _compose_resolved(SOCKETS_PORT="6101")
+    assert moved["sockets"]["ports"] == ["6101:5000"]
+    assert moved["web"]["environment"]["SOCKETS_URL"] == "ws://localhost:6101"
+    told = _compose_resolved(SOCKETS_URL="wss://sockets.example.com")
+    assert told["web"]["environment"]["SOCKETS_URL"] == "wss://sockets.example.com"
+    # only web tells the apps, and web migrates: sockets waits for the schema
+    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    told_by = {name for name, s in raw.items() if "SOCKETS_URL" in s.get("environment", {})}
+    assert told_by == {"web"}
+    assert "IS_PRIMARY" not in raw["sockets"]["environment"]
 
 
 # --- Railway ----------------------------------------------------------------------------------
@@ -170,7 +220,13 @@ RAILWAY_FILES = sorted((DEPLOY / "railway").glob("*.json"))
 
 
 def test_railway_configs_match_the_schema(tmp_path):
-    assert {path.stem for path in RAILWAY_FILES} == {"web", "worker", "worker-high", "beat"}
+    assert {path.stem for path in RAILWAY_FILES} == {
+        "web",
+        "sockets",
+        "worker",
+        "worker-high",
+        "beat",
+    }
     result = _check_jsonschema("--schemafile", RAILWAY_SCHEMA, *map(str, RAILWAY_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
     broken = json.loads((DEPLOY / "railway" / "web.json").read_text())
@@ -180,7 +236,7 @@ def test_railway_configs_match_the_schema(tmp_path):
     assert rejected.returncode == 1
 
 
-@pytest.mark.checklist("P8.1", "P8.6")
+@pytest.mark.checklist("P8.1", "P8.6", configured=True)
 def test_railway_roles():
     configs = {path.stem: json.loads(path.read_text())["deploy"] for path in RAILWAY_FILES}
     web = configs["web"]
@@ -192,6 +248,23 @@ def test_railway_roles():
     assert "IS_PRIMARY=1 " in configs["beat"]["startCommand"]
     assert configs["beat"]["numReplicas"] == 1
     assert configs["beat"]["overlapSeconds"] == 0  # never two beats at once
+    sockets = configs["sockets"]
+    assert sockets["startCommand"] == "/usr/bin/tini -- /app/entrypoint.sh sockets"
+    assert sockets["healthcheckPath"] == "/health/"
+    assert "preDeployCommand" not in sockets  # web's migrates; sockets waits for the schema
+    assert sockets["numReplicas"] >= 2 and sockets["overlapSeconds"] > 0
+
+
+def test_railway_docs_give_web_the_sockets_domain():
+    """Railway's config files hold no variables: docs/deploy.md's Railway steps set them, and
+    web's SOCKETS_URL must name the sockets service's domain in Railway's reference syntax."""
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    railway = docs.split("\n## Railway\n", 1)[1].split("\n## ", 1)[0]
+    services = re.search(r"Create \w+ services from this repository: (.+?)\.", railway, re.S)
+    named = set(re.findall(r"`([\w-]+)`", services.group(1)))
+    assert named == {path.stem for path in RAILWAY_FILES}, named
+    assert "`SOCKETS_URL=wss://${{sockets.RAILWAY_PUBLIC_DOMAIN}}`" in railway
+    assert re.search(r"On \*\*web\*\* only:\s+`SOCKETS_URL=", railway)
 
 
 # --- ECS --------------------------------------------------------------------------------------
@@ -204,7 +277,9 @@ SERVICES = sorted((DEPLOY / "ecs" / "services").glob("*.json"))
 def _web_marked(path: Path, *line_ids: str):
     """The web file's case carries the checklist lines only web's assertions prove."""
     return (
-        pytest.param(path, marks=pytest.mark.checklist(*line_ids)) if path.stem == "web" else path
+        pytest.param(path, marks=pytest.mark.checklist(*line_ids, configured=True))
+        if path.stem == "web"
+        else path
     )
 
 
@@ -220,7 +295,7 @@ def _validate_ecs(operation: str, params: dict) -> None:
     [_web_marked(path, "P8.10", "P8.15") for path in TASK_DEFINITIONS],
     ids=lambda p: p.stem,
 )
-@pytest.mark.checklist("P8.8", "P8.9", "P8.13", "P8.14", "P12.4")
+@pytest.mark.checklist("P8.8", "P8.9", "P8.13", "P8.14", "P12.4", configured=True)
 def test_ecs_task_definition_matches_register_task_definition(path):
     definition = json.loads(path.read_text())
     _validate_ecs("RegisterTaskDefinition", definition)
@@ -240,9 +315,21 @@ def test_ecs_task_definition_matches_register_task_definition(path):
         assert container["stopTimeout"] >= 30
     if path.stem.startswith("worker"):
         assert "healthCheck" in container
+    if path.stem == "sockets":
+        assert container["command"] == ["sockets"]
+        assert container["portMappings"][0]["containerPort"] == 5000
+        assert container["healthCheck"]["command"] == ["CMD", "/app/deploy/docker/healthcheck.sh"]
+        # the same settings and secrets as web, its only differences the role and its sizing
+        web = _ecs_container("web")
+        assert container["secrets"] == web["secrets"]
+        sizing = {"RUN_GUNICORN", "GUNICORN_WORKERS"}
+        web_env = {k: v for k, v in _env(web["environment"]).items() if k not in sizing}
+        own_env = _env(container["environment"])
+        assert {k: v for k, v in own_env.items() if k not in sizing} == web_env
+        assert int(own_env["GUNICORN_WORKERS"]) >= 2  # one leaving stops accepting as it drains
 
 
-@pytest.mark.checklist("P8.8")
+@pytest.mark.checklist("P8.8", configured=True)
 def test_ecs_validation_rejects_a_broken_task_definition():
     broken = json.loads((DEPLOY / "ecs" / "web.json").read_text())
     del broken["containerDefinitions"][0]["name"]  # not required by the API, but misspelled:
@@ -267,8 +354,60 @@ def test_ecs_service_matches_create_service(path):
         # The old beat stops before the new one starts.
         assert service["deploymentConfiguration"]["maximumPercent"] == 100
         assert service["deploymentConfiguration"]["minimumHealthyPercent"] == 0
-    if path.stem == "web":
-        assert service["loadBalancers"][0]["containerPort"] == 5000
+    if path.stem in ("web", "sockets"):
+        (balancer,) = service["loadBalancers"]
+        assert balancer["containerName"] == path.stem
+        assert balancer["containerPort"] == 5000
+        assert f"targetgroup/delivery-{path.stem}/" in balancer["targetGroupArn"]
+
+
+_elbv2 = botocore.session.get_session().get_service_model("elbv2")
+LOAD_BALANCER = DEPLOY / "ecs" / "load-balancer"
+
+
+def _validate_elbv2(operation: str, params: dict) -> None:
+    report = ParamValidator().validate(params, _elbv2.operation_model(operation).input_shape)
+    if report.has_errors():
+        raise ParamValidationError(report=report.generate_report())
+
+
+def _load_balancer(name: str) -> dict:
+    return json.loads((LOAD_BALANCER / f"{name}.json").read_text())
+
+
+def test_the_alb_sends_ws_to_the_sockets_target_group_which_drains_longer_than_the_sockets():
+    group = _load_balancer("sockets-target-group")
+    attributes = _load_balancer("sockets-target-group-attributes")
+    rule = _load_balancer("sockets-listener-rule")
+    _validate_elbv2("CreateTargetGroup", group)
+    _validate_elbv2("ModifyTargetGroupAttributes", attributes)
+    _validate_elbv2("CreateRule", rule)
+    assert {path.name for path in LOAD_BALANCER.iterdir()} == {
+        "sockets-target-group.json",
+        "sockets-target-group-attributes.json",
+        "sockets-listener-rule.json",
+    }
+    # the group: awsvpc tasks by address, on the sockets' port, checked on /health/
+    service = _ecs_service("sockets")
+    (balancer,) = service["loadBalancers"]
+    assert (group["TargetType"], group["Port"]) == ("ip", balancer["containerPort"])
+    assert (group["HealthCheckPath"], group["Matcher"]) == ("/health/", {"HttpCode": "200"})
+    assert balancer["targetGroupArn"].split(":targetgroup/")[1].startswith(f"{group['Name']}/")
+    # the rule: /ws/* forwarded to that group (everything else stays on the listener's
+    # default, web's)
+    (condition,) = rule["Conditions"]
+    assert condition == {"Field": "path-pattern", "PathPatternConfig": {"Values": ["/ws/*"]}}
+    (action,) = rule["Actions"]
+    assert (action["Type"], action["TargetGroupArn"]) == ("forward", balancer["targetGroupArn"])
+    # the group's deregistration delay: longer than the sockets' drain
+    assert attributes["TargetGroupArn"] == balancer["targetGroupArn"]
+    delay = {a["Key"]: a["Value"] for a in attributes["Attributes"]}
+    assert int(delay["deregistration_delay.timeout_seconds"]) > _sockets_conf()["drain_seconds"]
+    # and the validation rejects a misspelled rule, so the pass means something
+    broken = copy.deepcopy(rule)
+    broken["Conditions"][0]["PathPatternConfig"]["Value"] = ["/ws/*"]
+    with pytest.raises(ParamValidationError, match="Value"):
+        _validate_elbv2("CreateRule", broken)
 
 
 # --- Kubernetes -------------------------------------------------------------------------------
@@ -280,7 +419,7 @@ def _resources() -> list[dict]:
     return [doc for path in K8S_FILES for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-@pytest.mark.checklist("P6.14")
+@pytest.mark.checklist("P6.14", configured=True)
 def test_kubernetes_manifests_validate_strictly():
     assert len(K8S_FILES) >= 6
     for resource in _resources():
@@ -296,7 +435,7 @@ def test_kubernetes_manifests_validate_strictly():
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 
 
-@pytest.mark.checklist("P6.14", "P10.15", "P12.6")
+@pytest.mark.checklist("P6.14", "P10.15", "P12.6", configured=True)
 def test_kubernetes_roles():
     resources = _resources()
     by_kind_name = {(r["kind"], r["metadata"]["name"]): r for r in resources}
@@ -328,11 +467,61 @@ def test_kubernetes_roles():
         for r in resources
         if r["kind"] == "HorizontalPodAutoscaler"
     }
-    assert scaled == {"delivery-web", "delivery-worker"}  # never beat
+    # never beat; nor the sockets (a scale-down cuts every socket of the pod it removes)
+    assert scaled == {"delivery-web", "delivery-worker"}
     config = by_kind_name[("ConfigMap", "delivery-config")]["data"]
     # the migrate Job migrates, nobody else: IS_PRIMARY defaults to 0, and only beat's own env
     # sets it (to 1), so no runtime has two values to choose between
     assert "IS_PRIMARY" not in config
+
+
+def test_kubernetes_sockets_are_their_own_deployment_and_the_ingress_routes_ws_to_them():
+    resources = _resources()
+    by_kind_name = {(r["kind"], r["metadata"]["name"]): r for r in resources}
+    deployment = by_kind_name[("Deployment", "delivery-sockets")]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "sockets"
+    assert deployment["spec"]["selector"]["matchLabels"] == labels
+    spec = deployment["spec"]["template"]["spec"]
+    web = by_kind_name[("Deployment", "delivery-web")]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    (web_container,) = web["containers"]
+    assert container["args"] == ["sockets"]
+    assert container["image"] == web_container["image"]
+    assert container["envFrom"] == web_container["envFrom"]
+    assert container["ports"] == web_container["ports"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health/", "port": "http"}, probe
+    assert spec["securityContext"] == web["securityContext"]
+    assert container["securityContext"] == web_container["securityContext"]
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
+    assert spec["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    # memory for every worker's SOCKETS_MAX_MEMORY_MB and the master
+    workers = int(_env(container["env"])["GUNICORN_WORKERS"])
+    assert workers >= 2  # one leaving past its memory stops accepting while it drains
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi") and int(limit[:-2]) > workers * _sockets_conf()["max_memory_mb"]
+    # the Service in front of those pods, and a disruption budget like web's
+    service = by_kind_name[("Service", "delivery-sockets")]["spec"]
+    assert service["selector"] == labels
+    assert service["ports"][0]["targetPort"] == "http"
+    budget = by_kind_name[("PodDisruptionBudget", "delivery-sockets")]["spec"]
+    assert budget["selector"]["matchLabels"] == labels and budget["minAvailable"] >= 1
+
+    # the Ingress: /ws/ to the sockets, everything else to web, the socket timeouts kept
+    (ingress,) = [r for r in resources if r["kind"] == "Ingress"]
+    annotations = ingress["metadata"]["annotations"]
+    for name in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(annotations[f"nginx.ingress.kubernetes.io/{name}"]) >= 3600, name
+    (rule,) = ingress["spec"]["rules"]
+    routes = {
+        (path["path"], path["pathType"]): path["backend"]["service"]
+        for path in rule["http"]["paths"]
+    }
+    assert routes == {
+        ("/ws/", "Prefix"): {"name": "delivery-sockets", "port": {"name": "http"}},
+        ("/", "Prefix"): {"name": "delivery-web", "port": {"name": "http"}},
+    }
 
 
 # --- Across platforms: the same roles, defaults and stop times everywhere ---------------------
@@ -343,6 +532,28 @@ WEB_GRACEFUL_SECONDS = 30
 WORKER_SOFT_SHUTDOWN_SECONDS = 25
 HARD_EXIT_MARGIN_SECONDS = 15  # core.worker_liveness's
 WORKERS = ("worker", "worker-high")
+
+
+def _sockets_conf() -> dict:
+    """gunicorn_conf.py's values for the sockets role, loaded as gunicorn loads it."""
+    load = (
+        "import json, runpy; c = runpy.run_path('gunicorn_conf.py'); "
+        "print(json.dumps({k: c[k] for k in ('graceful_timeout', 'drain_seconds')}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", load],
+        cwd=ROOT,
+        env=base_env(SERVER_ROLE="sockets", PROMETHEUS_MULTIPROC_DIR="/tmp/delivery-conf-test"),  # noqa: S108
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    worker = (ROOT / "config" / "workers.py").read_text()
+    # the worker's default: os.environ.get("SOCKETS_MAX_MEMORY_MB", "512") or ... ) or 512
+    max_memory = re.search(r'"SOCKETS_MAX_MEMORY_MB"(?:, "|\) or )(\d+)', worker)
+    return {**json.loads(result.stdout), "max_memory_mb": int(max_memory.group(1))}
 
 
 def _runtime_env() -> dict[str, str]:
@@ -392,7 +603,7 @@ def _seconds(duration: str) -> int:
     return int(duration[:-1])
 
 
-@pytest.mark.checklist("P7.1", "P7.8", "P7.10", "P8.1")
+@pytest.mark.checklist("P7.1", "P7.8", "P7.10", "P8.1", configured=True)
 def test_the_image_runs_production_web_on_port_5000_unless_a_service_says_otherwise():
     env = _runtime_env()
     assert (env["DJANGO_ENV"], env["PORT"], env["RUN_GUNICORN"]) == ("production", "5000", "1")
@@ -406,7 +617,7 @@ def test_the_image_runs_production_web_on_port_5000_unless_a_service_says_otherw
     assert config["data"]["DJANGO_ENV"] == "production"
 
 
-@pytest.mark.checklist("P5.16", "P12.10", "P12.11")
+@pytest.mark.checklist("P5.16", "P12.10", "P12.11", configured=True)
 def test_web_services_run_gunicorn_and_worker_services_run_celery_on_every_platform():
     compose = _compose()
     assert compose["web"]["command"] == ["web"]
@@ -416,6 +627,11 @@ def test_web_services_run_gunicorn_and_worker_services_run_celery_on_every_platf
     k8s_web = _k8s_container("delivery-web")
     assert (k8s_web["args"], _env(k8s_web["env"])["RUN_GUNICORN"]) == (["web"], "1")
     assert _railway("web")["startCommand"].endswith("/app/entrypoint.sh web")
+    # and the sockets role: its own service on every platform
+    assert compose["sockets"]["command"] == ["sockets"]
+    assert _ecs_container("sockets")["command"] == ["sockets"]
+    assert _k8s_container("delivery-sockets")["args"] == ["sockets"]
+    assert _railway("sockets")["startCommand"].endswith("/app/entrypoint.sh sockets")
     for name in WORKERS:
         assert compose[name]["command"] == ["worker"], name
         assert compose[name]["environment"]["RUN_GUNICORN"] == "0", name
@@ -429,7 +645,7 @@ def test_web_services_run_gunicorn_and_worker_services_run_celery_on_every_platf
         assert _railway(name)["startCommand"].endswith("/app/entrypoint.sh worker"), name
 
 
-@pytest.mark.checklist("P12.9")
+@pytest.mark.checklist("P12.9", configured=True)
 def test_only_services_that_run_a_single_instance_are_primary():
     replicas: dict[tuple[str, str], int] = {}
     for name, service in _compose().items():
@@ -465,7 +681,7 @@ def test_only_services_that_run_a_single_instance_are_primary():
     }
 
 
-@pytest.mark.checklist("P12.12", "P12.13")
+@pytest.mark.checklist("P12.12", "P12.13", configured=True)
 def test_web_is_replaced_a_few_instances_at_a_time_behind_its_health_check():
     # ECS: new tasks start before old ones stop, and a release that never turns healthy on
     # the target group's /health/ is rolled back
@@ -487,16 +703,27 @@ def test_web_is_replaced_a_few_instances_at_a_time_behind_its_health_check():
         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
     }
     assert _k8s_container("delivery-web")["readinessProbe"]["httpGet"]["path"] == "/health/"
-    budget = next(r for r in _resources() if r["kind"] == "PodDisruptionBudget")
+    budget = next(
+        r
+        for r in _resources()
+        if r["kind"] == "PodDisruptionBudget" and r["metadata"]["name"] == "delivery-web"
+    )
     assert budget["spec"]["minAvailable"] >= 1
     # Railway: the new deployment answers /health/ before traffic moves, old and new overlap
     railway = _railway("web")
     assert railway["numReplicas"] >= 2
     assert railway["healthcheckPath"] == "/health/"
     assert railway["overlapSeconds"] > 0
+    # the sockets are replaced the same way on each platform
+    sockets = _ecs_service("sockets")
+    assert sockets["desiredCount"] >= 2
+    assert sockets["deploymentConfiguration"] == deployment
+    assert sockets["healthCheckGracePeriodSeconds"] > 0
+    assert _k8s_deployment("delivery-sockets")["spec"]["strategy"] == web["strategy"]
+    assert _k8s_deployment("delivery-sockets")["spec"]["replicas"] >= 2
 
 
-@pytest.mark.checklist("P8.7")
+@pytest.mark.checklist("P8.7", configured=True)
 def test_every_platform_waits_longer_than_each_role_needs_to_stop_cleanly():
     from config.celery import app
 
@@ -512,6 +739,14 @@ def test_every_platform_waits_longer_than_each_role_needs_to_stop_cleanly():
             ],
         ]
     }
+    stop_times["sockets"] = [
+        _seconds(compose["sockets"]["stop_grace_period"]),
+        _railway("sockets")["drainingSeconds"],
+        _ecs_container("sockets")["stopTimeout"],
+        _k8s_deployment("delivery-sockets")["spec"]["template"]["spec"][
+            "terminationGracePeriodSeconds"
+        ],
+    ]
     for name in WORKERS:
         stop_times[name] = [
             _seconds(compose[name]["stop_grace_period"]),
@@ -526,11 +761,19 @@ def test_every_platform_waits_longer_than_each_role_needs_to_stop_cleanly():
     # core/tests/test_ecs.py): the platforms wait as long as the worker's own watchdog would
     # before it gives up (core.worker_liveness.HARD_EXIT_MARGIN_SECONDS).
     assert min(stop_times["web"]) > WEB_GRACEFUL_SECONDS, stop_times
+    # the sockets: the drain, then gunicorn's last 15 s (35 s); at least 45 s everywhere,
+    # and in Kubernetes after the preStop pause too
+    sockets = _sockets_conf()
+    assert sockets["graceful_timeout"] > sockets["drain_seconds"]
+    assert min(stop_times["sockets"]) >= max(45, sockets["graceful_timeout"] + 10), stop_times
+    pause = _k8s_container("delivery-sockets")["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep"
+    assert stop_times["sockets"][3] > int(pause[1]) + sockets["graceful_timeout"]
     for name in WORKERS:
         assert min(stop_times[name]) >= WORKER_SOFT_SHUTDOWN_SECONDS + HARD_EXIT_MARGIN_SECONDS
 
 
-@pytest.mark.checklist("P6.14")
+@pytest.mark.checklist("P6.14", configured=True)
 def test_every_platform_checks_that_a_worker_consumes_and_restarts_one_that_ends():
     # the image's health check for a worker is the consuming probe, not a Celery ping
     healthcheck = (DEPLOY / "docker" / "healthcheck.sh").read_text()

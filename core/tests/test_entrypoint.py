@@ -492,7 +492,7 @@ def test_run_gunicorn_0_starts_a_worker_that_runs_a_task(sandbox, cluster, web, 
             {"RUN_GUNICORN": "2"},
             (),
             "RUN_GUNICORN must be 1 (web) or 0 (Celery worker)",
-            marks=pytest.mark.checklist("P7.10"),
+            marks=pytest.mark.checklist("P7.10", configured=True),
         ),
         pytest.param(
             {"IS_PRIMARY": "0"},

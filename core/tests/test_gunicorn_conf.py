@@ -35,6 +35,7 @@ def load_conf(tmp_path, **env) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.checklist("P11.2")
 @pytest.mark.checklist(
     "P3.1",
     "P3.2",
@@ -56,7 +57,7 @@ def load_conf(tmp_path, **env) -> subprocess.CompletedProcess:
     "P7.12",
     "P7.13",
     "P8.10",
-    "P11.2",
+    configured=True,
 )
 def test_defaults_follow_the_checklist(tmp_path):
     result = load_conf(tmp_path)
@@ -76,7 +77,7 @@ def test_defaults_follow_the_checklist(tmp_path):
     assert set(conf["hooks"]) >= {"on_starting", "when_ready", "child_exit", "on_exit"}
 
 
-@pytest.mark.checklist("P3.3", "P3.13", "P7.8", "P7.11", "P7.12", "P7.13")
+@pytest.mark.checklist("P3.3", "P3.13", "P7.8", "P7.11", "P7.12", "P7.13", configured=True)
 def test_environment_overrides(tmp_path):
     result = load_conf(
         tmp_path,
@@ -84,6 +85,7 @@ def test_environment_overrides(tmp_path):
         GUNICORN_WORKERS="3",
         GUNICORN_TIMEOUT="60",
         GUNICORN_GRACEFUL_TIMEOUT="20",
+        GUNICORN_KEEPALIVE="65",
         LOG_LEVEL="WARNING",
     )
 
@@ -91,7 +93,7 @@ def test_environment_overrides(tmp_path):
     conf = json.loads(result.stdout)
     assert conf["bind"] == "0.0.0.0:8080"
     assert conf["workers"] == 3
-    assert (conf["timeout"], conf["graceful_timeout"]) == (60, 20)
+    assert (conf["timeout"], conf["graceful_timeout"], conf["keepalive"]) == (60, 20, 65)
     assert conf["loglevel"] == "warning"
 
 

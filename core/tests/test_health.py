@@ -1,7 +1,7 @@
 import pytest
 
 
-@pytest.mark.checklist("P6.8", "P6.9", "P6.11", "P9.1", "P11.10", "P11.16")
+@pytest.mark.checklist("P6.8", "P6.9", "P6.11", "P8.6", "P9.1", "P11.10", "P11.16")
 @pytest.mark.django_db
 def test_health_is_ok_with_database_and_redis_up(api_client):
     # when

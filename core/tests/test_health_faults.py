@@ -74,7 +74,7 @@ def start(work_dir):
 # --- PostgreSQL down ---------------------------------------------------------------------------
 
 
-@pytest.mark.checklist("P4.5", "P6.10", "P6.12", "P9.1", "P11.18")
+@pytest.mark.checklist("P4.5", "P6.9", "P6.10", "P6.12", "P9.1", "P11.18")
 def test_health_is_503_fast_when_nothing_listens_on_the_database_port(
     start, redis_server, database_url
 ):
@@ -106,7 +106,7 @@ def test_health_is_503_fast_when_nothing_listens_on_the_database_port(
     assert elapsed < 5.0 + 3.0  # DB_POOL_TIMEOUT (5 s) plus slack
 
 
-@pytest.mark.checklist("P4.5", "P6.10", "P6.12")
+@pytest.mark.checklist("P4.5", "P6.9", "P6.10", "P6.12")
 def test_health_is_503_fast_when_the_database_accepts_but_never_answers(
     start, redis_server, silent_listener
 ):
@@ -134,7 +134,7 @@ def test_health_is_503_fast_when_the_database_accepts_but_never_answers(
 # --- Redis down --------------------------------------------------------------------------------
 
 
-@pytest.mark.checklist("P6.10", "P6.12")
+@pytest.mark.checklist("P6.9", "P6.10", "P6.12")
 def test_health_is_503_fast_in_production_when_redis_refuses(start, database_url):
     # given production, which keeps Redis as its cache even when it is down at start-up
     server = start(
@@ -158,7 +158,7 @@ def test_health_is_503_fast_in_production_when_redis_refuses(start, database_url
     assert elapsed < FAST_SECONDS
 
 
-@pytest.mark.checklist("P1.24", "P6.10", "P6.12")
+@pytest.mark.checklist("P1.24", "P6.9", "P6.10", "P6.12")
 def test_health_is_503_fast_in_production_when_redis_never_answers(
     start, database_url, silent_listener
 ):

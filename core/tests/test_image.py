@@ -70,7 +70,8 @@ def role_env(port: int, **extra: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.checklist("P2.2", "P2.3", "P2.4", "P2.6", "P2.7", "P2.8", "P2.9", "P2.10", "P11.5")
+@pytest.mark.checklist("P2.2", "P2.3", "P2.4", "P2.6", "P2.7", "P2.8", "P2.9", "P10.16", "P11.5")
+@pytest.mark.checklist("P2.10", configured=True)
 def test_the_image_runs_as_uid_1000_without_compilers_with_its_code_read_only(image):
     # the build kept the HEALTHCHECK (Docker format) and the numeric user
     config = podman(
@@ -124,6 +125,9 @@ def test_web_and_worker_from_the_image_serve_pass_their_health_checks_run_a_task
         # and Podman's run of the image's HEALTHCHECK says healthy, for the web and the worker
         check = web.healthcheck()
         assert check.returncode == 0, f"{check.stdout}{check.stderr}\n{web.logs()}"
+        # running production settings: the start-up summary says so, in JSON log lines
+        started = containers.logs(web.name, lines=10_000)
+        assert "web starting: env=production debug=False" in started, started[-3000:]
 
         # the worker runs a task: beat's heartbeat, which /health/ then reports
         cache.delete(BEAT_HEARTBEAT_KEY)

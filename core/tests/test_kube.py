@@ -1,24 +1,28 @@
 """The Kubernetes manifests (deploy/k8s/) under `podman kube play`, ready by their own probes.
 
-The migrate Job, then the web, worker and beat Deployments, start from the image this session
-built (`make image`), with deploy/k8s/configmap.yaml as it is and a Secret laid out as
+The migrate Job, then the web, sockets, worker and beat Deployments, start from the image this
+session built (`make image`), with deploy/k8s/configmap.yaml as it is and a Secret laid out as
 secret.example.yaml, against PostGIS and Redis containers on a Podman network of the test's
 own (the same stand-ins as the Compose test). The test then acts as the kubelet: it runs every
 startup, readiness and liveness probe the manifests define (HTTP to the pod's address, or a
 command inside the container) until each passes. Beat's heartbeat in /health/ shows that beat
-sent a task and a worker ran it. Finally the Redis container restarts without persistence:
-beat keeps running, takes its lock again, and the heartbeat is back in /health/ within a
-minute.
+sent a task and a worker ran it. The sockets pod, besides its probes, upgrades a WebSocket
+handshake to the app's consumer (the Ingress's /ws/ route ends there) and stops on SIGTERM
+within its terminationGracePeriodSeconds, exit 0. Finally the Redis container restarts without
+persistence: beat keeps running, takes its lock again, and the heartbeat is back in /health/
+within a minute.
 
 What the test changes in the manifests: the image (the session's tag instead of the registry
 placeholder), `replicas` (one pod each: Podman 4.3 publishes every containerPort on the host,
 so a second web pod could not bind port 5000; two web replicas behind a load balancer are
-proof/test_load_balancer.py's), and the Secret's values. What Podman 4.3 does not do, and so is not
-exercised here: it plays only Pod, Deployment and PersistentVolumeClaim (the Job runs as a Pod
-made from its own template; Service, PodDisruptionBudget, HorizontalPodAutoscaler and Ingress
-are left to a cluster and validated offline in test_deploy_configs.py); it runs no probe on its
-own (the test runs them) and no rolling update. It reads a `secretRef` from a Podman secret
-holding the Secret's data as JSON, so the test makes that secret from the Secret's `stringData`.
+proof/test_load_balancer.py's), the sockets pod's `hostPort` (a free one, for the same reason:
+its containerPort is web's 5000), and the Secret's values. What Podman 4.3 does not do, and so
+is not exercised here: it plays only Pod, Deployment and PersistentVolumeClaim (the Job runs as
+a Pod made from its own template; Service, PodDisruptionBudget, HorizontalPodAutoscaler and
+Ingress, with its /ws/ route, are left to a cluster and validated offline in
+test_deploy_configs.py); it runs no probe on its own (the test runs them) and no rolling
+update. It reads a `secretRef` from a Podman secret holding the Secret's data as
+JSON, so the test makes that secret from the Secret's `stringData`.
 """
 
 import base64
@@ -53,6 +57,17 @@ def with_image(docs: list[dict]) -> list[dict]:
         spec = doc.get("spec", {}).get("template", {}).get("spec") or doc.get("spec", {})
         for container in spec.get("containers", []):
             container["image"] = containers.IMAGE
+    return docs
+
+
+def on_a_free_host_port(docs: list[dict]) -> list[dict]:
+    """Podman 4.3 publishes a containerPort without hostPort on the host's same port: each port
+    of these pods gets a free one instead, so they can run beside web's 5000."""
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                for port in container.get("ports", []):
+                    port["hostPort"] = servers.free_port()
     return docs
 
 
@@ -171,7 +186,7 @@ def beat_reported(address: str) -> bool:
         return False
 
 
-@pytest.mark.checklist("P6.14", "P5.18")
+@pytest.mark.checklist("P6.14")
 def test_kube_play_starts_the_pods_which_pass_their_own_probes_and_outlive_a_redis_restart(
     image, tmp_path
 ):
@@ -183,11 +198,13 @@ def test_kube_play_starts_the_pods_which_pass_their_own_probes_and_outlive_a_red
         stack.create_secret()
         assert stack.run_job("migrate-job.yaml") == 0, stack.logs()
 
-        # when the web, worker and beat Deployments are played
+        # when the web, sockets, worker and beat Deployments are played
         for name in ("web.yaml", "worker.yaml", "beat.yaml"):
             stack.play(name, with_image(manifests(name)))
+        stack.play("sockets.yaml", on_a_free_host_port(with_image(manifests("sockets.yaml"))))
         assert set(stack.pods) == {
             "delivery-web-pod-0",
+            "delivery-sockets-pod-0",
             "delivery-worker-pod-0",
             "delivery-worker-high-pod-0",
             "delivery-beat-pod-0",
@@ -218,6 +235,9 @@ def test_kube_play_starts_the_pods_which_pass_their_own_probes_and_outlive_a_red
             "delivery-web startupProbe",
             "delivery-web readinessProbe",
             "delivery-web livenessProbe",
+            "delivery-sockets startupProbe",
+            "delivery-sockets readinessProbe",
+            "delivery-sockets livenessProbe",
             "delivery-worker livenessProbe",
             "delivery-worker-high livenessProbe",
         }
@@ -233,6 +253,22 @@ def test_kube_play_starts_the_pods_which_pass_their_own_probes_and_outlive_a_red
             wait_for(lambda: beat_reported(address), 60, "beat's heartbeat in /health/")
         except AssertionError as error:
             raise AssertionError(f"{error}\n{stack.logs()}") from None
+
+        # and the sockets pod, which the Ingress sends /ws/ to, upgrades a WebSocket handshake
+        # on its address to the app's consumer (4401: no token), as the sockets role
+        sockets_pod = "delivery-sockets-pod-0"
+        (sockets_spec,) = stack.pods[sockets_pod]["containers"]
+        sockets = stack.container(sockets_pod, sockets_spec["name"])
+        (port,) = [p["containerPort"] for p in sockets_spec["ports"]]
+        origin = f"ws://{stack.pod_address(sockets_pod)}:{port}"
+        assert containers.anonymous_socket_close_code(origin) == 4401
+        assert "starting gunicorn for the sockets" in containers.logs(sockets, 1000)
+        # and stops on SIGTERM within its grace period, exit 0
+        grace = stack.pods[sockets_pod]["terminationGracePeriodSeconds"]
+        code, took = containers.stop(sockets, grace)
+        print(f"[kube] sockets: exit {code} {took:.1f} s after SIGTERM")
+        assert code == 0, containers.logs(sockets)
+        assert took < grace, took
 
         # when the Redis container restarts, without persistence
         beat_started = stack.state("delivery-beat-pod-0", "beat")["StartedAt"]

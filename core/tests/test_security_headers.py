@@ -87,7 +87,7 @@ def assert_secure_http_only_lax(cookie) -> None:
     assert cookie["samesite"] == "Lax"
 
 
-@pytest.mark.checklist("P1.9", "P1.14", "P1.15", "P10.5", "P10.6", "P10.8")
+@pytest.mark.checklist("P1.9", "P1.14", "P10.5", "P10.6", "P10.8")
 @pytest.mark.parametrize("path", ["/api/config/", "/admin/login/"])
 def test_https_responses_carry_the_security_headers(server, path):
     # when

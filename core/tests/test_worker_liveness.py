@@ -12,6 +12,7 @@ others with 1 s and 5 s.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -34,6 +35,7 @@ from core.tests.celery_tasks import effect_once
 from core.worker_liveness import (
     CANARY_HASH,
     HARD_EXIT_MARGIN_SECONDS,
+    POOL_KILL_MARGIN_SECONDS,
     WorkerState,
     child_pids,
     probe,
@@ -47,6 +49,7 @@ RESPAWN = str(processes.ROOT / "scripts" / "respawn.sh")
 MANAGE = str(processes.ROOT / "manage.py")
 PYTHON = str(processes.ROOT / ".venv" / "bin" / "python")
 INTERVAL, STALL_AFTER = 1.0, 5.0
+WORKER_SOFT_SHUTDOWN = app.conf.worker_soft_shutdown_timeout
 MSG91_PATH = "/api/v5/flow"
 
 
@@ -398,4 +401,41 @@ def test_a_worker_whose_main_thread_never_returns_is_killed_with_its_pool(watche
     hard_exit_after = app.conf.worker_soft_shutdown_timeout + HARD_EXIT_MARGIN_SECONDS
     assert worker.process.process.wait(timeout=INTERVAL + 2 + hard_exit_after + 10) == 70
     worker.process.wait_for_output("did not shut down", 1)
+    assert not [pid for pid in pool if process_alive(pid)], pool
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_shutdown_signal_ends_a_worker_whose_main_thread_is_stuck_before_the_platform_must(
+    watched_worker,
+):
+    # given a worker with the shipped bounds (its stall would be found only after 60 s) whose
+    # main thread stops returning: Python would run Celery's SIGTERM handler in that thread
+    processes.flush_broker()
+    worker = watched_worker("stuck", shipped_bounds=True)
+    pool = child_pids(worker.process.pid)
+    assert pool
+    app.control.broadcast(
+        "block_main_thread", arguments={"seconds": 600}, destination=[worker.node], reply=False
+    )
+    processes.wait_for(
+        lambda: not app.control.ping(destination=[worker.node], timeout=0.5), 10, "a stuck loop"
+    )
+
+    # when the platform stops it
+    stopped_at = time.monotonic()
+    os.kill(worker.process.pid, signal.SIGTERM)
+
+    # then the watchdog, counting from the signal, logs where each thread is, kills the pool
+    # and exits: inside the 45 s every platform gives before its SIGKILL
+    code = worker.process.process.wait(timeout=WORKER_SOFT_SHUTDOWN + HARD_EXIT_MARGIN_SECONDS + 10)
+    took = time.monotonic() - stopped_at
+    print(f"\n[stuck] exit {code} {took:.1f} s after SIGTERM")
+    assert code == 70
+    assert took > WORKER_SOFT_SHUTDOWN + POOL_KILL_MARGIN_SECONDS - 1
+    assert took < WORKER_SOFT_SHUTDOWN + HARD_EXIT_MARGIN_SECONDS + 3
+    output = worker.process.output()
+    assert "has not ended 35 s after its shutdown began" in output
+    assert "--- thread MainThread" in output and "block_main_thread" in output
+    assert "did not shut down" in output and "stalled" not in output
     assert not [pid for pid in pool if process_alive(pid)], pool

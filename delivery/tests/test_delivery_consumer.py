@@ -22,8 +22,8 @@ from rest_framework_simplejwt.tokens import AccessToken
 from accounts.models import User
 from accounts.tests.factories import UserFactory
 from config.asgi import application
+from core.realtime import location_broadcast, order_group
 from delivery.consumers import DeliveryConsumer
-from delivery.realtime import location_broadcast, order_group
 from delivery.services import delivery_complete, delivery_fail, order_unassign_by_staff
 from delivery.tests.communicator import WebsocketCommunicator
 from orders.models import Order, OrderStatus

@@ -438,6 +438,7 @@ def test_a_code_that_is_not_four_digits_is_invalid_and_not_counted(code):
 # --- Earnings on delivery ------------------------------------------------------------------------
 
 
+@pytest.mark.checklist("P7.18")
 def test_delivering_credits_one_earning_frees_the_rider_and_a_second_deliver_is_refused(settings):
     order = at_drop_order()
     rider = order.rider

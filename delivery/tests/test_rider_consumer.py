@@ -18,8 +18,8 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.tests.factories import UserFactory
 from config.asgi import application
+from core.realtime import rider_group
 from delivery.consumers import MAX_FRAME_BYTES
-from delivery.realtime import rider_group
 from delivery.tests.communicator import WebsocketCommunicator
 from riders.models import Rider, RiderLocation
 from riders.tests.factories import RiderFactory, RiderUserFactory, access_token

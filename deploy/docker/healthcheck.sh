@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Docker HEALTHCHECK / ECS container health check, by role (see entrypoint.sh).
-#   web:    the port accepts connections (netcat, as the checklist asks), then /health/ answers
+#   web, sockets: the port accepts connections (netcat, as the checklist asks), then /health/ answers
 #           HTTP. Any answer counts (503 means "a dependency is down", which restarting this
 #           container cannot fix; load balancers route on /health/'s status themselves).
 #           HEALTHCHECK_STRICT=1 requires 200.
@@ -19,7 +19,7 @@ if [ -r /proc/1/cmdline ]; then
   mapfile -d '' -t pid1 </proc/1/cmdline || true
   for i in "${!pid1[@]}"; do
     if [[ "${pid1[$i]}" == */entrypoint.sh ]]; then
-      case "${pid1[$((i + 1))]:-}" in web | worker | beat | migrate) role="${pid1[$((i + 1))]}" ;; esac
+      case "${pid1[$((i + 1))]:-}" in web | sockets | worker | beat | migrate) role="${pid1[$((i + 1))]}" ;; esac
       break
     fi
   done
@@ -30,7 +30,7 @@ if [ -z "$role" ]; then
 fi
 
 case "$role" in
-  web)
+  web | sockets)
     if command -v nc >/dev/null; then
       nc -z -w 3 127.0.0.1 "$PORT" || { echo "nothing listens on port $PORT"; exit 1; }
     else

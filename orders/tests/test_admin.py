@@ -27,7 +27,7 @@ def _signed_in(user) -> Client:
     return client
 
 
-@pytest.mark.checklist("P10.11")
+@pytest.mark.checklist("P10.11", configured=True)
 def test_the_ops_groups_exist_with_their_permissions():
     perms = {
         group.name: {f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()}

@@ -342,7 +342,7 @@ def test_the_assigned_rider_is_shown_with_a_masked_phone(customer):
         OrderStatus.AT_PICKUP,
     ],
 )
-def test_customers_cancel_for_free_until_pickup(customer, status):
+def test_customers_cancel_until_pickup_and_late_once_the_rider_is_there(customer, status):
     order = OrderFactory(quote__customer=customer, status=status)
 
     response = client_for(customer).post(
@@ -351,6 +351,10 @@ def test_customers_cancel_for_free_until_pickup(customer, status):
 
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "cancelled"
+    # the rider came for nothing: recorded for a fee (none is charged yet)
+    assert response.json()["cancelled_late"] is (status == OrderStatus.AT_PICKUP)
+    order.refresh_from_db()
+    assert order.cancelled_late is (status == OrderStatus.AT_PICKUP)
     assert response.json()["delivery_code"] is None  # blanked: it has no use any more
     event = OrderEvent.objects.get(order=order)
     assert (event.from_status, event.to_status, event.actor, event.reason) == (
@@ -383,6 +387,17 @@ def test_customers_cannot_cancel_after_pickup_and_nothing_changes(customer, stat
     order.refresh_from_db()
     assert order.status == status
     assert not OrderEvent.objects.filter(order=order).exists()
+
+
+def test_an_ops_cancellation_at_the_pickup_is_not_the_customers_late_one():
+    order = OrderFactory(status=OrderStatus.AT_PICKUP)
+
+    response = client_for(ops_user("dispatcher")).post(
+        order_url(order.pk, "cancel"), {"reason": "Shop closed"}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["cancelled_late"] is False
 
 
 def test_ops_cancel_any_live_order_through_their_group_permission():

@@ -10,7 +10,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
-from delivery.realtime import OPS_GROUP
+from core.realtime import OPS_GROUP
 from ops.selectors import console_alerts
 from orders.models import Order, OrderEvent, OrderStatus, PaymentStatus
 from orders.tests.support import book, client_for, ops_user, order_url

@@ -1,6 +1,5 @@
 """Helpers for the rider tests: the rider URLs and location-ping bodies."""
 
-import itertools
 from datetime import datetime, timedelta
 
 from django.utils import timezone
@@ -39,10 +38,18 @@ def fix(
     }
 
 
-_SPACED = itertools.count()
+_last_spaced: datetime | None = None
+LATEST_AHEAD = timedelta(seconds=20)  # within the server's 30 s allowance for a phone's clock
 
 
 def spaced_fix(lat_lng: tuple[float, float] = MG_ROAD) -> dict:
-    """A fix 1.5 s of recorded time from the previous spaced_fix (a rider's fixes must lie a
-    second apart), somewhere in the last 100 s."""
-    return fix(lat_lng, seconds_ago=100 - 1.5 * (next(_SPACED) % 60))
+    """A fix recorded 1.5 s after the previous spaced_fix (a rider's fixes must lie a second
+    apart), and no earlier than 100 s ago. Only past 80 quick calls does it start again at
+    100 s ago, as fixes may not be recorded in the future."""
+    global _last_spaced
+    now = timezone.now()
+    at = now - timedelta(seconds=100)
+    if _last_spaced is not None and _last_spaced + timedelta(seconds=1.5) < now + LATEST_AHEAD:
+        at = max(at, _last_spaced + timedelta(seconds=1.5))
+    _last_spaced = at
+    return fix(lat_lng, at=at)

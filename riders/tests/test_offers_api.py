@@ -1,11 +1,17 @@
 """Offers through the rider API: listing live ones, accepting and declining."""
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts.tests.factories import UserFactory
+from core import realtime
 from delivery.models import Offer
 from delivery.services import dispatch_round
 from delivery.tests.support import (
@@ -175,3 +181,84 @@ def test_customers_are_refused(offered, api_client, url):
 
     assert response.status_code == 403
     assert Offer.objects.get(pk=offer.pk).status == Offer.Status.PENDING
+
+
+def test_an_accept_tells_everyone_in_three_trips_to_the_event_loop_however_many_were_offered(
+    settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    # given an order offered to five riders, whose sockets listen on their groups
+    settings.DISPATCH_OFFERS_PER_ROUND = 5
+    riders = [rider_near_pickup(300 + 100 * n) for n in range(5)]
+    order = searching_order()
+    dispatch_round(order_id=order.pk)
+    offer = Offer.objects.get(rider=riders[0])
+    trips = []
+
+    def counted(function):
+        trips.append(function)
+        return async_to_sync(function)
+
+    monkeypatch.setattr(realtime, "async_to_sync", counted)
+
+    def accept():
+        with django_capture_on_commit_callbacks(execute=True):
+            return rider_client(offer.rider).post(accept_url(offer))
+
+    async def heard_while_accepting() -> tuple[object, list[dict]]:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        groups = [realtime.rider_group(r.pk) for r in riders[1:]]
+        groups += [realtime.order_group(order.pk), realtime.OPS_GROUP]
+        for group in groups:
+            await layer.group_add(group, channel)
+        try:
+            response = await sync_to_async(accept)()
+            heard = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    heard.append(await asyncio.wait_for(layer.receive(channel), timeout=2))
+            return response, heard
+        finally:
+            for group in groups:
+                await layer.group_discard(group, channel)
+
+    # when the nearest rider accepts
+    response, heard = async_to_sync(heard_while_accepting)()
+
+    # then the four others were told their offer is gone, the customer and the consoles saw the
+    # order assigned and the consoles the rider's new status: seven messages in three trips
+    # (the withdrawals, the order's status, the rider's status), not one trip each
+    assert response.status_code == 200
+    kinds = sorted(message["type"] for message in heard)
+    assert kinds.count("offer_withdrawn") == 4, kinds
+    assert "status" in kinds and len(heard) >= 7, kinds
+    assert len(trips) == 3
+
+
+def test_a_customer_cancel_tells_the_offered_riders_and_everyone_in_two_trips(
+    settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    # given an order offered to five riders
+    settings.DISPATCH_OFFERS_PER_ROUND = 5
+    for n in range(5):
+        rider_near_pickup(300 + 100 * n)
+    order = searching_order()
+    dispatch_round(order_id=order.pk)
+    trips = []
+
+    def counted(function):
+        trips.append(function)
+        return async_to_sync(function)
+
+    monkeypatch.setattr(realtime, "async_to_sync", counted)
+
+    # when its customer cancels it
+    with django_capture_on_commit_callbacks(execute=True):
+        response = as_user(APIClient(), order.customer).post(
+            f"/api/v1/orders/{order.pk}/cancel/", {}, format="json"
+        )
+
+    # then the five withdrawals go out in one trip and the order's status in another
+    assert response.status_code == 200, response.content
+    assert Offer.objects.filter(order=order, status=Offer.Status.WITHDRAWN).count() == 5
+    assert len(trips) == 2

@@ -17,8 +17,7 @@ from rest_framework.test import APIClient
 
 from accounts.tests.factories import UserFactory
 from config.asgi import application
-from delivery.consumers import OpsConsumer
-from delivery.realtime import (
+from core.realtime import (
     OPS_GROUP,
     OPS_MOVES_SECONDS,
     location_broadcast,
@@ -27,6 +26,7 @@ from delivery.realtime import (
 from delivery.services import order_assign_by_staff
 from delivery.tests.communicator import WebsocketCommunicator
 from delivery.tests.support import north_of_pickup, rider_near_pickup, searching_order
+from ops.consumers import OpsConsumer
 from orders.tests.support import ops_user
 from riders.models import Rider
 from riders.services import rider_go_offline, rider_go_online, rider_location_record

@@ -1,0 +1,71 @@
+"""The apps form layers and imports point down (the style guide's convention 13): core ← accounts ←
+orders ← riders, payments ← delivery ← ops. Read from the source (every import, function-local
+ones too; tests and migrations left out), so an import that points up or sideways fails here
+before it becomes a cycle.
+
+UPWARD_DEBT lists the upward imports that were there when this check came; each is to go
+(issue 20), none may be added, and one that has gone must leave the list too.
+"""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What each app may import, besides itself.
+MAY_IMPORT = {
+    "core": set(),
+    "accounts": {"core"},
+    "orders": {"core", "accounts"},
+    "riders": {"core", "accounts", "orders"},
+    "payments": {"core", "accounts", "orders"},
+    "delivery": {"core", "accounts", "orders", "riders", "payments"},
+    "ops": {"core", "accounts", "orders", "riders", "payments", "delivery"},
+}
+
+UPWARD_DEBT = {
+    ("orders/services.py", "payments"),
+}
+
+
+def imported_apps(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        found.update(name.split(".")[0] for name in names)
+    return found & set(MAY_IMPORT)
+
+
+def upward_imports() -> set[tuple[str, str]]:
+    found = set()
+    for app, allowed in MAY_IMPORT.items():
+        for path in sorted((ROOT / app).rglob("*.py")):
+            if {"tests", "migrations"} & set(path.parts):
+                continue
+            for other in imported_apps(path) - allowed - {app}:
+                found.add((path.relative_to(ROOT).as_posix(), other))
+    return found
+
+
+def test_every_app_is_listed():
+    apps = {path.parent.name for path in ROOT.glob("*/apps.py")}
+    assert apps == set(MAY_IMPORT)
+
+
+def test_imports_point_down_the_layers():
+    found = upward_imports()
+    assert not found - UPWARD_DEBT, (
+        f"imports that point up a layer or sideways: {found - UPWARD_DEBT}"
+    )
+    assert not UPWARD_DEBT - found, f"gone, so leave UPWARD_DEBT: {UPWARD_DEBT - found}"
+
+
+def test_the_check_sees_a_function_local_import(tmp_path):
+    module = tmp_path / "services.py"
+    module.write_text("def later():\n    from delivery.services import offer_accept\n")
+    assert imported_apps(module) == {"delivery"}
