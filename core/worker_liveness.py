@@ -56,6 +56,7 @@ PUBLISHED_AT_HEADER = "published_at"
 # than this (an alert on a silent worker fires meanwhile, then clears).
 CANARY_HASH = "celery:worker-canary"
 FORGET_SILENT_WORKERS_AFTER_SECONDS = 3600
+FORGET_IN_REDIS_SECONDS = 1.0
 TICK_SECONDS = 1.0
 # Once a shutdown has begun, how much longer than Celery's soft shutdown (25 s) the worker has
 # to end before the watchdog SIGKILLs its pool processes, then before it exits. Seen: after a
@@ -384,6 +385,14 @@ class CanaryWatchdog:
         """A worker that ends leaves nothing for the probe or the metrics to find."""
         for path in (state_path(self.directory, self.node), canary_path(self.directory, self.node)):
             path.unlink(missing_ok=True)
+        # Redis may be away, or its name slow to resolve (getaddrinfo has no timeout of ours):
+        # a shutdown waits a second for it at most; an entry left behind is dropped by
+        # forget_silent_workers within the hour.
+        thread = threading.Thread(target=self._forget_in_redis, name="forget-worker", daemon=True)
+        thread.start()
+        thread.join(timeout=FORGET_IN_REDIS_SECONDS)
+
+    def _forget_in_redis(self) -> None:
         with contextlib.suppress(Exception):
             from core.health import redis_client
 

@@ -144,6 +144,23 @@ class Dependencies:
         found = podman("inspect", "--format", f"{{{{{network}.IPAddress}}}}", container)
         return found.stdout.strip()
 
+    def host_entries(self) -> list[str]:
+        """`podman run` flags that resolve the two by /etc/hosts, not by the network's DNS.
+
+        A CI run saw an ECS worker stopping beside four other tasks wait in getaddrinfo for
+        the Redis container's name until its 40 s bound. Podman's aardvark-dns (Debian 12's
+        1.4) is known to drop queries while it reloads, which it does as containers leave the
+        network (containers/aardvark-dns#389); not reproduced here (a lookup every 20 ms for
+        40 s over five concurrent stops: none took 0.5 s). A platform's managed Redis and
+        database are behind its own resolver; the test network's name service is not what
+        these tests are about.
+        """
+        return [
+            flag
+            for name in (self.postgres, self.redis)
+            for flag in ("--add-host", f"{name}:{self.address(name)}")
+        ]
+
     def remove(self) -> None:
         podman("rm", "-f", "-t", "5", self.postgres, self.redis, check=False)
         podman("network", "rm", "-f", self.network, check=False)

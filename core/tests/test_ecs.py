@@ -46,7 +46,7 @@ class Task:
         flags = [flag for key, value in env.items() for flag in ("-e", f"{key}={value}")]
         containers.podman(
             "run", "-d", "--name", self.name, "--network", dependencies.network,
-            "--user", self.definition["user"],
+            *dependencies.host_entries(), "--user", self.definition["user"],
             "--stop-timeout", str(self.definition["stopTimeout"]),
             *flags, containers.IMAGE, *self.definition["command"],
         )  # fmt: skip

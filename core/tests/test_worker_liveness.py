@@ -19,8 +19,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
 
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection
 from django.test import override_settings
@@ -34,8 +37,10 @@ from core.tests import servers
 from core.tests.celery_tasks import effect_once
 from core.worker_liveness import (
     CANARY_HASH,
+    FORGET_IN_REDIS_SECONDS,
     HARD_EXIT_MARGIN_SECONDS,
     POOL_KILL_MARGIN_SECONDS,
+    CanaryWatchdog,
     WorkerState,
     child_pids,
     probe,
@@ -127,6 +132,38 @@ def test_the_probe_fails_for_a_dead_worker_a_quiet_watchdog_and_a_missing_state(
 
 
 # --- /metrics ----------------------------------------------------------------------------------
+
+
+def watchdog_of(node: str, directory: Path) -> CanaryWatchdog:
+    worker = SimpleNamespace(app=app, hostname=node)
+    return CanaryWatchdog(worker, directory=directory, interval=INTERVAL, stall_after=STALL_AFTER)
+
+
+def test_a_stopping_worker_forgets_itself_and_does_not_wait_on_a_redis_that_never_answers(
+    tmp_path,
+):
+    # given a worker's watchdog that has written its state, and its last canary in Redis
+    node = f"forget-{uuid.uuid4().hex[:8]}@host"
+    watchdog = watchdog_of(node, tmp_path)
+    watchdog.start()
+    watchdog._stop.set()
+    client = processes.redis_client()
+    client.hset(CANARY_HASH, node, time.time())
+
+    # when it forgets itself: it leaves no state file and no entry for /metrics
+    watchdog.forget()
+    assert not state_path(tmp_path, node).exists()
+    assert client.hget(CANARY_HASH, node) is None
+
+    # and when Redis takes the connection but never answers (a client without a read timeout,
+    # as a name that resolves slowly is: getaddrinfo has none), the shutdown is not held
+    with socket.create_server(("127.0.0.1", 0)) as black_hole:
+        silent = redis.Redis(port=black_hole.getsockname()[1], socket_timeout=None)
+        with mock.patch("core.health.redis_client", return_value=silent):
+            started = time.monotonic()
+            watchdog_of(node, tmp_path).forget()
+            took = time.monotonic() - started
+    assert took < FORGET_IN_REDIS_SECONDS + 1, took
 
 
 def gauges(api_client) -> dict[tuple[str, str], float]:
