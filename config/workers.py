@@ -70,6 +70,10 @@ class LingeringHttpProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
         if self.leaving:
             self.transport.get_protocol().shutdown()
+        # The socket's own protocol has the connection now. uvicorn drops the parser, which
+        # holds this protocol's callbacks (a reference cycle), when a connection is lost, but not
+        # here: each socket would leave this protocol to a full garbage collection.
+        self.parser = None
 
     def _close_if_idle(self) -> None:
         idle = self.cycle is None or self.cycle.response_complete

@@ -80,7 +80,7 @@ def tracking_output(order) -> dict:
 
 
 def _watched(request, order_id):
-    order = order_for_watcher(user=request.user, order_id=order_id)
+    order = order_for_watcher(user=request.user, order_id=order_id, with_quote=True)
     if order is None:
         raise OrderNotFound()
     return order

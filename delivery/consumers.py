@@ -26,7 +26,7 @@ from delivery.selectors import order_for_watcher
 from delivery.socket_quota import socket_check_in, socket_check_out, socket_still_open
 from orders.models import TERMINAL_STATUSES, Order
 from riders.apis import location_input, location_output
-from riders.services import rider_get_or_create, rider_location_record_async
+from riders.services import rider_id_get_or_create, rider_location_record_async
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +129,7 @@ class RiderConsumer(Consumer):
         if not user.is_rider:
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        rider = await database_call(rider_get_or_create)(user=user)
-        self.rider_id = rider.pk
+        self.rider_id = await database_call(rider_id_get_or_create)(user=user)
         group = rider_group(self.rider_id)
         self.connected_at = time.time()
         await self.channel_layer.group_add(group, self.channel_name)

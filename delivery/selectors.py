@@ -200,11 +200,18 @@ def riders_assignable_near(*, point: Point, customer_id=None) -> QuerySet[Rider]
 WATCH_PERMISSIONS = ("orders.view_order", "riders.view_rider")
 
 
-def order_for_watcher(*, user: User, order_id) -> Order | None:
+def order_for_watcher(*, user: User, order_id, with_quote: bool = False) -> Order | None:
     """The order if `user` may watch it: its customer, its current rider, or ops who see all
     orders and riders. None for anyone else, and for an order that does not exist: the two
-    look alike."""
-    order = Order.objects.select_related("quote", "rider").filter(pk=order_id).first()
+    look alike.
+
+    The quote is read only `with_quote` (the snapshot's ETA needs it; the sockets, which read
+    the order at each connect and each watcher's rights every minute, do not): Django caches a
+    one-to-one pair on both sides, a reference cycle that outlives the request until a full
+    garbage collection, which the sockets role runs rarely (delivery/tests/test_socket_garbage).
+    """
+    related = ("rider", "quote") if with_quote else ("rider",)
+    order = Order.objects.select_related(*related).filter(pk=order_id).first()
     if order is None or not user.is_authenticated:
         return None
     if order.customer_id == user.pk or (user.is_staff and user.has_perms(WATCH_PERMISSIONS)):

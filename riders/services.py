@@ -124,12 +124,25 @@ def rider_get_or_create(*, user: User) -> Rider:
 
     The gate for everything a rider does: anyone without the rider role is refused.
     """
+    rider = _rider_get_or_create(user)
+    rider.user = user  # the caller's instance: one query less, and edits to it are seen
+    return rider
+
+
+def rider_id_get_or_create(*, user: User):
+    """rider_get_or_create's id alone, for a caller that keeps `user` (a socket's scope): the
+    rider is not attached to it. Django caches a one-to-one pair on both sides, a reference
+    cycle that a socket's user would keep until a full garbage collection, which the sockets
+    role runs rarely (delivery/tests/test_socket_garbage.py)."""
+    return _rider_get_or_create(user).pk
+
+
+def _rider_get_or_create(user: User) -> Rider:
     if not user.is_rider:
         raise NotARider()
-    rider, created = Rider.objects.get_or_create(user=user)
+    rider, created = Rider.objects.get_or_create(user_id=user.pk)
     if created:
         logger.info("rider profile %s created for user %s", rider.pk, user.pk)
-    rider.user = user  # the caller's instance: one query less, and edits to it are seen
     return rider
 
 
