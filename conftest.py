@@ -36,6 +36,26 @@ def clean_cache():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def lock_watch(request):
+    """Every test on the database in a transaction of its own keeps the project's lock order
+    (core.locks): a service call that locks rows out of it fails the test that ran it. Yields
+    the LockWatch (core/tests/lock_order.py), or None where the test's transactions are real."""
+    marker = request.node.get_closest_marker("django_db")
+    own_transaction = (marker is not None and not marker.kwargs.get("transaction")) or (
+        "db" in request.fixturenames
+    )
+    if not own_transaction or {"transactional_db", "live_server"} & set(request.fixturenames):
+        yield None
+        return
+    from core.tests.lock_order import watch_lock_order
+
+    request.getfixturevalue("db")
+    with watch_lock_order() as watch:
+        yield watch
+    assert not watch.out_of_order, f"rows locked out of core.locks' order: {watch.out_of_order}"
+
+
 @pytest.fixture(scope="session")
 def image() -> str:
     """The container tests' image, built once per session (`make image`, core/tests/containers.py

@@ -21,12 +21,11 @@ from accounts.models import User
 from core import realtime
 from core.db import database_call
 from core.exceptions import DEPENDENCY_ERRORS, ApiError, ServiceUnavailable
-from core.realtime import location_broadcast, order_group, rider_group
+from core.realtime import order_group, rider_group
 from delivery.selectors import order_for_watcher
 from delivery.socket_quota import socket_check_in, socket_check_out, socket_still_open
 from orders.models import TERMINAL_STATUSES, Order
-from riders.apis import location_input, location_output
-from riders.services import rider_id_get_or_create, rider_location_record_async
+from riders.services import rider_id_get_or_create, rider_location_ping
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +159,10 @@ class RiderConsumer(Consumer):
 
     async def _location(self, frame: dict) -> dict:
         try:
-            fields = location_input({key: value for key, value in frame.items() if key != "type"})
-            receipt = await rider_location_record_async(user_id=self.scope["user"].pk, **fields)
+            answer = await rider_location_ping(
+                user_id=self.scope["user"].pk,
+                data={key: value for key, value in frame.items() if key != "type"},
+            )
         except ValidationError as error:
             raise FrameError("invalid", "Invalid location.", _plain(error.detail)) from None
         except ApiError as error:
@@ -169,8 +170,7 @@ class RiderConsumer(Consumer):
         except DEPENDENCY_ERRORS as error:
             logger.error("rider location not stored: %s: %s", type(error).__name__, error)
             raise FrameError(ServiceUnavailable.code, ServiceUnavailable.message) from None
-        await location_broadcast(receipt)  # committed by now
-        return {"type": "location_ack", **location_output(receipt)}
+        return {"type": "location_ack", **answer}
 
     async def socket_replaced(self, event):
         # By time, not by arrival: an older socket's announcement may arrive after a newer

@@ -10,6 +10,7 @@ Clients hear of offers only after commit (group messages to rider.<id>), and eve
 (expiry, next round) is a task taking ids, safe to run twice.
 """
 
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -109,12 +110,10 @@ def dispatch_round(*, order_id) -> DispatchRound | None:
     than the last since the order started searching, up to DISPATCH_MAX_RADIUS_M. A round that
     finds nobody after DISPATCH_WINDOW_SECONDS of searching cancels the order (reason no_rider;
     a paid order is refunded by order_cancel); one that finds nobody earlier is retried by the
-    sweep after DISPATCH_RETRY_SECONDS. Locks the order's Payment rows, then the Order row.
+    sweep after DISPATCH_RETRY_SECONDS. Locks the Order row; the cancel is a transaction of
+    its own after the round's, which takes the order's payments first (core.locks).
     """
-    from payments.models import Payment
-
     with transaction.atomic():
-        list(Payment.objects.select_for_update().filter(order_id=order_id).order_by("pk"))
         order = (
             Order.objects.select_for_update(of=("self",))
             .select_related("quote")
@@ -144,33 +143,48 @@ def dispatch_round(*, order_id) -> DispatchRound | None:
             order=order, number=number, radius_m=radius_m, offers_made=len(candidates)
         )
         if not candidates:
-            if now - since >= timedelta(seconds=settings.DISPATCH_WINDOW_SECONDS):
-                logger.info("order %s: no rider within the dispatch window; cancelling", order.pk)
-                order_cancel(order_id=order.pk, actor=Actor.system(), reason=NO_RIDER_REASON)
-            return dispatch
-        expires_at = now + timedelta(seconds=settings.OFFER_TTL_SECONDS)
-        offers = Offer.objects.bulk_create(
-            [
-                Offer(
-                    order=order,
-                    rider_id=candidate.rider_id,
-                    round_number=number,
-                    distance_m=candidate.distance_m,
-                    pay_paise=settings.RIDER_FIXED_PAY_PER_ORDER_PAISE,
-                    expires_at=expires_at,
-                )
-                for candidate in candidates
-            ]
-        )
-        messages = [(realtime.rider_group(o.rider_id), offer_message(o)) for o in offers]
-
-        def announce():
-            realtime.send_many(messages)
-            _schedule_expiry(order.pk)
-
-        transaction.on_commit(announce)
+            if now - since < timedelta(seconds=settings.DISPATCH_WINDOW_SECONDS):
+                return dispatch
+        else:
+            offers = _offer_to(order, candidates, round_number=number, now=now)
+    if not candidates:
+        logger.info("order %s: no rider within the dispatch window; cancelling", order_id)
+        with contextlib.suppress(InvalidTransition):  # a rider or ops took it meanwhile
+            order_cancel(
+                order_id=order_id,
+                actor=Actor.system(),
+                reason=NO_RIDER_REASON,
+                if_status=OrderStatus.SEARCHING_RIDER,
+            )
+        return dispatch
     logger.info("order %s: round %s offered to %d rider(s)", order_id, number, len(offers))
     return dispatch
+
+
+def _offer_to(order: Order, candidates, *, round_number: int, now) -> list[Offer]:
+    """A round's offers, one per candidate, announced to their riders after commit."""
+    expires_at = now + timedelta(seconds=settings.OFFER_TTL_SECONDS)
+    offers = Offer.objects.bulk_create(
+        [
+            Offer(
+                order=order,
+                rider_id=candidate.rider_id,
+                round_number=round_number,
+                distance_m=candidate.distance_m,
+                pay_paise=settings.RIDER_FIXED_PAY_PER_ORDER_PAISE,
+                expires_at=expires_at,
+            )
+            for candidate in candidates
+        ]
+    )
+    messages = [(realtime.rider_group(o.rider_id), offer_message(o)) for o in offers]
+
+    def announce():
+        realtime.send_many(messages)
+        _schedule_expiry(order.pk)
+
+    transaction.on_commit(announce)
+    return offers
 
 
 def _lock_offer_and_order(*, offer_id, rider: Rider) -> tuple[Order, Offer]:

@@ -1,8 +1,6 @@
 """Writes for orders: quotes, booking, cancelling, rating, and handing orders to dispatch.
 
-Lock order, everywhere in orders and payments: WebhookEvent row -> Payment rows (by primary
-key) -> Order row -> Refund rows. A function that needs several takes them in that order, so
-two of them can never wait on each other.
+Rows are locked in the project's lock order (core.locks).
 """
 
 import hashlib
@@ -176,8 +174,6 @@ def order_create(
     that two concurrent bookings of one quote are serialised. A new order comes with its quote
     loaded (what the API shows of it); a replayed one is returned as `_replay` read it.
     """
-    from payments.services import payments_require_enabled
-
     _require_customer(customer)
     if payment_method == PaymentMethod.RAZORPAY:
         payments_require_enabled()
@@ -245,6 +241,18 @@ def order_create(
     return order, True
 
 
+class PaymentsUnavailable(ApiError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "payments_unavailable"
+    message = "Online payments are not available; choose cash on delivery."
+
+
+def payments_require_enabled() -> None:
+    """Online payment is offered only where PAYMENTS_ENABLED (Razorpay's keys are set)."""
+    if not settings.PAYMENTS_ENABLED:
+        raise PaymentsUnavailable()
+
+
 def _require_room_for_an_order(customer: User) -> None:
     """At most ORDER_MAX_LIVE_PER_CUSTOMER unfinished orders per customer: one account cannot
     tie up every rider nearby. The customer's row is locked first, so two bookings at once
@@ -255,45 +263,23 @@ def _require_room_for_an_order(customer: User) -> None:
         raise TooManyLiveOrders(retry_after=settings.ORDER_LIVE_RETRY_AFTER_SECONDS)
 
 
-def order_cancel(*, order_id, actor: Actor, reason: str = "") -> Order:
-    """Cancels by the state rules; a paid order's money goes back through a refund.
+def order_cancel(*, order_id, actor: Actor, reason: str = "", if_status=None) -> Order:
+    """Cancels by the state rules; a paid order's money goes back through a refund (payments'
+    hooks on the move: its payments are locked before the order, so a capture arriving at the
+    same moment is either refunded here or, arriving later, by mark_paid).
 
-    Staff need the orders.cancel_any_order permission. Locks the order's payments, then the
-    order (the lock order in this module's docstring), so a capture arriving at the same
-    moment is either refunded here or, arriving later, by mark_paid.
+    Staff need the orders.cancel_any_order permission. `if_status`: only from that status
+    (order_transition).
     """
-    from payments.models import Payment
-    from payments.services import refund_request
-
     if actor.kind == ActorKind.STAFF and not actor.user.has_perm("orders.cancel_any_order"):
         raise ApiError(
             "You need the cancel-any-order permission.",
             code="permission_denied",
             status_code=status.HTTP_403_FORBIDDEN,
         )
-    with transaction.atomic():
-        payments = list(
-            Payment.objects.select_for_update().filter(order_id=order_id).order_by("pk")
-        )
-        order = order_transition(
-            order_id=order_id, action=Action.CANCEL, actor=actor, reason=reason
-        )
-        if order.payment_status == PaymentStatus.PAID:
-            captured = [p for p in payments if p.status == Payment.Status.CAPTURED]
-            for payment in captured:
-                refund_request(
-                    payment=payment,
-                    order=order,
-                    razorpay_payment_id=payment.razorpay_payment_id,
-                    amount_paise=payment.amount_paise,
-                    reason=f"Order cancelled by {actor.kind}",
-                )
-        elif order.payment_status in {PaymentStatus.PENDING, PaymentStatus.FAILED}:
-            # Nothing was taken. A capture that still arrives (webhook, reconciler) finds the
-            # order cancelled and is refunded by mark_paid.
-            order.payment_status = PaymentStatus.NONE
-            order.save(update_fields=["payment_status", "updated_at"])
-    return order
+    return order_transition(
+        order_id=order_id, action=Action.CANCEL, actor=actor, reason=reason, if_status=if_status
+    )
 
 
 def order_rate(*, customer: User, order_id, stars: int, comment: str = "") -> Rating:

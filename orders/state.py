@@ -15,8 +15,14 @@ from rest_framework import status
 from accounts.models import User
 from core import locks, realtime
 from core.exceptions import ApiError
-from orders.models import CARRYING_STATUSES, TERMINAL_STATUSES, ActorKind, Order, OrderEvent
-from orders.models import OrderStatus as S
+from orders.models import (
+    CARRYING_STATUSES,
+    TERMINAL_STATUSES,
+    ActorKind,
+    Order,
+    OrderEvent,
+    OrderStatus,
+)
 
 
 class Action(models.TextChoices):
@@ -33,30 +39,45 @@ class Action(models.TextChoices):
     CANCEL = "cancel", "Cancel"
 
 
-C, R, T, Y = ActorKind.CUSTOMER, ActorKind.RIDER, ActorKind.STAFF, ActorKind.SYSTEM
-_BEFORE_PICKUP = [S.CREATED, S.PAYMENT_PENDING, S.SEARCHING_RIDER, S.RIDER_ASSIGNED, S.AT_PICKUP]
-_WITH_RIDER = CARRYING_STATUSES
+# Who may ask for a move, by kind of actor.
+SYSTEM = frozenset({ActorKind.SYSTEM})
+THE_RIDER = frozenset({ActorKind.RIDER})
+RIDER_OR_STAFF = frozenset({ActorKind.RIDER, ActorKind.STAFF})
+RIDER_OR_OPS = frozenset({ActorKind.RIDER, ActorKind.STAFF, ActorKind.SYSTEM})
+CUSTOMER_OR_OPS = frozenset({ActorKind.CUSTOMER, ActorKind.STAFF, ActorKind.SYSTEM})
+OPS = frozenset({ActorKind.STAFF, ActorKind.SYSTEM})  # staff, or the system on their rules
 
-# (from status, action) -> (to status, actor kinds allowed). A pair missing here is refused.
+BEFORE_PICKUP = [
+    OrderStatus.CREATED,
+    OrderStatus.PAYMENT_PENDING,
+    OrderStatus.SEARCHING_RIDER,
+    OrderStatus.RIDER_ASSIGNED,
+    OrderStatus.AT_PICKUP,
+]
+
+# (from status, action) -> (to status, who may ask). A pair missing here is refused.
 TRANSITIONS: dict[tuple[str, str], tuple[str, frozenset[str]]] = {
-    (S.CREATED, Action.REQUEST_PAYMENT): (S.PAYMENT_PENDING, frozenset({Y})),
-    (S.CREATED, Action.CONFIRM_CASH): (S.SEARCHING_RIDER, frozenset({Y})),
-    (S.PAYMENT_PENDING, Action.MARK_PAID): (S.SEARCHING_RIDER, frozenset({Y})),
+    (OrderStatus.CREATED, Action.REQUEST_PAYMENT): (OrderStatus.PAYMENT_PENDING, SYSTEM),
+    (OrderStatus.CREATED, Action.CONFIRM_CASH): (OrderStatus.SEARCHING_RIDER, SYSTEM),
+    (OrderStatus.PAYMENT_PENDING, Action.MARK_PAID): (OrderStatus.SEARCHING_RIDER, SYSTEM),
     # A rider accepting an offer, or ops assigning by hand.
-    (S.SEARCHING_RIDER, Action.ASSIGN): (S.RIDER_ASSIGNED, frozenset({R, T, Y})),
+    (OrderStatus.SEARCHING_RIDER, Action.ASSIGN): (OrderStatus.RIDER_ASSIGNED, RIDER_OR_OPS),
     # The rider gives the order back before reaching the pickup; dispatch searches again.
-    (S.RIDER_ASSIGNED, Action.RELEASE): (S.SEARCHING_RIDER, frozenset({R, T, Y})),
-    (S.RIDER_ASSIGNED, Action.ARRIVE_PICKUP): (S.AT_PICKUP, frozenset({R})),
-    (S.AT_PICKUP, Action.PICK_UP): (S.PICKED_UP, frozenset({R})),
-    (S.PICKED_UP, Action.ARRIVE_DROP): (S.AT_DROPOFF, frozenset({R})),
-    (S.AT_DROPOFF, Action.DELIVER): (S.DELIVERED, frozenset({R})),
-    **{(source, Action.FAIL): (S.FAILED, frozenset({R, T})) for source in _WITH_RIDER},
+    (OrderStatus.RIDER_ASSIGNED, Action.RELEASE): (OrderStatus.SEARCHING_RIDER, RIDER_OR_OPS),
+    (OrderStatus.RIDER_ASSIGNED, Action.ARRIVE_PICKUP): (OrderStatus.AT_PICKUP, THE_RIDER),
+    (OrderStatus.AT_PICKUP, Action.PICK_UP): (OrderStatus.PICKED_UP, THE_RIDER),
+    (OrderStatus.PICKED_UP, Action.ARRIVE_DROP): (OrderStatus.AT_DROPOFF, THE_RIDER),
+    (OrderStatus.AT_DROPOFF, Action.DELIVER): (OrderStatus.DELIVERED, THE_RIDER),
+    **{(source, Action.FAIL): (OrderStatus.FAILED, RIDER_OR_STAFF) for source in CARRYING_STATUSES},
     # Customers may cancel until the package is picked up; once the rider is at the pickup the
     # order is marked `cancelled_late` (for a fee; none is charged yet). Once the package is
     # with the rider only ops (or the system) can cancel.
-    **{(source, Action.CANCEL): (S.CANCELLED, frozenset({C, T, Y})) for source in _BEFORE_PICKUP},
-    (S.PICKED_UP, Action.CANCEL): (S.CANCELLED, frozenset({T, Y})),
-    (S.AT_DROPOFF, Action.CANCEL): (S.CANCELLED, frozenset({T, Y})),
+    **{
+        (source, Action.CANCEL): (OrderStatus.CANCELLED, CUSTOMER_OR_OPS)
+        for source in BEFORE_PICKUP
+    },
+    (OrderStatus.PICKED_UP, Action.CANCEL): (OrderStatus.CANCELLED, OPS),
+    (OrderStatus.AT_DROPOFF, Action.CANCEL): (OrderStatus.CANCELLED, OPS),
 }
 
 
@@ -142,23 +163,30 @@ class Transition:
     messages: list = field(default_factory=list)
 
 
-_take_rider: Callable | None = None
+_before_lock_hooks: list[tuple[int, Callable[[object, str], None]]] = []
 _locked_hooks: list[tuple[int, Callable[[Transition], None]]] = []
 _committed_hooks: list[Callable[[Transition], None]] = []
 
 
-def on_assign_take_rider(hook: Callable) -> None:
-    """`hook(rider_id=…)` locks the rider an ASSIGN gives the order (after the order's lock)
-    and puts them on the delivery, raising an ApiError for one who cannot take it; it returns
-    the rider."""
-    global _take_rider
-    _take_rider = hook
+def on_transition_locking(hook: Callable[[object, str], None], *, locks_rows: str) -> None:
+    """`hook(order_id, action)` runs before every move takes the order's lock, in the same
+    transaction: for rows that come before the order in the lock order (core.locks), which a
+    hook inside the lock then works on (payments: a cancel refunds the captures it locked)."""
+    position = locks.position(locks_rows)
+    if position >= locks.position("order"):
+        raise ValueError(f"{locks_rows} rows are locked after the order: on_transition_locked")
+    _before_lock_hooks.append((position, hook))
+    _before_lock_hooks.sort(key=lambda entry: entry[0])
 
 
-def on_transition_locked(hook: Callable[[Transition], None], *, locks_rows: str) -> None:
+def on_transition_locked(hook: Callable[[Transition], None], *, locks_rows: str | None) -> None:
     """`hook(transition)` runs inside the order's lock after every move, among the others in
-    the lock order (core.locks) of the rows it locks, `locks_rows`."""
-    _locked_hooks.append((locks.position(locks_rows), hook))
+    the lock order (core.locks) of the rows it locks, `locks_rows` (None: it locks none, and
+    runs first)."""
+    position = -1 if locks_rows is None else locks.position(locks_rows)
+    if 0 <= position <= locks.position("order"):
+        raise ValueError(f"{locks_rows} rows are locked before the order: on_transition_locking")
+    _locked_hooks.append((position, hook))
     _locked_hooks.sort(key=lambda entry: entry[0])
 
 
@@ -167,21 +195,30 @@ def on_transition_committed(hook: Callable[[Transition], None]) -> None:
     _committed_hooks.append(hook)
 
 
-def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", rider=None) -> Order:
+def order_transition(
+    *, order_id, action: str, actor: Actor, reason: str = "", rider=None, if_status=None
+) -> Order:
     """Moves one order along TRANSITIONS and records it; the only writer of Order.status.
 
     Locks the order row (select_for_update) for the rest of the caller's transaction, in the
     lock order of core.locks (a caller that also locks payments takes them first). `rider` is
-    the rider an ASSIGN gives the order (a rider accepting assigns themself).
+    the rider an ASSIGN gives the order (a rider accepting assigns themself). `if_status`: the
+    move is made only from that status (InvalidTransition otherwise), for a caller that decided
+    on an earlier read.
 
-    Besides the status, a move bumps the order's tracking seq; on ASSIGN the rider is taken
-    through the on_assign_take_rider hook (riders: online and free, or refused). Then the hooks
-    run: inside the lock (delivery: the order's offers; riders: a rider the order leaves), and
-    after commit, once the order's sockets are told the new status (delivery: dispatch for an
-    order that searches again).
+    Besides the status, a move bumps the order's tracking seq. The hooks run before the order's
+    lock (payments: lock a cancelled order's payments), inside it (payments: refund a paid
+    order that is cancelled; delivery: the order's offers; riders: take the rider an ASSIGN
+    gives the order, online and free or refused, and free a rider the order leaves), and after
+    commit, once the order's sockets are told the new status (delivery: dispatch for an order
+    that searches again).
     """
     with transaction.atomic():
+        for _, hook in _before_lock_hooks:
+            hook(order_id, action)
         order = Order.objects.select_for_update().get(pk=order_id)
+        if if_status is not None and order.status != if_status:
+            raise InvalidTransition(f"The order is no longer {if_status}; left as it is.")
         rule = TRANSITIONS.get((order.status, action))
         if rule is None:
             raise InvalidTransition(
@@ -207,15 +244,16 @@ def order_transition(*, order_id, action: str, actor: Actor, reason: str = "", r
             # paid for carrying its own order (and read its own delivery code).
             if rider.user_id == order.customer_id:
                 raise RiderIsCustomer()
-            # Locks the Rider row after the Order row, the project's lock order.
-            order.rider = _take_rider(rider_id=rider.pk)
+            # Taken (locked, checked and put on the delivery) by riders' hook below, in the
+            # lock order: after the order's offers.
+            order.rider = rider
             fields.append("rider")
         elif action == Action.RELEASE:
             order.rider = None
             fields.append("rider")
         elif (
             action == Action.CANCEL
-            and from_status == S.AT_PICKUP
+            and from_status == OrderStatus.AT_PICKUP
             and actor.kind == ActorKind.CUSTOMER
         ):
             order.cancelled_late = True  # the rider came for nothing

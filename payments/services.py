@@ -1,8 +1,8 @@
 """Writes for payments: Razorpay orders, the one locked mark_paid, failures, refunds, webhook
 events and reconciliation.
 
-Lock order (shared with orders.services): WebhookEvent row -> Payment rows (by primary key)
--> Order row -> Refund rows. No function holds a row lock while it waits on Razorpay.
+Rows are locked in the project's lock order (core.locks). No function holds a row lock while
+it waits on Razorpay.
 """
 
 import hashlib
@@ -23,17 +23,12 @@ from core.exceptions import ApiError
 from core.queueing import queue_task
 from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus
 from orders.selectors import order_get_for_customer
+from orders.services import PaymentsUnavailable, payments_require_enabled
 from orders.state import Action, Actor, order_transition
 from payments import razorpay
 from payments.models import Payment, Refund, WebhookEvent
 
 logger = logging.getLogger(__name__)
-
-
-class PaymentsUnavailable(ApiError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    code = "payments_unavailable"
-    message = "Online payments are not available; choose cash on delivery."
 
 
 class PaymentNotExpected(ApiError):
@@ -69,11 +64,6 @@ class Source:
     VERIFY = "verify"
     WEBHOOK = "webhook"
     RECONCILER = "reconciler"
-
-
-def payments_require_enabled() -> None:
-    if not settings.PAYMENTS_ENABLED:
-        raise PaymentsUnavailable()
 
 
 def payment_create(*, customer: User, order_id) -> Payment:
@@ -298,6 +288,41 @@ def payment_verify(
         )
     # "authorized": not captured yet; the payment.captured webhook or the reconciler settles it.
     return Order.objects.select_related("quote", "rider__user").get(pk=payment.order_id)
+
+
+def payments_lock_before_cancel(order_id, action: str) -> None:
+    """Before a cancel locks its order: the order's payments, in the lock order (core.locks), so
+    a capture arriving at the same moment waits for the cancel and is then refunded by
+    mark_paid, or is seen here and refunded by refund_on_cancel."""
+    if action == Action.CANCEL:
+        list(
+            Payment.objects.select_for_update()
+            .filter(order_id=order_id)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+
+
+def refund_on_cancel(move) -> None:
+    """A cancelled order's money goes back: each capture of a paid order is refunded; an order
+    still waiting for its payment waits no more (a capture that still arrives finds the order
+    cancelled and is refunded by mark_paid)."""
+    if move.action != Action.CANCEL:
+        return
+    order = move.order
+    if order.payment_status == PaymentStatus.PAID:
+        captured = Payment.objects.filter(order=order, status=Payment.Status.CAPTURED)
+        for payment in captured.order_by("pk"):
+            refund_request(
+                payment=payment,
+                order=order,
+                razorpay_payment_id=payment.razorpay_payment_id,
+                amount_paise=payment.amount_paise,
+                reason=f"Order cancelled by {move.actor.kind}",
+            )
+    elif order.payment_status in {PaymentStatus.PENDING, PaymentStatus.FAILED}:
+        order.payment_status = PaymentStatus.NONE
+        order.save(update_fields=["payment_status", "updated_at"])
 
 
 def refund_request(

@@ -21,17 +21,16 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from core.exceptions import api_exception_handler
-from core.fields import FiniteFloatField
 from core.openapi import error_response
-from core.realtime import location_broadcast
 from riders.models import Rider
 from riders.selectors import earnings_for_rider
+from riders.serializers import RiderLocationInputSerializer, RiderLocationOutputSerializer
 from riders.services import (
     NotARider,
     rider_get_or_create,
     rider_go_offline,
     rider_go_online,
-    rider_location_record_async,
+    rider_location_ping,
     rider_profile_update,
 )
 
@@ -254,17 +253,6 @@ class RiderEarningsApi(RiderApi):
 # --- Location pings: the hot path ----------------------------------------------------------------
 
 
-class AwareDateTimeField(serializers.DateTimeField):
-    """An ISO 8601 time with its UTC offset: a phone's local time without one is ambiguous."""
-
-    def enforce_timezone(self, value):
-        if timezone.is_naive(value):
-            raise serializers.ValidationError(
-                "Include the UTC offset, e.g. 2026-01-31T10:15:00Z or 2026-01-31T15:45:00+05:30."
-            )
-        return super().enforce_timezone(value)
-
-
 class RiderLocationApi(APIView):
     """POST me/location/: served as an async Django view, outside DRF's request cycle.
 
@@ -272,30 +260,14 @@ class RiderLocationApi(APIView):
     that hands only the database work to a thread costs a fraction of it, and under ASGI
     core.hotpath serves this view without Django's per-request thread (docs/performance.md). So
     `dispatch` is replaced: it reads the bearer token without loading the user (the service's
-    UPDATE checks the role itself), validates with the same InputSerializer the rider WebSocket
-    uses, and renders errors with the project's exception handler. Being an APIView still puts
-    it in the OpenAPI schema. Only `Authorization: Bearer` is accepted here, no session. As the
-    role is checked by the UPDATE, a non-rider's malformed or stale ping is a 400, not a 403.
+    UPDATE checks the role itself), hands the ping to the service the rider WebSocket uses too
+    (rider_location_ping), and renders errors with the project's exception handler. Being an
+    APIView still puts it in the OpenAPI schema. Only `Authorization: Bearer` is accepted here,
+    no session. As the role is checked by the UPDATE, a non-rider's malformed or stale ping is a
+    400, not a 403.
     """
 
     authentication_classes = [JWTAuthentication]  # for the schema; dispatch checks the token
-
-    class InputSerializer(serializers.Serializer):
-        lat = FiniteFloatField(min_value=-90, max_value=90)
-        lng = FiniteFloatField(min_value=-180, max_value=180)
-        recorded_at = AwareDateTimeField(help_text="When the device took the fix (ISO 8601).")
-        accuracy_m = FiniteFloatField(min_value=0, required=False, allow_null=True)
-        heading = FiniteFloatField(
-            min_value=0, max_value=360, required=False, allow_null=True, help_text="Degrees."
-        )
-        speed_mps = FiniteFloatField(min_value=0, required=False, allow_null=True)
-
-    class OutputSerializer(serializers.Serializer):
-        recorded_at = serializers.DateTimeField()
-        latest = serializers.BooleanField(
-            source="is_latest",
-            help_text="False when a newer fix was already in: this one joined the trail only.",
-        )
 
     @extend_schema(
         summary="Report the rider's position",
@@ -303,9 +275,9 @@ class RiderLocationApi(APIView):
         "Refused when older than RIDER_LOCATION_MAX_AGE_SECONDS (`location_stale`), more than "
         "30 s ahead of the server (`location_from_future`), or faster than RIDER_MAX_SPEED_KMH "
         "from the previous fix (`location_impossible_speed`). Resending a fix is harmless.",
-        request=InputSerializer,
+        request=RiderLocationInputSerializer,
         responses={
-            202: OutputSerializer,
+            202: RiderLocationOutputSerializer,
             400: error_response(
                 "invalid, location_stale, location_from_future, location_impossible_speed"
             ),
@@ -315,10 +287,8 @@ class RiderLocationApi(APIView):
     )
     async def post(self, request):
         user_id = _bearer_user_id(request)
-        fields = location_input(_json_body(request))
-        receipt = await rider_location_record_async(user_id=user_id, **fields)
-        await location_broadcast(receipt)  # committed by now
-        return JsonResponse(location_output(receipt), status=status.HTTP_202_ACCEPTED)
+        answer = await rider_location_ping(user_id=user_id, data=_json_body(request))
+        return JsonResponse(answer, status=status.HTTP_202_ACCEPTED)
 
     async def dispatch(self, request, *args, **kwargs):
         self.request = request
@@ -339,23 +309,6 @@ class RiderLocationApi(APIView):
             if response.status_code == status.HTTP_401_UNAUTHORIZED:
                 rendered["WWW-Authenticate"] = 'Bearer realm="api"'
             return rendered
-
-
-# One instance of each serializer serves every ping (HTTP and the rider socket): run_validation
-# and to_representation keep no state between calls, as a nested serializer's do for each
-# parent. Building them and deep-copying their fields for every ping cost about a tenth of a
-# ping's CPU (py-spy, docs/performance.md).
-_LOCATION_INPUT = RiderLocationApi.InputSerializer()
-_LOCATION_OUTPUT = RiderLocationApi.OutputSerializer()
-
-
-def location_input(data) -> dict:
-    """A ping's fields, validated; raises ValidationError with DRF's per-field messages."""
-    return _LOCATION_INPUT.run_validation(data)
-
-
-def location_output(receipt) -> dict:
-    return _LOCATION_OUTPUT.to_representation(receipt)
 
 
 def _bearer_user_id(request):

@@ -8,12 +8,7 @@ class RidersConfig(AppConfig):
     def ready(self):
         from core import purges
         from orders import state
-        from riders.services import (
-            rider_follows_transition,
-            rider_location_purge,
-            rider_take_delivery,
-        )
+        from riders.services import rider_follows_transition, rider_location_purge
 
         purges.register("rider location points", rider_location_purge)
-        state.on_assign_take_rider(rider_take_delivery)
         state.on_transition_locked(rider_follows_transition, locks_rows="rider")

@@ -28,9 +28,12 @@ from accounts.models import User
 from core import realtime
 from core.db import GroupCommit, database_call
 from core.exceptions import ApiError
+from core.realtime import location_broadcast
 from orders.models import CARRYING_STATUSES as CARRYING
 from orders.models import ActorKind
+from orders.state import Action
 from riders.models import Rider, RiderLocation
+from riders.serializers import location_input, location_output
 
 logger = logging.getLogger(__name__)
 
@@ -365,9 +368,13 @@ def rider_finish_delivery(*, rider_id) -> None:
 
 
 def rider_follows_transition(move) -> None:
-    """orders.state hook, inside the order's lock: a rider the order leaves (released,
-    delivered, failed, cancelled) is free again, and told over their socket when someone else
-    took the order from them."""
+    """orders.state hook, inside the order's lock: the rider an ASSIGN gives the order is taken
+    (online, approved and free, or RiderUnavailable undoes the move); a rider the order leaves
+    (released, delivered, failed, cancelled) is free again, and told over their socket when
+    someone else took the order from them."""
+    if move.action == Action.ASSIGN:
+        move.order.rider = rider_take_delivery(rider_id=move.order.rider_id)
+        return
     if move.from_rider_id is None or move.to_status in CARRYING:
         return
     rider_finish_delivery(rider_id=move.from_rider_id)
@@ -434,6 +441,16 @@ def rider_location_record(**fix) -> LocationReceipt:
         _location_refusal(user_id=params["user_id"])  # raises, or creates the missing profile
         row = _location_ping(params)
     return _receipt(row, params)
+
+
+async def rider_location_ping(*, user_id, data: dict) -> dict:
+    """A rider's ping, on whichever transport it came (the location view, the rider socket):
+    validated (ValidationError with DRF's per-field messages), stored, sent on to the order's
+    sockets and the ops consoles once committed; returns the answer's fields."""
+    fields = location_input(data)
+    receipt = await rider_location_record_async(user_id=user_id, **fields)
+    await location_broadcast(receipt)
+    return location_output(receipt)
 
 
 async def rider_location_record_async(**fix) -> LocationReceipt:

@@ -277,7 +277,7 @@ def test_a_failing_ping_answers_as_the_full_stack_does(
     async def failing(**fields):
         raise failure
 
-    monkeypatch.setattr("riders.apis.rider_location_record_async", failing)
+    monkeypatch.setattr("riders.services.rider_location_record_async", failing)
 
     # when
     full, hot = answered_and_reported(

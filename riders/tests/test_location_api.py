@@ -9,8 +9,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
-from riders.apis import RiderLocationApi
 from riders.models import Rider, RiderLocation
+from riders.serializers import RiderLocationInputSerializer
 from riders.services import rider_location_record
 from riders.tests.factories import RiderFactory, RiderUserFactory, access_token, located
 from riders.tests.support import LOCATION_URL, MG_ROAD, NORTH_1KM, as_user, fix
@@ -58,7 +58,7 @@ def test_a_fix_moves_the_rider_and_joins_the_trail(api_client, rider):
 def test_a_ping_is_one_statement(rider):
     # The hot path: one round trip, no user lookup before it and no read-back after it. The
     # view runs this service in a worker thread; here it runs in this one, to be counted.
-    body = RiderLocationApi.InputSerializer(data=fix())
+    body = RiderLocationInputSerializer(data=fix())
     assert body.is_valid(), body.errors
     with CaptureQueriesContext(connection) as queries:
         rider_location_record(user_id=rider.user_id, **body.validated_data)
