@@ -142,12 +142,10 @@ def dispatch_round(*, order_id) -> DispatchRound | None:
         dispatch = DispatchRound.objects.create(
             order=order, number=number, radius_m=radius_m, offers_made=len(candidates)
         )
-        if not candidates:
-            if now - since < timedelta(seconds=settings.DISPATCH_WINDOW_SECONDS):
-                return dispatch
-        else:
-            offers = _offer_to(order, candidates, round_number=number, now=now)
-    if not candidates:
+        if not candidates and now - since < timedelta(seconds=settings.DISPATCH_WINDOW_SECONDS):
+            return dispatch  # the sweep tries again
+        offers = _offer_to(order, candidates, round_number=number, now=now) if candidates else []
+    if not offers:
         logger.info("order %s: no rider within the dispatch window; cancelling", order_id)
         with contextlib.suppress(InvalidTransition):  # a rider or ops took it meanwhile
             order_cancel(

@@ -142,11 +142,12 @@ def watchdog_of(node: str, directory: Path) -> CanaryWatchdog:
 def test_a_stopping_worker_forgets_itself_and_does_not_wait_on_a_redis_that_never_answers(
     tmp_path,
 ):
-    # given a worker's watchdog that has written its state, and its last canary in Redis
+    # given a worker's state file and its last canary in Redis (its watchdog not started: that
+    # would give this test process a shutdown deadline of its own)
     node = f"forget-{uuid.uuid4().hex[:8]}@host"
+    write_state(tmp_path, node=node)
     watchdog = watchdog_of(node, tmp_path)
-    watchdog.start()
-    watchdog._stop.set()
+    assert state_path(tmp_path, node).exists()
     client = processes.redis_client()
     client.hset(CANARY_HASH, node, time.time())
 
