@@ -13,7 +13,8 @@ from core.tests import containers, servers
 
 HAPROXY_IMAGE = "localhost/delivery-test/haproxy:trixie"
 HAPROXY_CONFIG = servers.PROJECT_DIR / "deploy" / "haproxy" / "haproxy.cfg"
-# HAProxy's httplog: "... web/web1 0/0/1/5/6 200 312 - - ---- 3/3/1/0/0 0/0 "GET / HTTP/1.1"".
+# haproxy.cfg's request log (httplog with the path alone):
+# "... web/web1 0/0/1/5/6 200 312 - - ---- 3/3/1/0/0 0/0 "GET /health/ HTTP/1.1"".
 HTTP_LOG = re.compile(
     r" (?P<backend>\S+)/(?P<server>\S+) [-\d]+/[-\d]+/[-\d]+/[-\d]+/\+?[-\d]+"
     r" (?P<status>-?\d+) \+?\d+ \S+ \S+ (?P<state>\S{4}) \d+/\d+/\d+/\d+/(?P<retries>\+?\d+) "
@@ -56,9 +57,11 @@ class HAProxy:
                     return row["status"]
         return "unknown"
 
+    def log(self) -> str:
+        return containers.podman("logs", self.name).stdout
+
     def requests(self) -> list[dict]:
-        output = containers.podman("logs", self.name).stdout
-        return [match.groupdict() for match in HTTP_LOG.finditer(output)]
+        return [match.groupdict() for match in HTTP_LOG.finditer(self.log())]
 
     def remove(self) -> None:
         containers.podman("rm", "-f", "-t", "0", self.name, check=False)
