@@ -130,8 +130,13 @@ def when_ready(server):
     # sockets' consumers and protocol state) and stalling a worker's event loop for 150-200 ms:
     # the p99 from a rider's ping to the customer's socket was 270-490 ms. The preloaded app
     # (Django and every library, about 120,000 objects) lives as long as the process: frozen
-    # before the workers fork, it is never walked, nor copied out of the pages they share. The
-    # old generation is collected after 100 middle ones, so rarely. The young one is not made
+    # before the workers fork, it is never walked, nor copied out of the pages they share. A
+    # sockets worker collects its old generation after 100 middle collections, so rarely (its
+    # sockets leave no cycles behind: delivery/tests/test_socket_garbage.py). A web worker does
+    # after 10, Python's default: its requests leave cycles (Django caches a one-to-one pair on
+    # both sides), and at 100 a worker grew 97 -> 162 MiB over 6,000 requests before its first
+    # full collection, so a worker recycled at 1,000 never collected them; at 10 it levels off
+    # at 121 MiB within 2,000 (python -m bench.web_memory). The young generation is not made
     # larger: a young collection walks every young object still alive, and with 2,000 sockets
     # each waiting on its next message many are (a pending task, its coroutine and context per
     # socket): at 50,000 each young collection stalled the loop for 40-170 ms; at 2,000 most
@@ -139,7 +144,7 @@ def when_ready(server):
     # 150-168 ms, for about 0.5 s more collecting a minute (docs/performance.md). /metrics shows
     # each worker's collections (python_gc_pause_seconds, core/gc_pauses.py).
     gc.freeze()
-    gc.set_threshold(2_000, 10, 100)
+    gc.set_threshold(2_000, 10, 100 if SOCKETS else 10)
     server.log.info("ready: listening on %s", bind)
 
 
