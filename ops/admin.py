@@ -16,7 +16,7 @@ from django.utils.timesince import timesince
 
 from core.exceptions import ApiError
 from delivery.selectors import riders_assignable_near
-from delivery.services import (
+from delivery.services.staff_actions import (
     delivery_code_attempts_reset,
     order_assign_by_staff,
     order_unassign_by_staff,
@@ -26,7 +26,7 @@ from orders.models import Order, OrderEvent, OrderStatus
 from orders.services import order_cancel
 from orders.state import Actor
 from payments.models import Payment
-from payments.services import order_refund
+from payments.services.refunds import order_refund
 from riders.models import Rider
 
 

@@ -10,7 +10,8 @@ from rest_framework.views import APIView
 
 from core.openapi import error_response
 from orders.apis import OrderOutputSerializer, order_output
-from payments.services import payment_create, payment_verify, webhook_receive
+from payments.services.checkout import payment_create, payment_verify
+from payments.services.webhooks import webhook_receive
 
 
 class RazorpayOrderCreateApi(APIView):

@@ -10,7 +10,7 @@ class Payment(PublicModel):
     """One Razorpay order made for one of our orders (a customer may need more than one try).
 
     `razorpay_payment_id` is the capture that settled it; it is filled by the one locked
-    `payments.services.mark_paid`.
+    `payments.services.checkout.mark_paid`.
     """
 
     class Status(models.TextChoices):

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 )
 def process_webhook_event(event_pk: int) -> None:
     """Applies one stored Razorpay webhook event; a second run finds it processed and stops."""
-    from payments.services import webhook_process
+    from payments.services.webhooks import webhook_process
 
     event = webhook_process(event_pk=event_pk)
     logger.info("webhook %s %s: %s", event.event_type, event.event_id, event.outcome)
@@ -35,7 +35,7 @@ def process_webhook_event(event_pk: int) -> None:
 )
 def send_refund(refund_id: str) -> None:
     """Sends one refund to Razorpay; every retry carries the same X-Refund-Idempotency key."""
-    from payments.services import refund_send
+    from payments.services.refunds import refund_send
 
     refund = refund_send(refund_id=refund_id)
     logger.info("refund %s: %s", refund.pk, refund.status)
@@ -49,7 +49,7 @@ def reconcile_pending_payments() -> None:
     Applies the one locked mark_paid used by verify and the webhook, so a capture that was
     already settled is a no-op and one that arrived for a cancelled order is refunded.
     """
-    from payments.services import payments_reconcile, payments_requeue_stranded
+    from payments.services.reconciliation import payments_reconcile, payments_requeue_stranded
 
     payments_requeue_stranded(
         older_than=timedelta(minutes=settings.PAYMENT_RECONCILE_AFTER_MINUTES)

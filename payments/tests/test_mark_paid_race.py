@@ -15,8 +15,8 @@ from django.test import Client
 from accounts.tests.factories import UserFactory
 from orders.models import Order, OrderEvent
 from orders.tests.support import book, client_for
-from payments import services
 from payments.models import Payment, WebhookEvent
+from payments.services import checkout
 from payments.tests.fake_razorpay import (
     RAZORPAY_ORDER_URL,
     VERIFY_URL,
@@ -41,14 +41,14 @@ def test_verify_and_webhook_racing_pay_the_order_exactly_once(
     body = webhook_body("payment.captured", payment=payment)
 
     inside = []
-    original_checks = services._checks_against_order
+    original_checks = checkout._checks_against_order
 
     def slow_checks(**kwargs):
         inside.append(threading.current_thread().name)
         time.sleep(0.4)  # the other report arrives while this one is half-way
         return original_checks(**kwargs)
 
-    monkeypatch.setattr(services, "_checks_against_order", slow_checks)
+    monkeypatch.setattr(checkout, "_checks_against_order", slow_checks)
     start = threading.Barrier(2)
     answers = {}
 

@@ -244,11 +244,11 @@ def test_a_duplicate_webhook_is_answered_200_and_ignored(
     _, order, rzp_order_id = checkout
     body = _captured_webhook(razorpay.capture(rzp_order_id))
     processed = []
-    from payments import services
+    from payments.services import webhooks
 
-    original = services.webhook_process
+    original = webhooks.webhook_process
     monkeypatch.setattr(
-        services, "webhook_process", lambda **kw: processed.append(kw) or original(**kw)
+        webhooks, "webhook_process", lambda **kw: processed.append(kw) or original(**kw)
     )
 
     with on_commit():
