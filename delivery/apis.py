@@ -9,14 +9,13 @@ from rest_framework.views import APIView
 
 from core.openapi import error_response
 from delivery.selectors import offers_live_for_rider, order_for_watcher, order_tracking
-from delivery.services import (
+from delivery.services.dispatch import offer_accept, offer_decline
+from delivery.services.steps import (
     delivery_arrive_drop,
     delivery_arrive_pickup,
     delivery_complete,
     delivery_fail,
     delivery_pick_up,
-    offer_accept,
-    offer_decline,
 )
 from orders.apis import PlaceOutputSerializer
 from orders.models import OrderStatus

@@ -6,7 +6,7 @@ class DeliveryConfig(AppConfig):
     verbose_name = "Delivery"
 
     def ready(self):
-        from delivery.services import (
+        from delivery.services.dispatch import (
             dispatch_rematch_request,
             dispatch_when_searching,
             offers_follow_transition,

@@ -7,7 +7,7 @@ import logging
 
 from celery import shared_task
 
-from delivery.services import (
+from delivery.services.dispatch import (
     dispatch_rematch_for_rider,
     dispatch_round,
     dispatch_sweep,
@@ -29,7 +29,7 @@ def sweep_stale_offers() -> None:
 def dispatch_order(order_id: str) -> None:
     """Runs one dispatch round for an order that is searching for a rider (high queue).
 
-    Queued after commit by delivery.services.dispatch_request.
+    Queued after commit by delivery.services.dispatch.dispatch_request.
     """
     dispatch_round(order_id=order_id)
 
@@ -44,6 +44,7 @@ def expire_offers_for_order(order_id: str) -> None:
 def rematch_rider(rider_id: str) -> None:
     """A rider came online: offer them the oldest orders searching near them (high queue).
 
-    Queued after commit by delivery.services.dispatch_rematch_request, off the rider's request.
+    Queued after commit by delivery.services.dispatch.dispatch_rematch_request, off the rider's
+    request.
     """
     dispatch_rematch_for_rider(rider_id=rider_id)

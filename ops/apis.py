@@ -12,7 +12,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from delivery.services import order_assign_by_staff, order_unassign_by_staff
+from delivery.services.staff_actions import order_assign_by_staff, order_unassign_by_staff
 from ops.permissions import CanAssignRiders, CanWatchConsole
 from ops.selectors import console_snapshot, order_detail
 from orders.models import Order

@@ -1,8 +1,7 @@
 """Writes for riders: the profile, approval, availability, and the locations their apps send.
 
-Lock order: Payment rows -> Order row -> Offer rows -> Rider row (delivery.services): a rider
-accepting an offer holds the order's lock before it locks the Rider. Nothing here locks more
-than the Rider row.
+Rows are locked in the project's lock order (core.locks): a rider accepting an offer holds the
+order's lock before it locks the Rider. Nothing here locks more than the Rider row.
 """
 
 import logging
@@ -237,7 +236,7 @@ def rider_go_online(*, rider: Rider) -> Rider:
 
     Idempotent: an online rider stays online, and a rider on a delivery stays on it. After
     commit, a rider who came online is matched with the few oldest orders searching nearby,
-    in a task (delivery.services.dispatch_rematch_request).
+    in a task (delivery.services.dispatch.dispatch_rematch_request).
     """
     with transaction.atomic():
         locked = Rider.objects.select_for_update().get(pk=rider.pk)

@@ -186,7 +186,7 @@ def test_a_dispatch_task_failing_after_its_writes_leaves_nothing_behind(
     def fail(offer):
         raise RuntimeError("worker lost mid-task")
 
-    monkeypatch.setattr("delivery.services.offer_message", fail)
+    monkeypatch.setattr("delivery.services.dispatch.offer_message", fail)
     with (
         django_capture_on_commit_callbacks() as callbacks,
         pytest.raises(RuntimeError, match="worker lost mid-task"),

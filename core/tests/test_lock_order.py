@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from delivery.models import Offer
-from delivery.services import dispatch_round, offer_accept
+from delivery.services.dispatch import dispatch_round, offer_accept
 from orders.models import Order, OrderStatus
 from orders.services import order_cancel
 from orders.state import Actor, InvalidTransition

@@ -5,7 +5,7 @@ from django.test import Client
 
 from accounts.tests.factories import UserFactory
 from delivery.models import Offer
-from delivery.services import dispatch_round
+from delivery.services.dispatch import dispatch_round
 from delivery.tests.support import rider_near_pickup, searching_order
 
 pytestmark = pytest.mark.django_db

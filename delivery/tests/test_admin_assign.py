@@ -14,7 +14,7 @@ from django.test import Client
 
 from config.asgi import application
 from delivery.models import Offer
-from delivery.services import dispatch_round
+from delivery.services.dispatch import dispatch_round
 from delivery.tests.communicator import WebsocketCommunicator
 from delivery.tests.support import rider_near_pickup, searching_order
 from orders.models import Order, OrderEvent, OrderStatus

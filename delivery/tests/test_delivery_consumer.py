@@ -24,7 +24,8 @@ from accounts.tests.factories import UserFactory
 from config.asgi import application
 from core.realtime import location_broadcast, order_group
 from delivery.consumers import DeliveryConsumer
-from delivery.services import delivery_complete, delivery_fail, order_unassign_by_staff
+from delivery.services.staff_actions import order_unassign_by_staff
+from delivery.services.steps import delivery_complete, delivery_fail
 from delivery.tests.communicator import WebsocketCommunicator
 from orders.models import Order, OrderStatus
 from orders.services import order_cancel

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from accounts.tests.factories import UserFactory
 from core.exceptions import ApiError
-from delivery.services import delivery_code_attempts_reset
+from delivery.services.staff_actions import delivery_code_attempts_reset
 from orders.models import Order, OrderEvent, OrderStatus, PaymentMethod, PaymentStatus
 from orders.state import Action, Actor, order_transition
 from orders.tests.factories import DROP, PICKUP, OrderFactory

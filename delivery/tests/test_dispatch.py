@@ -18,7 +18,7 @@ from django.utils import timezone
 from accounts.models import User
 from delivery.models import DispatchRound, Offer
 from delivery.selectors import riders_nearest_eligible, riders_nearest_eligible_plan
-from delivery.services import dispatch_round, dispatch_sweep, offers_expire
+from delivery.services.dispatch import dispatch_round, dispatch_sweep, offers_expire
 from delivery.tests.support import rider_near_pickup, searching_order
 from orders.models import OrderEvent, OrderStatus, PaymentMethod, PaymentStatus
 from orders.tests.factories import PICKUP
@@ -267,7 +267,7 @@ def _paid_razorpay_order():
 def test_when_every_rider_declines_until_the_window_ends_a_paid_order_is_cancelled_and_refunded(
     settings, razorpay, django_capture_on_commit_callbacks
 ):
-    from delivery.services import offer_decline
+    from delivery.services.dispatch import offer_decline
 
     # given a paid order offered to the only two riders around
     settings.DISPATCH_OFFERS_PER_ROUND = 2

@@ -11,7 +11,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 from delivery.models import Offer
-from delivery.services import dispatch_round
+from delivery.services.dispatch import dispatch_round
 from delivery.tests.support import accept_url, rider_client, rider_near_pickup, searching_order
 from orders.models import OrderEvent, OrderStatus
 from orders.state import Action

@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 
 from config.asgi import application
 from delivery.models import Offer
-from delivery.services import dispatch_round, offer_accept
+from delivery.services.dispatch import dispatch_round, offer_accept
 from delivery.tests.communicator import WebsocketCommunicator
 from delivery.tests.support import rider_near_pickup, searching_order
 from orders.tests.factories import DROP, PICKUP

@@ -16,7 +16,8 @@ from django.utils import timezone
 from accounts.tests.factories import UserFactory
 from config.asgi import application
 from delivery.models import DispatchRound, Offer
-from delivery.services import dispatch_round, dispatch_sweep, order_unassign_by_staff
+from delivery.services.dispatch import dispatch_round, dispatch_sweep
+from delivery.services.staff_actions import order_unassign_by_staff
 from delivery.tasks import sweep_stale_offers
 from delivery.tests.communicator import WebsocketCommunicator
 from delivery.tests.support import accept_url, rider_client, rider_near_pickup, searching_order

@@ -14,7 +14,8 @@ from accounts.models import User
 from accounts.tests.factories import UserFactory
 from delivery.models import Offer
 from delivery.selectors import riders_assignable_near
-from delivery.services import dispatch_round, order_assign_by_staff
+from delivery.services.dispatch import dispatch_round
+from delivery.services.staff_actions import order_assign_by_staff
 from delivery.tests.support import accept_url, rider_client, rider_near_pickup, searching_order
 from orders.models import OrderStatus
 from orders.state import RiderIsCustomer

@@ -23,7 +23,7 @@ from core.realtime import (
     location_broadcast,
     ops_alerts_changed_message,
 )
-from delivery.services import order_assign_by_staff
+from delivery.services.staff_actions import order_assign_by_staff
 from delivery.tests.communicator import WebsocketCommunicator
 from delivery.tests.support import north_of_pickup, rider_near_pickup, searching_order
 from ops.consumers import OpsConsumer

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from delivery.services import delivery_complete
+from delivery.services.steps import delivery_complete
 from orders.models import OrderStatus
 from orders.tests.factories import OrderFactory
 from riders.models import RiderLocation

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from accounts.tests.factories import UserFactory
 from core import realtime
 from delivery.models import Offer
-from delivery.services import dispatch_round
+from delivery.services.dispatch import dispatch_round
 from delivery.tests.support import (
     OFFERS_URL,
     accept_url,

@@ -153,7 +153,7 @@ def test_the_fix_at_the_end_of_a_route_is_inside_the_servers_geofence(seed):
     _, _, position, fix = track[-1]
     assert position == pickup
 
-    # then PostGIS, measuring as delivery.services._require_near does, finds it inside the
+    # then PostGIS, measuring as delivery.services.steps._require_near does, finds it inside the
     # geofence, and our own distance agrees with PostGIS's to well under a metre
     rider = located(RiderFactory(), lat=fix[0], lng=fix[1])
     measured = (

@@ -1,10 +1,8 @@
 """Dispatch: offering a searching order to the nearest riders, and settling who takes it.
 
-Lock order (extends the one in orders.services): Payment rows -> Order row -> Offer rows ->
-Rider row. Every function here that locks more than one of them takes them in that order, so
-two of them can never wait on each other. An offer is only ever decided under its order's lock:
-that lock is what makes "exactly one rider wins" true, and the partial unique constraint
-offer_one_accepted_per_order backs it up in the database.
+Rows are locked in the project's lock order (core.locks). An offer is only ever decided under its
+order's lock: that lock is what makes "exactly one rider wins" true, and the partial unique
+constraint offer_one_accepted_per_order backs it up in the database.
 
 Clients hear of offers only after commit (group messages to rider.<id>), and every follow-up
 (expiry, next round) is a task taking ids, safe to run twice.
@@ -15,11 +13,9 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib.gis.db.models.functions import Distance
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare
 from rest_framework import status
 
 from core import realtime
@@ -27,14 +23,15 @@ from core.exceptions import ApiError
 from core.queueing import queue_task
 from delivery.models import DispatchRound, Offer
 from delivery.selectors import orders_searching_near, riders_nearest_eligible
-from orders.models import ActorKind, Order, OrderEvent, OrderStatus
-from orders.selectors import OrderNotFound, cash_to_collect_paise, place
+from orders.models import Order, OrderEvent, OrderStatus
+from orders.selectors import cash_to_collect_paise, place
 from orders.services import order_cancel
-from orders.state import Action, Actor, InvalidTransition, order_transition, transition_allowed
-from riders.models import Earning, Rider
+from orders.state import Action, Actor, InvalidTransition, order_transition
+from riders.models import Rider
 from riders.services import RiderUnavailable
 
 logger = logging.getLogger(__name__)
+
 
 NO_RIDER_REASON = "no_rider"
 # A rider coming online re-triggers matching for at most this many nearby waiting orders.
@@ -416,236 +413,3 @@ def offers_withdraw_from_unavailable_riders(*, rider_id=None) -> int:
     if withdrawn:
         logger.info("withdrew %d offer(s) from riders no longer available", withdrawn)
     return withdrawn
-
-
-# --- Ops: assigning and unassigning by hand -------------------------------------------------------
-
-
-class AssignPermissionDenied(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "permission_denied"
-    message = "You need the assign-rider permission."
-
-
-def _require_assign_permission(staff) -> None:
-    if not (staff.is_staff and staff.has_perm("orders.assign_rider")):
-        raise AssignPermissionDenied()
-
-
-def order_assign_by_staff(*, order_id, rider_id, staff, reason: str = "") -> Order:
-    """Ops give a searching order to a chosen rider, who must be online, approved and free.
-
-    The same move as a rider accepting (order_transition ASSIGN): pending offers are withdrawn,
-    the rider goes on the delivery and, after commit, hears of it on their socket
-    ({"type": "assigned", ...}, the offer frame's trip and pay). The offer log gets an accepted
-    offer of round 0 for it.
-    """
-    _require_assign_permission(staff)
-    rider = Rider.objects.filter(pk=rider_id).first()
-    if rider is None:
-        raise ApiError(code="invalid", fields={"rider": ["No such rider."]})
-    with transaction.atomic():
-        order = order_transition(
-            order_id=order_id,
-            action=Action.ASSIGN,
-            actor=Actor.staff(staff),
-            rider=rider,
-            reason=reason or f"Assigned by hand by {staff.phone}",
-        )
-        order = Order.objects.select_related("quote").get(pk=order.pk)
-        # The offer log records manual assignments too (round 0), accepted at once: the rider
-        # is then never offered this order again, as after a release of an accepted offer.
-        now = timezone.now()
-        Offer.objects.create(
-            order=order,
-            rider=rider,
-            round_number=0,
-            distance_m=_metres_to_pickup(rider, order),
-            pay_paise=settings.RIDER_FIXED_PAY_PER_ORDER_PAISE,
-            status=Offer.Status.ACCEPTED,
-            expires_at=now,
-            responded_at=now,
-        )
-        message = {
-            "type": "assigned",
-            "order_id": str(order.pk),
-            "pickup": place(order.quote.pickup_location, order.quote.pickup_address),
-            "drop": place(order.quote.drop_location, order.quote.drop_address),
-            "pay_paise": settings.RIDER_FIXED_PAY_PER_ORDER_PAISE,
-            "cash_to_collect_paise": cash_to_collect_paise(order),
-        }
-        transaction.on_commit(lambda: _send_to_rider(rider.pk, message))
-    logger.info("order %s assigned by hand to rider %s by %s", order.pk, rider.pk, staff.pk)
-    return order
-
-
-def _metres_to_pickup(rider: Rider, order: Order) -> int:
-    distance = (
-        Rider.objects.filter(pk=rider.pk)
-        .annotate(metres=Distance("last_location", order.quote.pickup_location))
-        .values_list("metres", flat=True)
-        .first()
-    )
-    return round(distance.m) if distance is not None else 0
-
-
-def order_unassign_by_staff(*, order_id, staff, reason: str = "") -> Order:
-    """Ops take an assigned order back from its rider (before the pickup); it searches again.
-
-    The rider is free again and hears of it on their socket ({"type": "unassigned", ...},
-    sent by order_transition).
-    """
-    _require_assign_permission(staff)
-    order = order_transition(
-        order_id=order_id,
-        action=Action.RELEASE,
-        actor=Actor.staff(staff),
-        reason=reason or f"Unassigned by hand by {staff.phone}",
-    )
-    logger.info("order %s unassigned by %s", order.pk, staff.pk)
-    return order
-
-
-# --- Delivery steps: only by the order's rider ----------------------------------------------------
-
-
-class LocationRequired(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "location_required"
-    message = "We have no recent position from you; send your location, then try again."
-
-
-class OutsideGeofence(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "outside_geofence"
-    message = "You are too far from the place to mark arrival."
-
-
-class DeliveryCodeInvalid(ApiError):
-    code = "delivery_code_invalid"
-    message = "That is not the customer's delivery code."
-
-
-class DeliveryCodeLocked(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "delivery_code_locked"
-    message = "Too many wrong delivery codes; ops must look at this delivery."
-
-
-def _rider_order(*, order_id, rider: Rider) -> Order:
-    """The order if it is assigned to this rider; 404 otherwise (other orders are not theirs
-    to know about)."""
-    order = Order.objects.select_related("quote").filter(pk=order_id, rider=rider).first()
-    if order is None:
-        raise OrderNotFound()
-    return order
-
-
-def _require_near(*, rider: Rider, point, place_name: str) -> None:
-    """The rider's last fresh position must lie within DELIVERY_GEOFENCE_M of point."""
-    fresh_since = timezone.now() - timedelta(seconds=settings.RIDER_LOCATION_MAX_AGE_SECONDS)
-    seen = (
-        Rider.objects.filter(pk=rider.pk, last_location_at__gte=fresh_since)
-        .annotate(distance=Distance("last_location", point))
-        .values_list("distance", flat=True)
-        .first()
-    )
-    if seen is None:
-        raise LocationRequired()
-    if seen.m > settings.DELIVERY_GEOFENCE_M:
-        raise OutsideGeofence(
-            f"You are {round(seen.m)} m from the {place_name}; come within "
-            f"{settings.DELIVERY_GEOFENCE_M} m and try again."
-        )
-
-
-def _arrive(*, order_id, rider: Rider, action: str, place_name: str) -> Order:
-    """An arrival: the geofence is checked only for a move the order's state allows, so an
-    arrival out of order is an invalid_transition wherever the rider stands."""
-    order = _rider_order(order_id=order_id, rider=rider)
-    if transition_allowed(from_status=order.status, action=action, actor_kind=ActorKind.RIDER):
-        quote = order.quote
-        point = quote.pickup_location if place_name == "pickup" else quote.drop_location
-        _require_near(rider=rider, point=point, place_name=place_name)
-    return order_transition(order_id=order.pk, action=action, actor=Actor.rider(rider.user))
-
-
-def delivery_arrive_pickup(*, order_id, rider: Rider) -> Order:
-    return _arrive(order_id=order_id, rider=rider, action=Action.ARRIVE_PICKUP, place_name="pickup")
-
-
-def delivery_arrive_drop(*, order_id, rider: Rider) -> Order:
-    return _arrive(order_id=order_id, rider=rider, action=Action.ARRIVE_DROP, place_name="drop")
-
-
-def delivery_pick_up(*, order_id, rider: Rider) -> Order:
-    order = _rider_order(order_id=order_id, rider=rider)
-    return order_transition(order_id=order.pk, action=Action.PICK_UP, actor=Actor.rider(rider.user))
-
-
-def delivery_fail(*, order_id, rider: Rider, reason: str) -> Order:
-    """The rider cannot complete the delivery (customer away, address wrong...): the order
-    fails with the rider's reason and the rider is free again. Money is left to ops."""
-    order = _rider_order(order_id=order_id, rider=rider)
-    return order_transition(
-        order_id=order.pk, action=Action.FAIL, actor=Actor.rider(rider.user), reason=reason
-    )
-
-
-def delivery_complete(*, order_id, rider: Rider, delivery_code: str) -> Order:
-    """Delivered, with the code the customer reads out: the rider is credited exactly once.
-
-    Locks the Order row. A wrong code counts against DELIVERY_CODE_MAX_ATTEMPTS (the count is
-    committed even though the request is refused); after that the order is locked for ops.
-    The Earning's unique order is the database's guarantee of one credit per delivery.
-    """
-    from orders.services import delivery_code_hmac
-
-    _rider_order(order_id=order_id, rider=rider)
-    tries_left = None
-    with transaction.atomic():
-        order = Order.objects.select_for_update().get(pk=order_id)
-        if order.status != OrderStatus.AT_DROPOFF:
-            raise InvalidTransition(
-                f"An order that is {order.get_status_display().lower()} cannot be delivered; "
-                "mark arrival at the drop first."
-            )
-        if order.delivery_code_attempts >= settings.DELIVERY_CODE_MAX_ATTEMPTS:
-            raise DeliveryCodeLocked()
-        expected = order.delivery_code_hmac
-        if constant_time_compare(
-            delivery_code_hmac(order_id=order.pk, code=delivery_code), expected
-        ):
-            order = order_transition(
-                order_id=order.pk, action=Action.DELIVER, actor=Actor.rider(rider.user)
-            )
-            Earning.objects.create(
-                rider_id=rider.pk,
-                order=order,
-                amount_paise=settings.RIDER_FIXED_PAY_PER_ORDER_PAISE,
-                cash_collected_paise=cash_to_collect_paise(order),
-            )
-        else:
-            order.delivery_code_attempts += 1
-            order.save(update_fields=["delivery_code_attempts", "updated_at"])
-            tries_left = settings.DELIVERY_CODE_MAX_ATTEMPTS - order.delivery_code_attempts
-    if tries_left is not None:  # raised after commit, so the wrong try is counted
-        logger.info("order %s: wrong delivery code, %d tries left", order_id, tries_left)
-        if tries_left == 0:
-            raise DeliveryCodeLocked()
-        raise DeliveryCodeInvalid(
-            fields={"delivery_code": [f"Wrong code; {tries_left} tries left."]}
-        )
-    logger.info("order %s delivered by rider %s", order.pk, rider.pk)
-    return order
-
-
-def delivery_code_attempts_reset(*, order_id, staff) -> None:
-    """Ops checked a locked delivery (called the customer) and let the rider try again."""
-    _require_assign_permission(staff)
-    reset = Order.objects.filter(pk=order_id).update(
-        delivery_code_attempts=0, updated_at=timezone.now()
-    )
-    if not reset:
-        raise OrderNotFound()
-    logger.info("order %s: delivery-code tries reset by staff %s", order_id, staff.pk)
