@@ -34,6 +34,9 @@ PACKAGES = [
 ]
 CLOSE_NORMAL, CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN = 1000, 4401, 4403
 TERMINAL = frozenset({"delivered", "cancelled", "failed"})
+CARRIED = frozenset({"picked_up", "at_dropoff"})  # too late for the customer to cancel
+CHANGE_OF_MIND_SECONDS = (5.0, 60.0)
+CHANGED_MIND = "changed my mind"
 FIX_TO_TRACKING = "fix -> tracking socket"  # Stats.delays: recorded_at to the location frame
 
 
@@ -141,6 +144,18 @@ class SimCustomer:
         order = booked.body
         sim.orders.booked(order["id"], self, order.get("delivery_code"), order["status"])
         self._follow(order["id"])
+        if self.rng.random() < sim.config.cancel_share:
+            sim.watch(self._change_mind(order["id"]))
+
+    async def _change_mind(self, order_id: str) -> None:
+        """A customer who cancels a little after booking, unless the rider has the parcel."""
+        await self.sim.api.sleep(self.rng.uniform(*CHANGE_OF_MIND_SECONDS))
+        info = self.sim.orders.get(order_id)
+        if not self.sim.running() or info is None or info.status in TERMINAL | CARRIED:
+            return
+        if await self.cancel(order_id, CHANGED_MIND):
+            self.sim.orders.ended(order_id, "cancelled")
+            self.sim.stats.count("orders cancelled by their customer")
 
     async def watch(self, screen: TrackingScreen) -> None:
         """The tracking screen: reconnects when dropped, until the order ends (the server then

@@ -52,6 +52,7 @@ class Config:
     dwell_seconds: tuple[float, float] = (20.0, 60.0)
     accept_delay_seconds: tuple[float, float] = (1.0, 6.0)
     decline_rate: float = 0.1
+    cancel_share: float = 0.0  # bookings their customer cancels a little later, before pickup
     http_share: float = 0.2
     token_file: Path | None = Path(".local/simulator-tokens.json")
     mint_when_throttled: bool = False
@@ -92,8 +93,12 @@ class Config:
             found.append("--speed-kmh must be positive")
         if self.ping_seconds < 0.5 or self.radius_km <= 0:
             found.append("--ping-seconds must be at least 0.5 and --radius-km positive")
-        if not 0 <= self.decline_rate <= 1 or not 0 <= self.http_share <= 1:
-            found.append("--decline-rate and --http-share are shares between 0 and 1")
+        if not all(
+            0 <= share <= 1 for share in (self.decline_rate, self.http_share, self.cancel_share)
+        ):
+            found.append(
+                "--decline-rate, --cancel-share and --http-share are shares between 0 and 1"
+            )
         return found
 
 
@@ -535,8 +540,9 @@ class Simulation:
             f"{events['customers signed in: cached token']}, minted "
             f"{events['customers signed in: minted (OTP throttled)']})",
             f"  orders      booked {events['orders booked']}; delivered {outcomes['delivered']}; "
-            f"failed {outcomes['failed']}; cancelled {outcomes['cancelled']} (no rider or by "
-            f"ops); closed at shutdown: cancelled {outcomes['cancelled at shutdown']}, failed "
+            f"failed {outcomes['failed']}; cancelled {outcomes['cancelled']} (by their customer "
+            f"{events['orders cancelled by their customer']}, the rest for no rider or by ops); "
+            f"closed at shutdown: cancelled {outcomes['cancelled at shutdown']}, failed "
             f"{outcomes['failed at shutdown']}; still open {outcomes['open']}",
         ]
         if minutes:

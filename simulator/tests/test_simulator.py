@@ -19,9 +19,10 @@ from django.test import override_settings
 
 from core.tests import servers
 from core.tests.celery_processes import start_worker
-from orders.models import Order
+from orders.models import Order, OrderEvent
 from orders.tests.factories import AREA, ServiceAreaFactory
 from riders.models import Earning, Rider, RiderLocation
+from simulator import customers
 from simulator.geo import metres_between
 from simulator.riders import RIDER_PHONE_PREFIX
 from simulator.run import Config, Simulation
@@ -84,15 +85,20 @@ def simulated_riders():
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.django_db(transaction=True)
-def test_a_short_run_signs_in_rides_books_and_delivers_through_the_api(server, worker, tmp_path):
+def test_a_short_run_signs_in_rides_books_and_delivers_through_the_api(
+    server, worker, tmp_path, monkeypatch
+):
     # given a service area, as the demo data has one
     ServiceAreaFactory(area=AREA)
     tokens = tmp_path / "tokens.json"
     lines = []
+    # and customers who change their mind on a fifth of their bookings, within seconds
+    monkeypatch.setattr(customers, "CHANGE_OF_MIND_SECONDS", (0.5, 3.0))
 
     # when the simulator runs for 75 s with 5 riders and 3 customers
     simulation = Simulation(
-        replace(FAST_CITY, url=server.base_url, token_file=tokens), lines.append
+        replace(FAST_CITY, url=server.base_url, token_file=tokens, cancel_share=0.2),
+        lines.append,
     )
     asyncio.run(simulation.run())
     summary = simulation.summary()
@@ -115,6 +121,12 @@ def test_a_short_run_signs_in_rides_books_and_delivers_through_the_api(server, w
     assert events["offers received"] >= 1 and events["offers accepted"] >= 1, summary
     delivered = booked.filter(status="delivered")
     assert delivered.count() >= 1, summary
+    # some were cancelled by their customer through the API before a rider picked them up
+    changed_mind = OrderEvent.objects.filter(
+        order__in=booked, to_status="cancelled", reason=customers.CHANGED_MIND
+    )
+    assert changed_mind.count() == events["orders cancelled by their customer"] >= 1, summary
+    assert not changed_mind.filter(from_status__in=["picked_up", "at_dropoff"]).exists()
     assert delivered.count() == events["deliveries completed"]
     for order in delivered:
         earning = Earning.objects.get(order=order)

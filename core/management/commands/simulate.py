@@ -91,6 +91,12 @@ class Command(BaseCommand):
         )
         add("--decline-rate", type=float, default=0.1, help="Offers declined (default 0.1).")
         add(
+            "--cancel-share",
+            type=float,
+            default=0.0,
+            help="Bookings the customer cancels 5-60 s later, unless picked up (default 0).",
+        )
+        add(
             "--http-share",
             type=float,
             default=0.2,
@@ -141,6 +147,7 @@ class Command(BaseCommand):
             dwell_seconds=options["dwell_seconds"],
             accept_delay_seconds=options["accept_delay_seconds"],
             decline_rate=options["decline_rate"],
+            cancel_share=options["cancel_share"],
             http_share=options["http_share"],
             token_file=Path(settings.BASE_DIR, token_file) if token_file else None,
             mint_when_throttled=options["mint_when_throttled"],
