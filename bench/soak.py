@@ -609,11 +609,37 @@ def report(args, tier: WebTier, simulation, sampler: Sampler, marks: dict) -> di
     return {"table": table, "result": _nan_to_none(result)}
 
 
-async def drive(simulation, sampler: Sampler, warmup: float) -> dict:
+PROFILE_WINDOW_SECONDS = 20.0  # web workers are recycled every 30-60 s: py-spy each anew
+PROFILED_VIEWS = ("OrderCancelApi", "RiderOfferAcceptApi", "RiderOnlineApi")
+
+
+async def profile_web(tier: WebTier, seconds: float, out_dir: Path, simulation) -> None:
+    """py-spy on the web workers, every thread, waiting ones included, for `seconds` in
+    windows: a worker recycled meanwhile is replaced in the next window."""
+    window, left = 0, seconds
+    while left > 0 and simulation.running():
+        window += 1
+        length = min(PROFILE_WINDOW_SECONDS, left)
+        pids = tier.worker_pids("web")
+        processes = stack.profile(pids, length, out_dir, f"web-{window}", waits=True)
+        for process in processes:
+            await asyncio.to_thread(process.wait)
+        left -= length
+
+
+def profiles_summary(out_dir: Path) -> str:
+    return "\n".join(
+        f"  profile of {view} (every thread, waiting included):\n"
+        + stack.profile_summary(out_dir, "web", 14, within=view)
+        for view in PROFILED_VIEWS
+    )
+
+
+async def drive(simulation, sampler: Sampler, warmup: float, measured=None) -> dict:
     """Runs the simulation while the sampler samples; returns when the measured part began and
     ended (seconds since the sampler's start: the simulator's clock starting, and its wind-down
     starting) and how many latencies and delays had been recorded by the end of the warm-up
-    and by its end."""
+    and by its end. `measured()`, if given, runs from the end of the warm-up (a profile)."""
     from simulator.customers import FIX_TO_TRACKING
 
     stop = asyncio.Event()
@@ -638,8 +664,11 @@ async def drive(simulation, sampler: Sampler, warmup: float) -> dict:
         ):
             await asyncio.sleep(0.1)
         counts("warm")
+        extra = asyncio.create_task(measured()) if measured else None
         while simulation.running() and not running.done():
             await asyncio.sleep(0.1)
+        if extra is not None:
+            await extra
         marks["stopped"] = time.monotonic() - sampler.started
         counts("latencies")
         await running
@@ -671,6 +700,20 @@ def main() -> None:
     parser.add_argument("--orders-per-minute", type=float, default=30.0)
     parser.add_argument("--ping-seconds", type=float, default=4.0)
     parser.add_argument("--http-share", type=float, default=0.2)
+    parser.add_argument(
+        "--cancel-share",
+        type=float,
+        default=0.1,
+        help="bookings their customer cancels 5-60 s later, unless picked up (default 0.1)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="py-spy the web workers this long after the warm-up; prints where order cancel, "
+        "offer accept and rider online spend their time",
+    )
     parser.add_argument(
         "--warmup-seconds",
         type=float,
@@ -728,6 +771,7 @@ def main() -> None:
             seed=args.seed,
             ping_seconds=args.ping_seconds,
             http_share=args.http_share,
+            cancel_share=args.cancel_share,
             report_seconds=30.0,
         )
         problems = config.problems()
@@ -775,9 +819,17 @@ def main() -> None:
         )
         simulation = Simulation(config, say=lambda line: print(f"sim: {line}", file=sys.stderr))
         say(f"the city for {args.minutes:g} min (logs in {work_dir})")
-        marks = asyncio.run(drive(simulation, sampler, args.warmup_seconds))
+        measured = None
+        if args.profile:
+
+            async def measured():
+                await profile_web(tier, args.profile, work_dir, simulation)
+
+        marks = asyncio.run(drive(simulation, sampler, args.warmup_seconds, measured))
         print(simulation.summary(), file=sys.stderr)
         out = report(args, tier, simulation, sampler, marks)
+        if args.profile:
+            out["table"] += "\n\n" + profiles_summary(work_dir)
     finally:
         if tier is not None:
             tier.stop()

@@ -241,13 +241,17 @@ def pss_mib(pid: int) -> float:
     return float("nan")
 
 
-def profile(pids: list[int], seconds: float, out_dir: Path, name: str) -> list[subprocess.Popen]:
-    """Starts py-spy on each process for `seconds`: collapsed stacks of the GIL holder."""
+def profile(
+    pids: list[int], seconds: float, out_dir: Path, name: str, *, waits: bool = False
+) -> list[subprocess.Popen]:
+    """Starts py-spy on each process for `seconds`: collapsed stacks of the GIL holder, or
+    (`waits`) of every thread, waiting ones included (where a request spends its time)."""
     processes = []
     for pid in pids:
         output = out_dir / f"profile-{name}-{pid}.txt"
         command = [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "250"]
-        command += ["--duration", str(math.ceil(seconds)), "--format", "raw", "--gil"]
+        command += ["--duration", str(math.ceil(seconds)), "--format", "raw"]
+        command += ["--idle"] if waits else ["--gil"]
         command += ["--output", str(output)]
         processes.append(
             subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -255,9 +259,10 @@ def profile(pids: list[int], seconds: float, out_dir: Path, name: str) -> list[s
     return processes
 
 
-def profile_summary(out_dir: Path, name: str, top: int = 30) -> str:
+def profile_summary(out_dir: Path, name: str, top: int = 30, *, within: str = "") -> str:
     """The functions most often on the stack (inclusive) and on top of it (self), in percent of
-    the samples, from the collapsed stacks `profile(..., out_dir, name)` wrote."""
+    the samples, from the collapsed stacks `profile(..., out_dir, name)` wrote; with `within`,
+    of the stacks that pass through a frame naming it (one view, say) alone."""
     inclusive: dict[str, int] = {}
     own: dict[str, int] = {}
     total = 0
@@ -266,7 +271,7 @@ def profile_summary(out_dir: Path, name: str, top: int = 30) -> str:
             continue
         for line in path.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
-            if not stack or not count.isdigit():
+            if not stack or not count.isdigit() or within not in stack:
                 continue
             samples = int(count)
             total += samples
