@@ -117,6 +117,15 @@ class UvicornWorker(_UvicornWorker):
         super().__init__(*args, **kwargs)
         self.config.timeout_graceful_shutdown = max(1, min(10, self.cfg.graceful_timeout - 2))
 
+    async def _serve(self) -> None:
+        try:
+            await super()._serve()
+        finally:
+            # realtime messages the last requests handed to this loop (core.realtime.send_many)
+            from core import realtime
+
+            await realtime.flush()
+
 
 logger = logging.getLogger("uvicorn.error")
 

@@ -193,12 +193,13 @@ def test_an_accept_tells_everyone_in_three_trips_to_the_event_loop_however_many_
     dispatch_round(order_id=order.pk)
     offer = Offer.objects.get(rider=riders[0])
     trips = []
+    send_each = realtime._send_each
 
-    def counted(function):
-        trips.append(function)
-        return async_to_sync(function)
+    async def counted(messages):  # one trip to the event loop, however the messages got there
+        trips.append(messages)
+        await send_each(messages)
 
-    monkeypatch.setattr(realtime, "async_to_sync", counted)
+    monkeypatch.setattr(realtime, "_send_each", counted)
 
     def accept():
         with django_capture_on_commit_callbacks(execute=True):
@@ -245,12 +246,13 @@ def test_a_customer_cancel_tells_the_offered_riders_and_everyone_in_two_trips(
     order = searching_order()
     dispatch_round(order_id=order.pk)
     trips = []
+    send_each = realtime._send_each
 
-    def counted(function):
-        trips.append(function)
-        return async_to_sync(function)
+    async def counted(messages):  # one trip to the event loop, however the messages got there
+        trips.append(messages)
+        await send_each(messages)
 
-    monkeypatch.setattr(realtime, "async_to_sync", counted)
+    monkeypatch.setattr(realtime, "_send_each", counted)
 
     # when its customer cancels it
     with django_capture_on_commit_callbacks(execute=True):
