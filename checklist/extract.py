@@ -25,7 +25,7 @@ def render(lines, notes: dict[str, dict]) -> str:
         "# `out_of_reach` (why this repository cannot prove a line), `note` (where the code",
         '# deliberately differs from the line\'s wording, and why) and `proof = "behaviour"` (make',
         "# test fails unless a test proving the line by behaviour passes). Tests name the lines",
-        "# they prove with @pytest.mark.checklist(id); the live report (core/readiness/) names its",
+        "# they prove with @pytest.mark.checklist(id); the live report (readiness/) names its",
         "# own.",
     ]
     for line in lines:

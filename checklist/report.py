@@ -49,7 +49,7 @@ def live_ids() -> set[str]:
     import django
 
     django.setup()
-    from core.readiness import live_ids as checked
+    from readiness import live_ids as checked
 
     return set(checked())
 

@@ -127,6 +127,7 @@ INSTALLED_APPS = [
     "delivery",
     "payments",
     "ops",
+    "readiness",
     "axes",
 ]
 

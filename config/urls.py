@@ -6,8 +6,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.apis import HealthApi
 from core.metrics import metrics_view
-from core.ops_apis import ReadinessApi
 from orders.apis import ConfigApi
+from readiness.apis import ReadinessApi
 
 urlpatterns = [
     path("health/", HealthApi.as_view(), name="health"),

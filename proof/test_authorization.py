@@ -648,7 +648,7 @@ def table(stack) -> list[Row]:
             body=static({"reason": "customer not reachable"}),
             check=answered_the_order,
         ),
-        # Ops: the live readiness report (core/readiness/), for staff with its permission
+        # Ops: the live readiness report (readiness/), for staff with its permission
         # (superusers, or a group given core.view_readiness_report; no ops group has it): it
         # runs a dozen checks for up to 30 s.
         Row(

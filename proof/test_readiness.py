@@ -13,10 +13,10 @@ import json
 
 import pytest
 
-from core.readiness import live_ids
 from core.tests.celery_processes import beat_heartbeat_recorded, wait_for
 from core.tests.production_env import collect_static, run_manage
 from proof.stack import start_stack
+from readiness import live_ids
 
 IMAGE_LINES = {"P2.6", "P2.7", "P2.8", "P2.9", "P10.15"}
 

@@ -17,9 +17,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from config.redis_probe import redact
-from core.readiness.masking import describe, scrub
-from core.readiness.registry import (
-    CHECKS,
+from readiness.masking import describe, scrub
+from readiness.registry import (
     FAIL,
     PASS,
     SKIP,
@@ -29,7 +28,6 @@ from core.readiness.registry import (
     Result,
     Unreachable,
     failed,
-    live_ids,
 )
 
 HTTP_TIMEOUT_SECONDS = 4.0
@@ -205,13 +203,15 @@ def default_base_url() -> str:
 
 def run(base_url: str | None = None, *, timeout: float = RUN_TIMEOUT_SECONDS) -> list[Result]:
     """Every checked line, in checklist order. Never raises, returns within about `timeout`."""
+    from readiness import checks  # the check modules import this one
+
     try:
         _import_tasks()
         context = Context(base_url or default_base_url())
         return _per_line(_run_checks(context, timeout))
     except Exception as error:  # the report comes out whatever happens
         detail = scrub(f"the readiness run itself failed: {describe(error)}")
-        return [Result(line_id, FAIL, detail) for line_id in _in_order(live_ids())]
+        return [Result(line_id, FAIL, detail) for line_id in _in_order(checks.live_ids())]
 
 
 def _import_tasks() -> None:
@@ -229,8 +229,11 @@ def _import_tasks() -> None:
 
 def _run_checks(context: Context, timeout: float) -> dict[str, Outcome]:
     """Runs the checks on daemon threads: one that hangs is abandoned, never waited for."""
+    from readiness import checks
+
+    every = checks.CHECKS
     pending: queue.SimpleQueue = queue.SimpleQueue()
-    for item in CHECKS:
+    for item in every:
         pending.put(item)
     outcomes: dict[str, Outcome] = {}
     lock = threading.Lock()
@@ -245,15 +248,15 @@ def _run_checks(context: Context, timeout: float) -> dict[str, Outcome]:
             outcome = _run_one(item, context)
             with lock:
                 outcomes[item.name] = outcome
-                if len(outcomes) == len(CHECKS):
+                if len(outcomes) == len(every):
                     finished.set()
 
-    for number in range(min(_THREADS, len(CHECKS))):
+    for number in range(min(_THREADS, len(every))):
         threading.Thread(target=work, name=f"readiness-{number}", daemon=True).start()
     finished.wait(timeout)
     late = failed(f"did not finish within {timeout:.0f} s")
     with lock:
-        return {item.name: outcomes.get(item.name, late) for item in CHECKS}
+        return {item.name: outcomes.get(item.name, late) for item in every}
 
 
 def _run_one(item: Check, context: Context) -> Outcome:
@@ -273,8 +276,10 @@ def _run_one(item: Check, context: Context) -> Outcome:
 
 
 def _per_line(outcomes: dict[str, Outcome]) -> list[Result]:
+    from readiness import checks
+
     by_id: dict[str, list[Outcome]] = defaultdict(list)
-    for item in CHECKS:
+    for item in checks.CHECKS:
         for line_id in item.ids:
             by_id[line_id].append(outcomes[item.name])
     results = []

@@ -5,8 +5,8 @@ from http.cookies import Morsel
 
 from django.conf import settings
 
-from core.readiness.registry import Outcome, Unreachable, check, failed, judged, passed
-from core.readiness.runner import Answer, Context
+from readiness.registry import Outcome, Unreachable, check, failed, judged, passed
+from readiness.runner import Answer, Context
 
 ONE_YEAR = 31536000
 

@@ -4,7 +4,7 @@
     python manage.py readiness --url https://api.example.com
     python manage.py readiness --json               # for machines (as /api/v1/ops/readiness/)
 
-One line per checklist id the report checks (core/readiness/), then the counts. Exits 1 when
+One line per checklist id the report checks (readiness/), then the counts. Exits 1 when
 any line FAILs, so a deploy pipeline can stop on it.
 """
 
@@ -15,7 +15,7 @@ from typing import TextIO
 
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
-from core import readiness
+import readiness
 
 
 class Command(BaseCommand):

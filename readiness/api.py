@@ -5,8 +5,8 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from core.readiness.registry import NotHere, Outcome, check, failed, judged, passed
-from core.readiness.runner import Answer, Context
+from readiness.registry import NotHere, Outcome, check, failed, judged, passed
+from readiness.runner import Answer, Context
 
 _PROTECTED = {
     "P9.3": ("GET", "accounts:me", {}),
@@ -34,8 +34,10 @@ def _protected_route_check(line_id: str) -> Callable[[Context], Outcome]:
     return protected_route
 
 
-for _line_id in _PROTECTED:
-    check(_line_id, name=f"protected_route_{_line_id}")(_protected_route_check(_line_id))
+protected_route_checks = [
+    check(line_id, name=f"protected_route_{line_id}")(_protected_route_check(line_id))
+    for line_id in _PROTECTED
+]
 
 
 @check("P9.8", "P10.12")

@@ -5,16 +5,17 @@ code does; this report checks what one deployment *is*: its settings and environ
 headers and cookies its own web server answers with, PostgreSQL/PostGIS, Redis, the Celery
 workers and beat, Sentry, and, inside this project's image, the image's user and directories.
 
-Each check names the checklist lines (checklist/lines.toml) it checks. A line FAILs when one of
+Each check names the checklist lines (checklist/lines.toml) it checks; readiness.checks lists
+the modules whose checks run, in the order a line's details are joined. A line FAILs when one of
 its checks failed, PASSes when the others passed, and is SKIPped when none could run here. A
 run never raises (a check that raises is a FAIL naming the error), every network call has a
 timeout of a few seconds and the whole run is bounded (RUN_TIMEOUT_SECONDS), and no secret
 reaches the report: URLs lose their credentials and known secret values are masked.
 """
 
-from core.readiness.masking import describe, scrub
-from core.readiness.registry import (
-    CHECKS,
+from readiness.checks import CHECKS, live_ids
+from readiness.masking import describe, scrub
+from readiness.registry import (
     FAIL,
     PASS,
     SKIP,
@@ -26,10 +27,9 @@ from core.readiness.registry import (
     check,
     failed,
     judged,
-    live_ids,
     passed,
 )
-from core.readiness.runner import (
+from readiness.runner import (
     HTTP_TIMEOUT_SECONDS,
     RUN_TIMEOUT_SECONDS,
     Answer,
@@ -39,13 +39,6 @@ from core.readiness.runner import (
     report,
     run,
 )
-
-# The check modules register their checks as they are imported, in this order: the checklist's
-# sections, and the order in which a line's details are joined when several checks cover it.
-# isort: off
-from core.readiness import environment, server, api, health, sockets, database  # noqa: F401
-from core.readiness import redis_checks, celery_checks, logs, gunicorn_checks, image  # noqa: F401
-# isort: on
 
 __all__ = [
     "CHECKS",

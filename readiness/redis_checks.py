@@ -3,10 +3,10 @@
 from django.conf import settings
 
 from config.redis_probe import redact
-from core.readiness.masking import describe
-from core.readiness.registry import Outcome, Unreachable, check, failed, judged, passed
-from core.readiness.runner import Context
-from core.readiness.shared import _celery_app, _redis_client
+from readiness.masking import describe
+from readiness.registry import Outcome, Unreachable, check, failed, judged, passed
+from readiness.runner import Context
+from readiness.shared import _celery_app, _redis_client
 
 
 def _redis(context: Context) -> dict:

@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from config.redis_probe import redact
-from core.readiness.registry import Outcome, check, failed, judged, passed
-from core.readiness.runner import Context
-from core.readiness.shared import CELERY_REPLY_SECONDS, QUEUES, _broker, _celery_app, _workers
+from readiness.registry import Outcome, check, failed, judged, passed
+from readiness.runner import Context
+from readiness.shared import CELERY_REPLY_SECONDS, QUEUES, _broker, _celery_app, _workers
 
 # A task sent to each queue must come back within this long.
 ROUND_TRIP_SECONDS = 6.0
@@ -45,8 +45,10 @@ def _celery_value_check(key: str, expected) -> Callable[[Context], Outcome]:
     return celery_value
 
 
-for _ids, _key, _expected in _CELERY_VALUES:
-    check(*_ids, name=f"celery_{_key}")(_celery_value_check(_key, _expected))
+celery_value_checks = [
+    check(*ids, name=f"celery_{key}")(_celery_value_check(key, expected))
+    for ids, key, expected in _CELERY_VALUES
+]
 
 
 @check("P5.1")

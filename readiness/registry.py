@@ -1,11 +1,11 @@
-"""Results, outcomes and the registry of checks, filled as the check modules are imported."""
+"""Results, outcomes, and the mark a check function carries (readiness.checks lists them)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from core.readiness.runner import Context
+    from readiness.runner import Context
 
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -54,22 +54,28 @@ class Check:
     func: Callable[["Context"], Outcome]
 
 
-CHECKS: list[Check] = []
-
-
 def check(*ids: str, name: str | None = None):
-    """Registers a check of the checklist lines `ids`; it takes the run's Context."""
+    """Marks a check of the checklist lines `ids`; it takes the run's Context. It runs once its
+    module is listed in readiness.checks."""
 
-    def register(func):
-        check_name = name or func.__name__
-        if any(existing.name == check_name for existing in CHECKS):
-            raise ValueError(f"two readiness checks are called {check_name}")
-        CHECKS.append(Check(check_name, ids, func))
+    def mark(func):
+        func.readiness_check = Check(name or func.__name__, ids, func)
         return func
 
-    return register
+    return mark
 
 
-def live_ids() -> set[str]:
-    """Every checklist id some check covers. Imports nothing and touches no network."""
-    return {line_id for item in CHECKS for line_id in item.ids}
+def collect(modules) -> list[Check]:
+    """The checks the modules define, module by module, each in the order it is written: marked
+    functions, and lists of them (checks made in a loop)."""
+    found = []
+    for module in modules:
+        for value in vars(module).values():
+            for item in value if isinstance(value, list) else [value]:
+                if hasattr(item, "readiness_check") and item.__module__ == module.__name__:
+                    found.append(item.readiness_check)
+    names = [found_check.name for found_check in found]
+    twice = {name for name in names if names.count(name) > 1}
+    if twice:
+        raise ValueError(f"two readiness checks are called {', '.join(sorted(twice))}")
+    return found

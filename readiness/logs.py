@@ -5,8 +5,8 @@ import sys
 
 from django.conf import settings
 
-from core.readiness.registry import Outcome, check, failed, judged, passed
-from core.readiness.runner import Context
+from readiness.registry import Outcome, check, failed, judged, passed
+from readiness.runner import Context
 
 
 def _streams() -> list[str]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from core.readiness.registry import NotHere, Outcome, check, failed, judged, passed
-from core.readiness.runner import Context
+from readiness.registry import NotHere, Outcome, check, failed, judged, passed
+from readiness.runner import Context
 
 
 def _container_marker() -> str | None:

@@ -5,9 +5,9 @@ import re
 
 from django.conf import settings
 
-from core.readiness.masking import describe
-from core.readiness.registry import Outcome, check, failed, judged, passed
-from core.readiness.runner import Context
+from readiness.masking import describe
+from readiness.registry import Outcome, check, failed, judged, passed
+from readiness.runner import Context
 
 
 @check("P1.16", "P7.5", "P4.2")

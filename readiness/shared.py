@@ -3,9 +3,9 @@
 from urllib.parse import urlsplit
 
 from config.redis_probe import redact
-from core.readiness.masking import describe
-from core.readiness.registry import Unreachable
-from core.readiness.runner import Context
+from readiness.masking import describe
+from readiness.registry import Unreachable
+from readiness.runner import Context
 
 REDIS_TIMEOUT_SECONDS = 3.0
 # Celery's control commands wait this long for the workers' replies.

@@ -1,6 +1,6 @@
 """The project's settings with one defect: no X-Frame-Options header on any answer.
 
-core/tests/test_readiness.py serves the app with these (DJANGO_SETTINGS_MODULE) to see the
+readiness/tests/test_readiness.py serves the app with these (DJANGO_SETTINGS_MODULE) to see the
 readiness report name the clickjacking lines of a server that forgot the header.
 """
 

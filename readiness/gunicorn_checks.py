@@ -9,8 +9,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from core.readiness.registry import NotHere, Outcome, Unreachable, check, failed, passed
-from core.readiness.runner import Context
+from readiness.registry import NotHere, Outcome, Unreachable, check, failed, passed
+from readiness.runner import Context
 
 # gunicorn_conf.py empties PROMETHEUS_MULTIPROC_DIR when loaded: it is loaded in a child process
 # with a scratch directory there, never in this one (it would wipe the server's metrics).
@@ -77,8 +77,10 @@ def _gunicorn_value_check(key: str, expected, variable: str | None):
     return gunicorn_value
 
 
-for _ids, _key, _expected, _variable in _GUNICORN_VALUES:
-    check(*_ids, name=f"gunicorn_{_key}")(_gunicorn_value_check(_key, _expected, _variable))
+gunicorn_value_checks = [
+    check(*ids, name=f"gunicorn_{key}")(_gunicorn_value_check(key, expected, variable))
+    for ids, key, expected, variable in _GUNICORN_VALUES
+]
 
 
 @check("P3.1")

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from core import readiness
+import readiness
 from core.openapi import error_response
 
 READINESS_PERMISSION = "core.view_readiness_report"

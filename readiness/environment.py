@@ -4,9 +4,9 @@ import os
 
 from django.conf import settings
 
-from core.readiness.registry import Outcome, check, failed, judged, passed
-from core.readiness.runner import Context
-from core.readiness.shared import FOREIGN_ORIGIN
+from readiness.registry import Outcome, check, failed, judged, passed
+from readiness.runner import Context
+from readiness.shared import FOREIGN_ORIGIN
 
 
 @check("P7.1")

@@ -3,9 +3,9 @@
 import re
 from collections.abc import Callable
 
-from core.readiness.registry import Outcome, check, failed, judged, passed
-from core.readiness.runner import Answer, Context
-from core.readiness.shared import _workers
+from readiness.registry import Outcome, check, failed, judged, passed
+from readiness.runner import Answer, Context
+from readiness.shared import _workers
 
 
 def _health(context: Context) -> Answer:
@@ -105,5 +105,7 @@ def _metric_check(line_id: str) -> Callable[[Context], Outcome]:
     return metric_family
 
 
-for _line_id in _METRIC_FAMILIES:
-    check(_line_id, name=f"metric_family_{_line_id}")(_metric_check(_line_id))
+metric_family_checks = [
+    check(line_id, name=f"metric_family_{line_id}")(_metric_check(line_id))
+    for line_id in _METRIC_FAMILIES
+]

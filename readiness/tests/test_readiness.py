@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 import httpx
@@ -25,8 +26,6 @@ from django.conf import settings
 from django.db.migrations.loader import MigrationLoader
 
 from checklist.spec import load
-from core.readiness import live_ids, runner
-from core.readiness.registry import CHECKS
 from core.tests import servers
 from core.tests.celery_processes import CELERY, CeleryProcess, beat_heartbeat_recorded, wait_for
 from core.tests.production_env import (
@@ -36,6 +35,9 @@ from core.tests.production_env import (
     run_manage,
     run_python,
 )
+from readiness import checks, live_ids, runner
+from readiness.checks import CHECKS
+from readiness.registry import collect
 
 # django_db: pytest-django creates the test database (which the deployment uses) only for a run
 # that has database tests in it. Nothing here writes through the test's own connection.
@@ -133,13 +135,24 @@ def test_celery_sets_django_up_again_before_the_checks_run_side_by_side(monkeypa
     import_modules.connect(record, weak=False)
     try:
         wanted = {"beat_schedule", "logs_to_stdout", "database_query_logs"}
-        monkeypatch.setattr(runner, "CHECKS", [c for c in CHECKS if c.name in wanted])
+        monkeypatch.setattr(checks, "CHECKS", [c for c in CHECKS if c.name in wanted])
         results = runner.run("http://127.0.0.1:9", timeout=30)
     finally:
         import_modules.disconnect(record)
 
     assert threads == [threading.main_thread()]
     assert {result.status for result in results} == {"PASS"}, results
+
+
+def test_every_module_with_checks_is_listed_so_its_checks_run():
+    package = Path(checks.__file__).parent
+    with_checks = {
+        module.__name__
+        for module in map(import_module, (f"readiness.{p.stem}" for p in package.glob("*.py")))
+        if collect([module])
+    }
+    assert with_checks == {module.__name__ for module in checks.MODULES}
+    assert len(CHECKS) == len({item.name for item in CHECKS}) > 90
 
 
 def test_every_line_checked_live_is_a_checklist_line():
@@ -226,7 +239,7 @@ def test_redis_gone_fails_its_lines_quickly_and_shows_no_password(deployment):
 
 def test_a_server_without_x_frame_options_fails_the_clickjacking_lines(deployment):
     # given the same deployment's web, served without the X-Frame-Options middleware
-    env = {**deployment.env, "DJANGO_SETTINGS_MODULE": "core.tests.readiness_without_frame_options"}
+    env = {**deployment.env, "DJANGO_SETTINGS_MODULE": "readiness.tests.without_frame_options"}
     server = servers.start_server(env, deployment.work_dir / "no-frame-options")
     try:
         # when the report (with the real settings) checks that server
