@@ -20,9 +20,7 @@ import argparse
 import asyncio
 import random
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import websockets
 
@@ -80,17 +78,7 @@ def main() -> None:
     args.customers = -(-args.sockets // soak.LIVE_PER_CUSTOMER)
     started = time.monotonic()
 
-    from core.tests.servers import RedisServer
-
-    work_dir = Path(tempfile.mkdtemp(prefix="delivery-sockets-memory-"))
-    redis = RedisServer(work_dir / "redis")
-    redis.start()
-    env = stack.new_environment(redis.url, "")
-    tier = None
-    try:
-        stack.prepare_database(env)
-        stack.wait_until_database_unused(env)
-        stack.setup_django(env)
+    with stack.throwaway_stack("sockets-memory") as (work_dir, env):
         say(f"seeding: {args.customers} customers watching {args.sockets} live orders")
         tokens = soak.seed_city(args, 5000, random.Random(args.seed))
         access = {phone: token for phone, role, _, token in tokens if role == "customer"}
@@ -104,12 +92,11 @@ def main() -> None:
         ]
         connection.close()
         tier = soak.start_web_tier(env, work_dir, workers=1, sockets_workers=1)
-        (pid,) = tier.worker_pids("sockets")
-        rows = asyncio.run(cycles(args, tier.ws_url, pid, watches))
-    finally:
-        if tier is not None:
+        try:
+            (pid,) = tier.worker_pids("sockets")
+            rows = asyncio.run(cycles(args, tier.ws_url, pid, watches))
+        finally:
             tier.stop()
-        redis.kill()
 
     idle, first = rows[0]["rss_mib"], rows[1]["rss_mib"]
     opens = [row["rss_mib"] for row in rows if row["phase"].endswith("open")]

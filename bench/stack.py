@@ -14,6 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,6 +138,24 @@ def prepare_database(env: Environment) -> None:
     say(f"database {database_name(env.database_url)}: ensure_database, migrate")
     manage(env, "ensure_database")
     manage(env, "migrate", "--noinput", "-v", "0")
+
+
+@contextlib.contextmanager
+def throwaway_stack(name: str):
+    """A work directory, a redis-server of its own, the benchmark database migrated and no
+    longer used by an earlier run, and this process's Django on them: yields (work_dir, env).
+    The Redis is killed afterwards."""
+    work_dir = Path(tempfile.mkdtemp(prefix=f"delivery-{name}-"))
+    redis = servers.RedisServer(work_dir / "redis")
+    redis.start()
+    try:
+        env = new_environment(redis.url, "")
+        prepare_database(env)
+        wait_until_database_unused(env)
+        setup_django(env)
+        yield work_dir, env
+    finally:
+        redis.kill()
 
 
 def setup_django(env: Environment) -> None:

@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import random
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
@@ -155,27 +153,16 @@ def main() -> None:
     args.customers = args.live_orders // soak.LIVE_PER_CUSTOMER
     started = time.monotonic()
 
-    from core.tests.servers import RedisServer
-
-    work_dir = Path(tempfile.mkdtemp(prefix="delivery-web-memory-"))
-    redis = RedisServer(work_dir / "redis")
-    redis.start()
-    env = stack.new_environment(redis.url, "")
-    server = None
-    try:
-        stack.prepare_database(env)
-        stack.wait_until_database_unused(env)
-        stack.setup_django(env)
+    with stack.throwaway_stack("web-memory") as (work_dir, env):
         say(f"seeding: {args.customers} customers, {args.live_orders} live orders")
         people = seed_people(args)
         # the web role as production runs it, but never recycled (server_env's default)
         server = stack.start_web("web", env.server_env(), work_dir, workers=1)
-        (pid,) = server.worker_pids()
-        rows, collections = asyncio.run(rounds(args, server.base_url, pid, people))
-    finally:
-        if server is not None:
+        try:
+            (pid,) = server.worker_pids()
+            rows, collections = asyncio.run(rounds(args, server.base_url, pid, people))
+        finally:
             server.stop()
-        redis.kill()
 
     fitted = [(row["requests"] / 1000, row["rss_mib"]) for row in rows[1 + args.warmup :]]
     per_thousand = stack.least_squares_slope(fitted)
