@@ -414,25 +414,50 @@ def gc_pauses(metrics: str) -> dict[tuple[str, float], float]:
     return counts
 
 
-def gc_pauses_summary(before: dict, after: dict, over_seconds: float = 0.05) -> str:
-    """The collections between two gc_pauses() readings: how many of each generation, how
-    many took longer than `over_seconds`, and the bucket the longest fell in."""
+def gc_generations(before: dict, after: dict, over_seconds: float) -> dict[str, tuple]:
+    """The collections between two gc_pauses() readings, per generation: (how many, how many
+    took longer than `over_seconds`, the bound of the bucket the longest fell in; 0 for none)."""
     done = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
-    parts, over, longest = [], 0.0, 0.0
+    found = {}
     for number, name in enumerate(GC_GENERATIONS):
         buckets = sorted((le, n) for (gen, le), n in done.items() if gen == str(number))
         total = buckets[-1][1] if buckets else 0.0
-        parts.append(f"{name} {total:.0f}")
-        over += total - next((n for le, n in buckets if le >= over_seconds), total)
+        over = total - next((n for le, n in buckets if le >= over_seconds), total)
         # the smallest bound that holds every collection of the generation
-        bound = next((le for le, n in buckets if n == total), 0.0) if total else 0.0
-        longest = max(longest, bound)
+        longest = next((le for le, n in buckets if n == total), 0.0) if total else 0.0
+        found[name] = (total, over, longest)
+    return found
+
+
+def _at_most(seconds: float) -> str:
+    return "over 1 s" if math.isinf(seconds) else f"at most {seconds * 1000:g} ms"
+
+
+def gc_pauses_summary(before: dict, after: dict, over_seconds: float = 0.05) -> str:
+    """How many collections of each generation, how many took longer than `over_seconds`,
+    and the bucket the longest fell in."""
+    generations = gc_generations(before, after, over_seconds)
+    parts = ", ".join(f"{name} {total:.0f}" for name, (total, _, _) in generations.items())
+    over = sum(over for _, over, _ in generations.values())
+    longest = max(longest for _, _, longest in generations.values())
     if not longest:
-        return f"{', '.join(parts)}: none"
-    longest_text = "over 1 s" if math.isinf(longest) else f"at most {longest * 1000:g} ms"
+        return f"{parts}: none"
     return (
-        f"{', '.join(parts)}; {over:.0f} longer than {over_seconds * 1000:g} ms; the longest "
-        f"{longest_text}"
+        f"{parts}; {over:.0f} longer than {over_seconds * 1000:g} ms; the longest "
+        f"{_at_most(longest)}"
+    )
+
+
+def gc_generations_summary(counts: dict, over_seconds: float = 0.025) -> str:
+    """gc_pauses_summary's figures for each generation apart, from one reading."""
+    return ", ".join(
+        f"{name} {total:.0f}"
+        + (
+            f" ({over:.0f} over {over_seconds * 1000:g} ms, the longest {_at_most(longest)})"
+            if total
+            else ""
+        )
+        for name, (total, over, longest) in gc_generations({}, counts, over_seconds).items()
     )
 
 

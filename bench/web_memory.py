@@ -76,8 +76,7 @@ async def one_round(client: httpx.AsyncClient, args, people: dict, rng: random.R
 
 def old_collections(metrics: str) -> int:
     """Full (old-generation) collections the worker has run, from its /metrics."""
-    counts = stack.gc_pauses(metrics)
-    return round(max((n for (gen, _), n in counts.items() if gen == "2"), default=0.0))
+    return round(stack.gc_generations({}, stack.gc_pauses(metrics), 1.0)["old"][0])
 
 
 async def rounds(args, base_url: str, pid: int, people: dict) -> list[dict]:
@@ -102,22 +101,7 @@ async def rounds(args, base_url: str, pid: int, people: dict) -> list[dict]:
             )
             row = rows[-1]
             say(f"round {number}: RSS {row['rss_mib']:.1f} MiB, answers {answers}")
-    return rows, collections_summary(stack.gc_pauses(metrics))
-
-
-def collections_summary(counts: dict[tuple[str, float], float]) -> str:
-    """Per generation: collections, how many took over 25 ms, the bucket of the longest."""
-    parts = []
-    for number, name in enumerate(stack.GC_GENERATIONS):
-        buckets = sorted((le, n) for (gen, le), n in counts.items() if gen == str(number))
-        if not buckets or not buckets[-1][1]:
-            parts.append(f"{name} 0")
-            continue
-        total = buckets[-1][1]
-        over = total - next(n for le, n in buckets if le >= 0.025)
-        longest = next(le for le, n in buckets if n == total)
-        parts.append(f"{name} {total:.0f} ({over:.0f} over 25 ms, longest ≤ {longest * 1000:g} ms)")
-    return ", ".join(parts)
+    return rows, stack.gc_generations_summary(stack.gc_pauses(metrics))
 
 
 def seed_people(args) -> dict:
