@@ -148,6 +148,12 @@ def _serving_loop() -> asyncio.AbstractEventLoop | None:
     return loop if loop is not None and loop.is_running() else None
 
 
+# Messages that waited longer for the channel layer (its Redis down or hung: each send then
+# takes REDIS_SOCKET_TIMEOUT) are dropped, not sent late: their news is stale, and a client
+# re-reads the snapshot when `seq` jumps.
+OUTBOX_MAX_WAIT_SECONDS = 30.0
+
+
 class Outbox:
     """Messages handed over by request threads, sent by their event loop in the order handed
     over: each send is a task that first waits for the one before it. Only the loop's own
@@ -158,7 +164,7 @@ class Outbox:
         self.pending: set[asyncio.Task] = set()  # the loop holds tasks weakly
 
     def hand_over(self, loop: asyncio.AbstractEventLoop, messages) -> None:
-        task = loop.create_task(self._send_after(self.last.get(loop), messages))
+        task = loop.create_task(self._send_after(self.last.get(loop), messages, loop.time()))
         self.last[loop] = task
         self.pending.add(task)
         task.add_done_callback(lambda done: self._sent(loop, done))
@@ -169,9 +175,17 @@ class Outbox:
             del self.last[loop]
 
     @staticmethod
-    async def _send_after(previous: asyncio.Task | None, messages) -> None:
+    async def _send_after(previous: asyncio.Task | None, messages, handed_at: float) -> None:
         if previous is not None:
             await asyncio.wait([previous])
+        waited = asyncio.get_running_loop().time() - handed_at
+        if waited > OUTBOX_MAX_WAIT_SECONDS:
+            logger.warning(
+                "dropped %d realtime message(s) that waited %.0f s for the channel layer",
+                len(messages),
+                waited,
+            )
+            return
         await _send_each(messages)
 
     async def flush(self, timeout: float) -> None:

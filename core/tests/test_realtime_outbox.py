@@ -70,6 +70,28 @@ async def test_a_hung_channel_layer_holds_no_request_thread():
     assert realtime._outbox.pending == set()  # given up and logged, not stuck
 
 
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("hung_channel_layer")
+async def test_messages_that_waited_too_long_for_a_hung_layer_are_dropped(monkeypatch, caplog):
+    # given messages may wait 1 s for the channel layer
+    monkeypatch.setattr(realtime, "OUTBOX_MAX_WAIT_SECONDS", 1.0)
+
+    # when a request thread hands over two sends while the layer's Redis hangs
+    def request():
+        for messages in numbered(2):
+            realtime.send_many(messages)
+
+    started = time.monotonic()
+    await sync_to_async(request)()
+    await realtime.flush(timeout=settings.REDIS_SOCKET_TIMEOUT * 2 + 5)
+
+    # then the first waits out the Redis timeout; the second, stale by then, is dropped
+    took = time.monotonic() - started
+    assert took < settings.REDIS_SOCKET_TIMEOUT * 2, took
+    assert realtime._outbox.pending == set()
+    assert "dropped 1 realtime message(s)" in caplog.text
+
+
 @pytest.mark.usefixtures("hung_channel_layer")
 def test_without_a_serving_loop_a_send_waits_for_its_messages():
     # a Celery task or a command has no worker loop to hand over to: it sends and waits, and a
