@@ -15,13 +15,13 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from prometheus_client import Counter
-from rest_framework import status
 from rest_framework_simplejwt.exceptions import TokenBackendError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts.errors import AccountError
 from accounts.models import OtpChallenge, SmsMessage, User
 from accounts.phone import mask_phone
 from accounts.sms import (
@@ -52,68 +52,6 @@ class LoginRole(models.TextChoices):
 
 
 _ROLE_FLAGS = {LoginRole.CUSTOMER: "is_customer", LoginRole.RIDER: "is_rider"}
-
-
-class OtpCooldown(ApiError):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    code = "otp_cooldown"
-    message = "A code was sent moments ago; wait before asking for another."
-
-
-class OtpSendLimit(ApiError):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    code = "throttled"
-    message = "Too many codes were sent to this number; try again later."
-
-
-class OtpCountryNotServed(ApiError):
-    code = "phone_country_not_served"
-    message = "Login codes can only be sent to numbers of the countries this service runs in."
-
-
-class SmsBudgetSpent(ApiError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    code = "sms_budget_spent"
-    message = "Login codes are paused for a few minutes; try again shortly."
-
-
-class StaffPasswordInvalid(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "staff_password_invalid"
-    message = "Staff sign in with their password as well as the code; ask for a new code."
-
-
-class OtpInvalid(ApiError):
-    code = "otp_invalid"
-    message = "That code is not right. Check the SMS or ask for a new code."
-
-
-class OtpExpired(ApiError):
-    code = "otp_expired"
-    message = "That code has expired; ask for a new one."
-
-
-class OtpLocked(ApiError):
-    code = "otp_locked"
-    message = "Too many wrong codes; ask for a new one."
-
-
-class NotStaff(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "not_staff"
-    message = "This number does not belong to a staff account."
-
-
-class AccountDisabled(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "account_disabled"
-    message = "This account is disabled; contact support."
-
-
-class RefreshTokenInvalid(ApiError):
-    status_code = status.HTTP_401_UNAUTHORIZED
-    code = "token_not_valid"
-    message = "The refresh token is invalid, expired or already used; sign in again."
 
 
 @dataclass(frozen=True)
@@ -172,8 +110,9 @@ def otp_request(*, phone: str, ip: str | None) -> OtpRequestResult:
     country = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
     if country not in settings.OTP_ALLOWED_COUNTRIES:
         OTP_REFUSED.labels("country").inc()
-        raise OtpCountryNotServed(
-            fields={"phone": [f"Numbers of {', '.join(settings.OTP_ALLOWED_COUNTRIES)} only."]}
+        raise ApiError(
+            AccountError.PHONE_COUNTRY_NOT_SERVED,
+            fields={"phone": [f"Numbers of {', '.join(settings.OTP_ALLOWED_COUNTRIES)} only."]},
         )
     now = timezone.now()
     with transaction.atomic():
@@ -186,11 +125,11 @@ def otp_request(*, phone: str, ip: str | None) -> OtpRequestResult:
         if sent_last_hour:
             ready_at = sent_last_hour[-1] + timedelta(seconds=settings.OTP_RESEND_COOLDOWN_SECONDS)
             if ready_at > now:
-                raise OtpCooldown(retry_after=_seconds_until(ready_at, now))
+                raise ApiError(AccountError.OTP_COOLDOWN, retry_after=_seconds_until(ready_at, now))
         if len(sent_last_hour) >= settings.OTP_MAX_SENDS_PER_HOUR:
             # The next code may go once enough of this hour's codes have aged out of the window.
             ready_at = sent_last_hour[-settings.OTP_MAX_SENDS_PER_HOUR] + timedelta(hours=1)
-            raise OtpSendLimit(retry_after=_seconds_until(ready_at, now))
+            raise ApiError(AccountError.OTP_SEND_LIMIT, retry_after=_seconds_until(ready_at, now))
         _check_sms_budget(now)
 
         code = f"{secrets.randbelow(10**settings.OTP_LENGTH):0{settings.OTP_LENGTH}d}"
@@ -219,26 +158,28 @@ def _check_sms_budget(now: datetime) -> None:
     OTP_REFUSED.labels("sms_budget").inc()
     logger.warning("SMS_HOURLY_BUDGET (%s) spent: login code refused", settings.SMS_HOURLY_BUDGET)
     oldest = hour.order_by("created_at").values_list("created_at", flat=True).first()
-    raise SmsBudgetSpent(retry_after=_seconds_until(oldest + timedelta(hours=1), now))
+    raise ApiError(
+        AccountError.SMS_BUDGET_SPENT, retry_after=_seconds_until(oldest + timedelta(hours=1), now)
+    )
 
 
 def _otp_refusal(*, challenge: OtpChallenge | None, phone: str, otp: str, now: datetime):
     """Why `otp` does not sign in, or None when it does. Records a wrong try on the challenge."""
     if challenge is None or challenge.used_at is not None:
-        return OtpInvalid()
+        return ApiError(AccountError.OTP_INVALID)
     if challenge.burned_at is not None:
-        return OtpLocked()
+        return ApiError(AccountError.OTP_LOCKED)
     if challenge.expires_at <= now:
-        return OtpExpired()
+        return ApiError(AccountError.OTP_EXPIRED)
     if hmac.compare_digest(challenge.code_hmac, otp_code_hmac(phone=phone, code=otp)):
         return None
     challenge.attempts += 1
     if challenge.attempts >= settings.OTP_MAX_ATTEMPTS:
         challenge.burned_at = now
         challenge.save(update_fields=["attempts", "burned_at", "updated_at"])
-        return OtpLocked()
+        return ApiError(AccountError.OTP_LOCKED)
     challenge.save(update_fields=["attempts", "updated_at"])
-    return OtpInvalid()
+    return ApiError(AccountError.OTP_INVALID)
 
 
 def _user_for_login(*, phone: str, role: str) -> User:
@@ -248,11 +189,11 @@ def _user_for_login(*, phone: str, role: str) -> User:
     """
     user = User.objects.select_for_update().filter(phone=phone).first()
     if role == LoginRole.STAFF and (user is None or not user.is_staff):
-        raise NotStaff()
+        raise ApiError(AccountError.NOT_STAFF)
     if user is None:
         user = User.objects.create_user(phone)
     if not user.is_active:
-        raise AccountDisabled()
+        raise ApiError(AccountError.ACCOUNT_DISABLED)
     flag = _ROLE_FLAGS.get(role)
     if flag and not getattr(user, flag):
         setattr(user, flag, True)
@@ -283,7 +224,7 @@ def otp_verify(
             if role == LoginRole.STAFF and not user.check_password(password):
                 challenge.burned_at = now
                 challenge.save(update_fields=["burned_at", "updated_at"])
-                refusal = StaffPasswordInvalid()
+                refusal = ApiError(AccountError.STAFF_PASSWORD_INVALID)
         if refusal is None:
             challenge.used_at = now
             challenge.save(update_fields=["used_at", "updated_at"])
@@ -401,9 +342,9 @@ def _refresh_token_row(*, raw: str) -> OutstandingToken:
     try:
         payload = token_backend.decode(raw, verify=True)
     except TokenBackendError:
-        raise RefreshTokenInvalid() from None
+        raise ApiError(AccountError.REFRESH_TOKEN_INVALID) from None
     if payload.get(jwt_settings.TOKEN_TYPE_CLAIM) != "refresh":
-        raise RefreshTokenInvalid()
+        raise ApiError(AccountError.REFRESH_TOKEN_INVALID)
     # order_by(): the model's default ordering joins the user, and FOR UPDATE refuses outer joins.
     row = (
         OutstandingToken.objects.select_for_update()
@@ -412,7 +353,7 @@ def _refresh_token_row(*, raw: str) -> OutstandingToken:
         .first()
     )
     if row is None or row.user_id is None:
-        raise RefreshTokenInvalid()
+        raise ApiError(AccountError.REFRESH_TOKEN_INVALID)
     return row
 
 
@@ -425,10 +366,10 @@ def auth_token_refresh(*, refresh: str) -> TokenPair:
     with transaction.atomic():
         row = _refresh_token_row(raw=refresh)
         if BlacklistedToken.objects.filter(token=row).exists():
-            raise RefreshTokenInvalid()
+            raise ApiError(AccountError.REFRESH_TOKEN_INVALID)
         user = User.objects.filter(pk=row.user_id).first()
         if user is None or not jwt_settings.USER_AUTHENTICATION_RULE(user):
-            raise RefreshTokenInvalid()
+            raise ApiError(AccountError.REFRESH_TOKEN_INVALID)
         BlacklistedToken.objects.create(token=row)
         new_refresh = RefreshToken.for_user(user)
     return TokenPair(access=str(new_refresh.access_token), refresh=str(new_refresh))
@@ -439,11 +380,11 @@ def auth_logout(*, user: User, refresh: str) -> None:
     with transaction.atomic():
         try:
             row = _refresh_token_row(raw=refresh)
-        except RefreshTokenInvalid:
-            raise RefreshTokenInvalid(status_code=status.HTTP_400_BAD_REQUEST) from None
+        except ApiError:
+            raise ApiError(AccountError.LOGOUT_TOKEN_INVALID) from None
         if row.user_id != user.pk:
-            raise RefreshTokenInvalid(
-                "The refresh token does not belong to you.", status_code=status.HTTP_400_BAD_REQUEST
+            raise ApiError(
+                AccountError.LOGOUT_TOKEN_INVALID, "The refresh token does not belong to you."
             )
         # get_or_create: logging out twice is not an error.
         BlacklistedToken.objects.get_or_create(token=row)

@@ -1,9 +1,11 @@
 """The one error shape of the API: {"error": {"code", "message", "fields"?}}.
 
-Services raise `ApiError` (or a subclass) with a machine-readable code; DRF errors, Django's
+Services raise `ApiError` with their app's code (an `ErrorCode` member); DRF errors, Django's
 own 400/403/404/500 pages and dependency outages are all rendered in the same shape.
 """
 
+import contextlib
+import enum
 import logging
 import sys
 
@@ -28,27 +30,64 @@ DEPENDENCY_ERRORS = (
 )
 
 
+class ErrorCode(enum.Enum):
+    """An app's refusals, in one place: each member is the code a client reads, its HTTP status
+    and the message it gets unless the raise says more. Every app keeps one such enum in its
+    `errors.py` (`OrderError`, `PaymentError` ...) and raises `ApiError(OrderError.X)`; codes the
+    apps share (not_found, permission_denied, invalid) are `CommonError`'s, with the raise naming
+    what was not found or which permission is missing.
+    """
+
+    def __init__(self, code: str, status_code: int, message: str):
+        self.code = code
+        self.status_code = status_code
+        self.message = message
+
+
+@enum.unique
+class CommonError(ErrorCode):
+    INVALID = "invalid", status.HTTP_400_BAD_REQUEST, "Invalid input."
+    PERMISSION_DENIED = (
+        "permission_denied",
+        status.HTTP_403_FORBIDDEN,
+        "You do not have permission.",
+    )
+    NOT_FOUND = "not_found", status.HTTP_404_NOT_FOUND, "Not found."
+    SERVICE_UNAVAILABLE = (
+        "service_unavailable",
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "A service this request needs is unavailable; try again shortly.",
+    )
+
+
 class ApiError(Exception):
-    """A refusal the client can act on. Raise from services; the handler renders it."""
+    """A refusal the client can act on. Services raise it with their app's code; the handler
+    renders it. `kind` is the ErrorCode member, for a caller that handles one refusal:
+    `except ApiError as refusal: if refusal.kind is not RiderError.UNAVAILABLE: raise`.
+    """
 
-    status_code = status.HTTP_400_BAD_REQUEST
-    code = "bad_request"
-    message = "The request could not be processed."
-
-    def __init__(self, message=None, *, code=None, status_code=None, fields=None, retry_after=None):
-        self.message = message or self.message
-        self.code = code or self.code
-        self.status_code = status_code or self.status_code
+    def __init__(self, kind: ErrorCode, message: str = "", *, fields=None, retry_after=None):
+        self.kind = kind
+        self.code = kind.code
+        self.status_code = kind.status_code
+        self.message = message or kind.message
         self.fields = fields
         # Seconds, sent as Retry-After (429 cooldowns); 503s default to RETRY_AFTER_SECONDS.
         self.retry_after = retry_after
         super().__init__(self.message)
 
 
-class ServiceUnavailable(ApiError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    code = "service_unavailable"
-    message = "A service this request needs is unavailable; try again shortly."
+@contextlib.contextmanager
+def suppressed(*kinds: ErrorCode):
+    """contextlib.suppress for refusals of the given kinds; any other error passes through."""
+    try:
+        yield
+    except ApiError as refusal:
+        if refusal.kind not in kinds:
+            raise
+
+
+UNAVAILABLE = CommonError.SERVICE_UNAVAILABLE
 
 
 def error_body(code: str, message: str, fields=None) -> dict:
@@ -79,8 +118,8 @@ def _log_dependency_error(exc: Exception) -> None:
 
 def dependency_error_response(exc: Exception) -> JsonResponse:
     _log_dependency_error(exc)
-    body = error_body(ServiceUnavailable.code, ServiceUnavailable.message)
-    response = JsonResponse(body, status=ServiceUnavailable.status_code)
+    body = error_body(UNAVAILABLE.code, UNAVAILABLE.message)
+    response = JsonResponse(body, status=UNAVAILABLE.status_code)
     response["Retry-After"] = RETRY_AFTER_SECONDS
     return response
 
@@ -103,8 +142,8 @@ def api_exception_handler(exc, context):
     if isinstance(exc, DEPENDENCY_ERRORS):
         _log_dependency_error(exc)
         return Response(
-            error_body(ServiceUnavailable.code, ServiceUnavailable.message),
-            status=ServiceUnavailable.status_code,
+            error_body(UNAVAILABLE.code, UNAVAILABLE.message),
+            status=UNAVAILABLE.status_code,
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
     response = drf_exception_handler(exc, context)

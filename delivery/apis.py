@@ -7,6 +7,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.exceptions import ApiError
 from core.openapi import error_response
 from delivery.selectors import offers_live_for_rider, order_for_watcher, order_tracking
 from delivery.services.dispatch import offer_accept, offer_decline
@@ -18,8 +19,9 @@ from delivery.services.steps import (
     delivery_pick_up,
 )
 from orders.apis import PlaceOutputSerializer
+from orders.errors import OrderError
 from orders.models import OrderStatus
-from orders.selectors import OrderNotFound, cash_to_collect_paise, place
+from orders.selectors import cash_to_collect_paise, place
 from riders.apis import IsRider, RiderApi
 from riders.services import rider_get_or_create
 
@@ -81,7 +83,7 @@ def tracking_output(order) -> dict:
 def _watched(request, order_id):
     order = order_for_watcher(user=request.user, order_id=order_id, with_quote=True)
     if order is None:
-        raise OrderNotFound()
+        raise ApiError(OrderError.NOT_FOUND)
     return order
 
 

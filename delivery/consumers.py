@@ -20,7 +20,7 @@ from rest_framework.exceptions import ValidationError
 from accounts.models import User
 from core import realtime
 from core.db import database_call
-from core.exceptions import DEPENDENCY_ERRORS, ApiError, ServiceUnavailable
+from core.exceptions import DEPENDENCY_ERRORS, UNAVAILABLE, ApiError
 from core.realtime import order_group, rider_group
 from delivery.selectors import order_for_watcher
 from delivery.socket_quota import socket_check_in, socket_check_out, socket_still_open
@@ -169,7 +169,7 @@ class RiderConsumer(Consumer):
             raise FrameError(error.code, error.message) from None
         except DEPENDENCY_ERRORS as error:
             logger.error("rider location not stored: %s: %s", type(error).__name__, error)
-            raise FrameError(ServiceUnavailable.code, ServiceUnavailable.message) from None
+            raise FrameError(UNAVAILABLE.code, UNAVAILABLE.message) from None
         return {"type": "location_ack", **answer}
 
     async def socket_replaced(self, event):

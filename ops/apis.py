@@ -12,11 +12,12 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.exceptions import ApiError
 from delivery.services.staff_actions import order_assign_by_staff, order_unassign_by_staff
 from ops.permissions import CanAssignRiders, CanWatchConsole
 from ops.selectors import console_snapshot, order_detail
+from orders.errors import OrderError
 from orders.models import Order
-from orders.selectors import OrderNotFound
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -47,7 +48,7 @@ class ConsoleOrderApi(ConsoleApi):
 
 def _existing_order_id(order_id):
     if not Order.objects.filter(pk=order_id).exists():
-        raise OrderNotFound()
+        raise ApiError(OrderError.NOT_FOUND)
     return order_id
 
 

@@ -17,11 +17,13 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
+from core.exceptions import ApiError
 from delivery.models import DispatchRound, Offer
 from delivery.selectors import riders_assignable_near
 from ops.permissions import assign_allowed
+from orders.errors import OrderError
 from orders.models import CARRYING_STATUSES, Order, OrderEvent, OrderStatus, PaymentStatus
-from orders.selectors import OrderNotFound, place, service_area_list_active
+from orders.selectors import place, service_area_list_active
 from payments.models import Payment, Refund
 from riders.models import Rider, RiderLocation
 
@@ -427,7 +429,7 @@ def order_detail(*, user, order_id, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     order = orders_active_or_ended().filter(pk=order_id).first()
     if order is None:
-        raise OrderNotFound()
+        raise ApiError(OrderError.NOT_FOUND)
     can_assign = assign_allowed(user)
     return {
         "order": order_summary(order),

@@ -2,17 +2,11 @@
 
 from django.contrib.gis.geos import Point
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
-from rest_framework import status
 
 from accounts.models import User
 from core.exceptions import ApiError
+from orders.errors import OrderError
 from orders.models import Order, PaymentMethod, ServiceArea
-
-
-class OrderNotFound(ApiError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "not_found"
-    message = "No such order."
 
 
 def service_area_list_active() -> QuerySet[ServiceArea]:
@@ -54,7 +48,7 @@ def order_get_for_user(*, user: User, order_id) -> Order:
     """The order if `user` may see it (its customer, or ops); otherwise 404, never 403."""
     order = order_list_for_user(user=user).filter(pk=order_id).first()
     if order is None:
-        raise OrderNotFound()
+        raise ApiError(OrderError.NOT_FOUND)
     return order
 
 
@@ -62,7 +56,7 @@ def order_get_for_customer(*, customer: User, order_id) -> Order:
     """Only the customer's own order: for what only the customer may do (pay, rate)."""
     order = _orders().filter(pk=order_id, customer=customer).first()
     if order is None:
-        raise OrderNotFound()
+        raise ApiError(OrderError.NOT_FOUND)
     return order
 
 

@@ -16,10 +16,10 @@ from django.contrib.gis.geos import Point
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
-from rest_framework import status
 
 from accounts.models import User
-from core.exceptions import ApiError
+from core.exceptions import ApiError, CommonError
+from orders.errors import OrderError
 from orders.models import (
     TERMINAL_STATUSES,
     ActorKind,
@@ -38,42 +38,6 @@ from orders.state import Action, Actor, order_transition
 logger = logging.getLogger(__name__)
 
 
-class IdempotencyKeyReused(ApiError):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    code = "idempotency_key_reused"
-    message = "This Idempotency-Key was already used for a different request."
-
-
-class TooManyLiveOrders(ApiError):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    code = "too_many_live_orders"
-    message = "You have as many orders under way as one account may; book again once one ends."
-
-
-class QuoteAlreadyUsed(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "quote_already_used"
-    message = "This quote has already been booked; ask for a new one."
-
-
-class OrderNotDelivered(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "order_not_delivered"
-    message = "Only a delivered order can be rated."
-
-
-class AlreadyRated(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "already_rated"
-    message = "This order has already been rated."
-
-
-class NotCustomer(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "not_customer"
-    message = "Sign in as a customer to book deliveries."
-
-
 @dataclass(frozen=True)
 class Place:
     lat: float
@@ -87,7 +51,7 @@ class Place:
 
 def _require_customer(user: User) -> None:
     if not user.is_customer:
-        raise NotCustomer()
+        raise ApiError(OrderError.NOT_CUSTOMER)
 
 
 def quote_create(
@@ -105,14 +69,13 @@ def quote_create(
     if not fields and not shared:
         fields["drop"] = ["Pickup and drop must lie in the same service area."]
     if fields:
-        raise ApiError("We do not deliver there yet.", code="outside_service_area", fields=fields)
+        raise ApiError(OrderError.OUTSIDE_SERVICE_AREA, fields=fields)
     area = shared[0]
     distance_m = trip_distance_m(pickup.point, drop.point)
     if distance_m < settings.ORDER_MIN_DISTANCE_M:
         # A trip to nowhere would still pay its rider: the minimum fare below the rider's pay.
         raise ApiError(
-            "Pickup and drop are too close together for a delivery.",
-            code="trip_too_short",
+            OrderError.TRIP_TOO_SHORT,
             fields={"drop": [f"At least {settings.ORDER_MIN_DISTANCE_M} m from the pickup."]},
         )
     breakdown = price_trip(
@@ -155,7 +118,7 @@ def _fingerprint(*, quote_id, payment_method: str, notes: str) -> str:
 def _replay(*, customer: User, idempotency_key: str, fingerprint: str) -> Order | None:
     order = Order.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
     if order is not None and order.request_fingerprint != fingerprint:
-        raise IdempotencyKeyReused()
+        raise ApiError(OrderError.IDEMPOTENCY_KEY_REUSED)
     return order
 
 
@@ -189,16 +152,18 @@ def order_create(
                 if existing is not None:
                     return existing, False
             if quote is None:
-                raise ApiError(code="invalid", fields={"quote_id": ["No such quote."]})
+                raise ApiError(CommonError.INVALID, fields={"quote_id": ["No such quote."]})
             _require_room_for_an_order(customer)
             if quote.expires_at <= timezone.now():
                 raise ApiError(
-                    "This quote has expired; ask for a new one.",
-                    code="quote_expired",
+                    OrderError.QUOTE_EXPIRED,
                     fields={"quote_id": ["This quote has expired."]},
                 )
             if Order.objects.filter(quote=quote).exists():
-                raise QuoteAlreadyUsed(fields={"quote_id": ["This quote is already booked."]})
+                raise ApiError(
+                    OrderError.QUOTE_ALREADY_USED,
+                    fields={"quote_id": ["This quote is already booked."]},
+                )
             order_id = uuid.uuid4()
             code = f"{secrets.randbelow(10_000):04d}"
             online = payment_method == PaymentMethod.RAZORPAY
@@ -241,16 +206,10 @@ def order_create(
     return order, True
 
 
-class PaymentsUnavailable(ApiError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    code = "payments_unavailable"
-    message = "Online payments are not available; choose cash on delivery."
-
-
 def payments_require_enabled() -> None:
     """Online payment is offered only where PAYMENTS_ENABLED (Razorpay's keys are set)."""
     if not settings.PAYMENTS_ENABLED:
-        raise PaymentsUnavailable()
+        raise ApiError(OrderError.PAYMENTS_UNAVAILABLE)
 
 
 def _require_room_for_an_order(customer: User) -> None:
@@ -260,7 +219,9 @@ def _require_room_for_an_order(customer: User) -> None:
     User.objects.select_for_update().filter(pk=customer.pk).values_list("pk", flat=True).first()
     live = Order.objects.filter(customer=customer).exclude(status__in=TERMINAL_STATUSES)
     if live.count() >= settings.ORDER_MAX_LIVE_PER_CUSTOMER:
-        raise TooManyLiveOrders(retry_after=settings.ORDER_LIVE_RETRY_AFTER_SECONDS)
+        raise ApiError(
+            OrderError.TOO_MANY_LIVE_ORDERS, retry_after=settings.ORDER_LIVE_RETRY_AFTER_SECONDS
+        )
 
 
 def order_cancel(*, order_id, actor: Actor, reason: str = "", if_status=None) -> Order:
@@ -272,11 +233,7 @@ def order_cancel(*, order_id, actor: Actor, reason: str = "", if_status=None) ->
     (order_transition).
     """
     if actor.kind == ActorKind.STAFF and not actor.user.has_perm("orders.cancel_any_order"):
-        raise ApiError(
-            "You need the cancel-any-order permission.",
-            code="permission_denied",
-            status_code=status.HTTP_403_FORBIDDEN,
-        )
+        raise ApiError(CommonError.PERMISSION_DENIED, "You need the cancel-any-order permission.")
     return order_transition(
         order_id=order_id, action=Action.CANCEL, actor=actor, reason=reason, if_status=if_status
     )
@@ -285,9 +242,9 @@ def order_cancel(*, order_id, actor: Actor, reason: str = "", if_status=None) ->
 def order_rate(*, customer: User, order_id, stars: int, comment: str = "") -> Rating:
     order = order_get_for_customer(customer=customer, order_id=order_id)
     if order.status != OrderStatus.DELIVERED:
-        raise OrderNotDelivered()
+        raise ApiError(OrderError.NOT_DELIVERED)
     try:
         with transaction.atomic():
             return Rating.objects.create(order=order, stars=stars, comment=comment)
     except IntegrityError:
-        raise AlreadyRated() from None
+        raise ApiError(OrderError.ALREADY_RATED) from None

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.db import models, transaction
-from rest_framework import status
 
 from accounts.models import User
 from core import locks, realtime
 from core.exceptions import ApiError
+from orders.errors import OrderError
 from orders.models import (
     CARRYING_STATUSES,
     TERMINAL_STATUSES,
@@ -81,24 +81,6 @@ TRANSITIONS: dict[tuple[str, str], tuple[str, frozenset[str]]] = {
 }
 
 
-class InvalidTransition(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "invalid_transition"
-    message = "The order cannot make that change in its current state."
-
-
-class RiderIsCustomer(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "rider_is_customer"
-    message = "A rider cannot carry their own order."
-
-
-class NotOrderParty(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "permission_denied"
-    message = "You are not a party to this order."
-
-
 @dataclass(frozen=True)
 class Actor:
     """Who asks for a move: a kind from ActorKind and, except for the system, the user."""
@@ -133,17 +115,17 @@ def _check_party(order: Order, action: str, actor: Actor) -> None:
     if actor.kind == ActorKind.SYSTEM:
         return
     if actor.user is None:
-        raise NotOrderParty("Only the system acts without a user.")
+        raise ApiError(OrderError.NOT_PARTY, "Only the system acts without a user.")
     if actor.kind == ActorKind.CUSTOMER and order.customer_id != actor.user.pk:
-        raise NotOrderParty()
+        raise ApiError(OrderError.NOT_PARTY)
     if actor.kind == ActorKind.RIDER:
         rider = getattr(actor.user, "rider", None)
         if rider is None:
-            raise NotOrderParty("Only riders act as riders.")
+            raise ApiError(OrderError.NOT_PARTY, "Only riders act as riders.")
         if action != Action.ASSIGN and order.rider_id != rider.pk:
-            raise NotOrderParty("Only the assigned rider can do that.")
+            raise ApiError(OrderError.NOT_PARTY, "Only the assigned rider can do that.")
     if actor.kind == ActorKind.STAFF and not actor.user.is_staff:
-        raise NotOrderParty("Only staff act as staff.")
+        raise ApiError(OrderError.NOT_PARTY, "Only staff act as staff.")
 
 
 # --- Hooks: what the other apps do when an order moves ---------------------------------------
@@ -203,8 +185,8 @@ def order_transition(
     Locks the order row (select_for_update) for the rest of the caller's transaction, in the
     lock order of core.locks (a caller that also locks payments takes them first). `rider` is
     the rider an ASSIGN gives the order (a rider accepting assigns themself). `if_status`: the
-    move is made only from that status (InvalidTransition otherwise), for a caller that decided
-    on an earlier read.
+    move is made only from that status (OrderError.INVALID_TRANSITION otherwise), for a caller
+    that decided on an earlier read.
 
     Besides the status, a move bumps the order's tracking seq. The hooks run before the order's
     lock (payments: lock a cancelled order's payments), inside it (payments: refund a paid
@@ -218,17 +200,21 @@ def order_transition(
             hook(order_id, action)
         order = Order.objects.select_for_update().get(pk=order_id)
         if if_status is not None and order.status != if_status:
-            raise InvalidTransition(f"The order is no longer {if_status}; left as it is.")
+            raise ApiError(
+                OrderError.INVALID_TRANSITION, f"The order is no longer {if_status}; left as it is."
+            )
         rule = TRANSITIONS.get((order.status, action))
         if rule is None:
-            raise InvalidTransition(
-                f"An order that is {order.get_status_display().lower()} cannot do {action}."
+            raise ApiError(
+                OrderError.INVALID_TRANSITION,
+                f"An order that is {order.get_status_display().lower()} cannot do {action}.",
             )
         to_status, actor_kinds = rule
         if actor.kind not in actor_kinds:
-            raise InvalidTransition(
+            raise ApiError(
+                OrderError.INVALID_TRANSITION,
                 f"A {actor.kind} cannot {action} an order that is "
-                f"{order.get_status_display().lower()}."
+                f"{order.get_status_display().lower()}.",
             )
         _check_party(order, action, actor)
 
@@ -239,11 +225,11 @@ def order_transition(
         if action == Action.ASSIGN:
             rider = rider if rider is not None else getattr(actor.user, "rider", None)
             if rider is None:
-                raise InvalidTransition("Assigning needs a rider.")
+                raise ApiError(OrderError.INVALID_TRANSITION, "Assigning needs a rider.")
             # Self-dealing: a phone that books as a customer and rides as a rider would be
             # paid for carrying its own order (and read its own delivery code).
             if rider.user_id == order.customer_id:
-                raise RiderIsCustomer()
+                raise ApiError(OrderError.RIDER_IS_CUSTOMER)
             # Taken (locked, checked and put on the delivery) by riders' hook below, in the
             # lock order: after the order's offers.
             order.rider = rider

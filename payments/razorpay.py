@@ -11,26 +11,27 @@ import logging
 
 import httpx
 from django.conf import settings
-from rest_framework import status
 
-from core.exceptions import ApiError, ServiceUnavailable
+from core.exceptions import ApiError
+from payments.errors import PaymentError
 
 logger = logging.getLogger(__name__)
 
 
-class RazorpayUnavailable(ServiceUnavailable):
-    """Razorpay did not answer, or answered 5xx/429: worth retrying later."""
+class RazorpayUnavailable(ApiError):
+    """Razorpay did not answer, or answered 5xx/429: worth retrying later. A class of its own
+    (the app's other refusals are PaymentError codes) because Celery retries by exception type."""
 
-    code = "payment_provider_unavailable"
-    message = "The payment provider is not answering; try again shortly."
+    def __init__(self):
+        super().__init__(PaymentError.PROVIDER_UNAVAILABLE)
 
 
 class RazorpayRejected(ApiError):
-    """Razorpay refused the request (4xx): retrying the same request will not help."""
+    """Razorpay refused the request (4xx): retrying the same request will not help. A class of
+    its own so a refund can tell it from Razorpay being down."""
 
-    status_code = status.HTTP_502_BAD_GATEWAY
-    code = "payment_provider_error"
-    message = "The payment provider refused the request."
+    def __init__(self, description: str = ""):
+        super().__init__(PaymentError.PROVIDER_ERROR, description)
 
 
 def _client() -> httpx.Client:
@@ -61,7 +62,7 @@ def _call(method: str, path: str, *, json: dict | None = None, headers=None) -> 
         logger.warning(
             "razorpay %s %s refused (%s): %s", method, path, response.status_code, description
         )
-        raise RazorpayRejected(description[:300] or None)
+        raise RazorpayRejected(description[:300])
     return body
 
 

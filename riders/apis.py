@@ -22,11 +22,11 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from core.exceptions import api_exception_handler
 from core.openapi import error_response
+from riders.errors import RiderError
 from riders.models import Rider
 from riders.selectors import earnings_for_rider
 from riders.serializers import RiderLocationInputSerializer, RiderLocationOutputSerializer
 from riders.services import (
-    NotARider,
     rider_get_or_create,
     rider_go_offline,
     rider_go_online,
@@ -36,8 +36,8 @@ from riders.services import (
 
 
 class IsRider(BasePermission):
-    message = NotARider.message
-    code = NotARider.code
+    message = RiderError.NOT_A_RIDER.message
+    code = RiderError.NOT_A_RIDER.code
 
     def has_permission(self, request, view):
         return bool(request.user and request.user.is_authenticated and request.user.is_rider)

@@ -21,16 +21,16 @@ from django.db import (
 )
 from django.utils import timezone
 from prometheus_client import Counter
-from rest_framework import status
 
 from accounts.models import User
 from core import realtime
 from core.db import GroupCommit, database_call
-from core.exceptions import ApiError
+from core.exceptions import ApiError, CommonError
 from core.realtime import location_broadcast
 from orders.models import CARRYING_STATUSES as CARRYING
 from orders.models import ActorKind
 from orders.state import Action
+from riders.errors import RiderError
 from riders.models import Rider, RiderLocation
 from riders.serializers import location_input, location_output
 
@@ -47,75 +47,6 @@ FIXES_REFUSED = Counter(
 LOCATION_CLOCK_SKEW = timedelta(seconds=30)
 # Two honest fixes taken moments apart can still be this far apart: GPS wander.
 LOCATION_JITTER_METRES = 50.0
-
-
-class NotARider(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "not_a_rider"
-    message = "Only riders can do this; sign in with the rider app."
-
-
-class RiderNotApproved(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "rider_not_approved"
-    message = "Your rider profile is waiting for approval; you can go online once it is approved."
-
-
-class RiderSuspended(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "rider_suspended"
-    message = "Your rider account is suspended; contact support."
-
-
-class RiderOnDelivery(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "rider_on_delivery"
-    message = "Finish the delivery in hand before going offline."
-
-
-class RiderUnavailable(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "rider_unavailable"
-    message = "That rider is not online and free to take an order."
-
-
-class RiderVehicleLocked(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "rider_vehicle_locked"
-    message = "Your vehicle was checked when you were approved; ask support to change it."
-
-
-class LocationStale(ApiError):
-    code = "location_stale"
-    message = "That location is too old to use."
-
-
-class LocationFromFuture(ApiError):
-    code = "location_from_future"
-    message = "That location is dated in the future; check the phone's clock."
-
-
-class LocationTooFrequent(ApiError):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    code = "location_too_frequent"
-    message = "Fixes must lie at least a second apart (by recorded_at); this one was not stored."
-
-
-class LocationImpossibleSpeed(ApiError):
-    code = "location_impossible_speed"
-    message = "That location is too far from the previous one for the time between them."
-
-
-class AccountInactive(ApiError):
-    status_code = status.HTTP_401_UNAUTHORIZED
-    code = "user_inactive"
-    message = "This account no longer exists or is disabled; sign in again."
-
-
-class RiderNotFound(ApiError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "not_found"
-    message = "No such rider."
 
 
 # --- Profile and approval ----------------------------------------------------------------------
@@ -141,7 +72,7 @@ def rider_id_get_or_create(*, user: User):
 
 def _rider_get_or_create(user: User) -> Rider:
     if not user.is_rider:
-        raise NotARider()
+        raise ApiError(RiderError.NOT_A_RIDER)
     rider, created = Rider.objects.get_or_create(user_id=user.pk)
     if created:
         logger.info("rider profile %s created for user %s", rider.pk, user.pk)
@@ -168,7 +99,7 @@ def rider_profile_update(
             if value is not None and value != getattr(locked, field)
         }
         if changes and locked.approved:
-            raise RiderVehicleLocked()
+            raise ApiError(RiderError.VEHICLE_LOCKED)
         if changes:
             for field, value in changes.items():
                 setattr(locked, field, value)
@@ -205,10 +136,11 @@ def rider_approve_by_phone(*, phone: str) -> tuple[Rider, bool]:
     """
     user = User.objects.filter(phone=phone).first()
     if user is None:
-        raise RiderNotFound(f"No account has the phone number {phone}.")
+        raise ApiError(CommonError.NOT_FOUND, f"No account has the phone number {phone}.")
     if not user.is_rider:
-        raise NotARider(
-            f"{phone} has an account but not as a rider; they must sign in to the rider app first."
+        raise ApiError(
+            RiderError.NOT_A_RIDER,
+            f"{phone} has an account but not as a rider; they must sign in to the rider app first.",
         )
     rider = rider_get_or_create(user=user)
     was_approved = rider.approved
@@ -241,9 +173,9 @@ def rider_go_online(*, rider: Rider) -> Rider:
     with transaction.atomic():
         locked = Rider.objects.select_for_update().get(pk=rider.pk)
         if locked.status == Rider.Status.SUSPENDED:
-            raise RiderSuspended()
+            raise ApiError(RiderError.SUSPENDED)
         if not locked.approved:
-            raise RiderNotApproved()
+            raise ApiError(RiderError.NOT_APPROVED)
         if locked.status == Rider.Status.OFFLINE:
             _set_status(locked, Rider.Status.ONLINE)
             locked.save(update_fields=["status", "status_changed_at", "updated_at"])
@@ -291,7 +223,7 @@ def rider_go_offline(*, rider: Rider) -> Rider:
     with transaction.atomic():
         locked = Rider.objects.select_for_update().get(pk=rider.pk)
         if locked.status == Rider.Status.ON_DELIVERY:
-            raise RiderOnDelivery()
+            raise ApiError(RiderError.ON_DELIVERY)
         if locked.status == Rider.Status.ONLINE:
             _set_status(locked, Rider.Status.OFFLINE)
             locked.save(update_fields=["status", "status_changed_at", "updated_at"])
@@ -344,13 +276,13 @@ def rider_status_set_by_ops(*, rider: Rider, new_status: str) -> None:
 
 
 def rider_take_delivery(*, rider_id) -> Rider:
-    """Puts an online, approved, free rider on a delivery; RiderUnavailable for anyone else.
+    """Puts an online, approved, free rider on a delivery; RiderError.UNAVAILABLE for anyone else.
 
     Locks the Rider row; the caller holds the order's lock already (the project's lock order).
     """
     locked = Rider.objects.select_for_update(of=("self",)).select_related("user").get(pk=rider_id)
     if locked.status != Rider.Status.ONLINE or not locked.approved or not locked.user.is_active:
-        raise RiderUnavailable()
+        raise ApiError(RiderError.UNAVAILABLE)
     _set_status(locked, Rider.Status.ON_DELIVERY)
     locked.save(update_fields=["status", "status_changed_at", "updated_at"])
     return locked
@@ -368,7 +300,7 @@ def rider_finish_delivery(*, rider_id) -> None:
 
 def rider_follows_transition(move) -> None:
     """orders.state hook, inside the order's lock: the rider an ASSIGN gives the order is taken
-    (online, approved and free, or RiderUnavailable undoes the move); a rider the order leaves
+    (online, approved and free, or RiderError.UNAVAILABLE undoes the move); a rider the order leaves
     (released, delivered, failed, cancelled) is free again, and told over their socket when
     someone else took the order from them."""
     if move.action == Action.ASSIGN:
@@ -481,9 +413,9 @@ def _ping_params(
     """The database function's arguments for one fix; refuses a stale or future one first."""
     now = timezone.now()
     if recorded_at < now - timedelta(seconds=settings.RIDER_LOCATION_MAX_AGE_SECONDS):
-        raise LocationStale()
+        raise ApiError(RiderError.LOCATION_STALE)
     if recorded_at > now + LOCATION_CLOCK_SKEW:
-        raise LocationFromFuture()
+        raise ApiError(RiderError.LOCATION_FROM_FUTURE)
     return {
         "user_id": user_id,
         "lat": lat,
@@ -503,10 +435,10 @@ def _ping_params(
 def _receipt(row, params: dict) -> LocationReceipt:
     if row is None or row[1] == "too_fast":
         FIXES_REFUSED.labels("too_fast").inc()
-        raise LocationImpossibleSpeed()
+        raise ApiError(RiderError.LOCATION_IMPOSSIBLE_SPEED)
     if row[1] == "too_frequent":
         FIXES_REFUSED.labels("too_frequent").inc()
-        raise LocationTooFrequent(retry_after=1)
+        raise ApiError(RiderError.LOCATION_TOO_FREQUENT, retry_after=1)
     rider_id, outcome, order_id, seq = row
     return LocationReceipt(
         rider_id=rider_id,
@@ -595,10 +527,10 @@ def _location_refusal(*, user_id: UUID) -> None:
     """
     user = User.objects.filter(pk=user_id).first()
     if user is None or not user.is_active:
-        raise AccountInactive()
-    rider = rider_get_or_create(user=user)  # NotARider for everyone else
+        raise ApiError(RiderError.ACCOUNT_INACTIVE)
+    rider = rider_get_or_create(user=user)  # RiderError.NOT_A_RIDER for everyone else
     if rider.last_location is not None:
-        raise LocationImpossibleSpeed()
+        raise ApiError(RiderError.LOCATION_IMPOSSIBLE_SPEED)
 
 
 def rider_location_purge(

@@ -8,11 +8,13 @@ import time_machine
 from django.db import transaction
 from django.utils import timezone
 
+from core.exceptions import ApiError
 from delivery.models import Offer
 from delivery.services.dispatch import dispatch_round, offer_accept
+from orders.errors import OrderError
 from orders.models import Order, OrderStatus
 from orders.services import order_cancel
-from orders.state import Actor, InvalidTransition
+from orders.state import Actor
 from orders.tests.factories import OrderFactory, RiderFactory
 from riders.models import Rider
 
@@ -82,13 +84,14 @@ def test_a_round_that_finds_nobody_in_time_locks_only_the_order_then_cancels_on_
 
 def test_a_cancel_decided_on_an_earlier_read_leaves_an_order_taken_since_alone(celery_inline):
     order = OrderFactory(status=OrderStatus.RIDER_ASSIGNED)
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(ApiError) as refused:
         order_cancel(
             order_id=order.pk,
             actor=Actor.system(),
             reason="no_rider",
             if_status=OrderStatus.SEARCHING_RIDER,
         )
+    assert refused.value.kind is OrderError.INVALID_TRANSITION
     order.refresh_from_db()
     assert order.status == OrderStatus.RIDER_ASSIGNED
 

@@ -8,7 +8,6 @@ Clients hear of offers only after commit (group messages to rider.<id>), and eve
 (expiry, next round) is a task taking ids, safe to run twice.
 """
 
-import contextlib
 import logging
 from datetime import timedelta
 
@@ -16,19 +15,20 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
-from rest_framework import status
 
 from core import realtime
-from core.exceptions import ApiError
+from core.exceptions import ApiError, CommonError, suppressed
 from core.queueing import queue_task
+from delivery.errors import DeliveryError
 from delivery.models import DispatchRound, Offer
 from delivery.selectors import orders_searching_near, riders_nearest_eligible
+from orders.errors import OrderError
 from orders.models import Order, OrderEvent, OrderStatus
 from orders.selectors import cash_to_collect_paise, place
 from orders.services import order_cancel
-from orders.state import Action, Actor, InvalidTransition, order_transition
+from orders.state import Action, Actor, order_transition
+from riders.errors import RiderError
 from riders.models import Rider
-from riders.services import RiderUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +36,6 @@ logger = logging.getLogger(__name__)
 NO_RIDER_REASON = "no_rider"
 # A rider coming online re-triggers matching for at most this many nearby waiting orders.
 REMATCH_ORDERS_LIMIT = 5
-
-
-class OfferNotFound(ApiError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "not_found"
-    message = "No such offer."
-
-
-class OfferNotAvailable(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "offer_not_available"
-    message = "This offer is no longer available."
 
 
 def _send_to_rider(rider_id, message: dict) -> None:
@@ -144,7 +132,7 @@ def dispatch_round(*, order_id) -> DispatchRound | None:
         offers = _offer_to(order, candidates, round_number=number, now=now) if candidates else []
     if not offers:
         logger.info("order %s: no rider within the dispatch window; cancelling", order_id)
-        with contextlib.suppress(InvalidTransition):  # a rider or ops took it meanwhile
+        with suppressed(OrderError.INVALID_TRANSITION):  # a rider or ops took it meanwhile
             order_cancel(
                 order_id=order_id,
                 actor=Actor.system(),
@@ -188,7 +176,7 @@ def _lock_offer_and_order(*, offer_id, rider: Rider) -> tuple[Order, Offer]:
         Offer.objects.filter(pk=offer_id, rider=rider).values_list("order_id", flat=True).first()
     )
     if order_id is None:
-        raise OfferNotFound()
+        raise ApiError(CommonError.NOT_FOUND, "No such offer.")
     order = Order.objects.select_for_update().get(pk=order_id)
     offer = Offer.objects.select_for_update().get(pk=offer_id)
     return order, offer
@@ -199,7 +187,7 @@ def offer_accept(*, offer_id, rider: Rider) -> Offer:
 
     Locks the Order row first, then the Offer, then (in order_transition) the Rider. Under the
     order lock only a pending, unexpired offer of an order still searching_rider wins; every
-    later caller finds the offer or the order moved on and gets OfferNotAvailable (409). The
+    later caller finds the offer or the order moved on and gets offer_not_available (409). The
     winner's order is assigned through order_transition, which puts the rider on the delivery
     and withdraws the order's other pending offers (their riders told after commit).
     """
@@ -211,7 +199,7 @@ def offer_accept(*, offer_id, rider: Rider) -> Offer:
             or offer.expires_at <= now
             or order.status != OrderStatus.SEARCHING_RIDER
         ):
-            raise OfferNotAvailable()
+            raise ApiError(DeliveryError.OFFER_NOT_AVAILABLE)
         offer.status = Offer.Status.ACCEPTED
         offer.responded_at = now
         offer.save(update_fields=["status", "responded_at", "updated_at"])
@@ -219,9 +207,12 @@ def offer_accept(*, offer_id, rider: Rider) -> Offer:
             order = order_transition(
                 order_id=order.pk, action=Action.ASSIGN, actor=Actor.rider(rider.user), rider=rider
             )
-        except RiderUnavailable:
-            raise OfferNotAvailable(
-                "Only an online, approved rider without a delivery can accept."
+        except ApiError as refusal:
+            if refusal.kind is not RiderError.UNAVAILABLE:
+                raise
+            raise ApiError(
+                DeliveryError.OFFER_NOT_AVAILABLE,
+                "Only an online, approved rider without a delivery can accept.",
             ) from None
     logger.info("order %s accepted by rider %s (offer %s)", order.pk, rider.pk, offer.pk)
     offer.order = order
@@ -236,7 +227,7 @@ def offer_decline(*, offer_id, rider: Rider) -> Offer:
     with transaction.atomic():
         order, offer = _lock_offer_and_order(offer_id=offer_id, rider=rider)
         if offer.status != Offer.Status.PENDING:
-            raise OfferNotAvailable()
+            raise ApiError(DeliveryError.OFFER_NOT_AVAILABLE)
         offer.status = Offer.Status.DECLINED
         offer.responded_at = timezone.now()
         offer.save(update_fields=["status", "responded_at", "updated_at"])

@@ -8,28 +8,22 @@ from django.conf import settings
 from django.contrib.gis.db.models.functions import Distance
 from django.db import transaction
 from django.utils import timezone
-from rest_framework import status
 
-from core.exceptions import ApiError
+from core.exceptions import ApiError, CommonError
 from delivery.models import Offer
 from delivery.services.dispatch import _send_to_rider
+from orders.errors import OrderError
 from orders.models import Order
-from orders.selectors import OrderNotFound, cash_to_collect_paise, place
+from orders.selectors import cash_to_collect_paise, place
 from orders.state import Action, Actor, order_transition
 from riders.models import Rider
 
 logger = logging.getLogger(__name__)
 
 
-class AssignPermissionDenied(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "permission_denied"
-    message = "You need the assign-rider permission."
-
-
 def _require_assign_permission(staff) -> None:
     if not (staff.is_staff and staff.has_perm("orders.assign_rider")):
-        raise AssignPermissionDenied()
+        raise ApiError(CommonError.PERMISSION_DENIED, "You need the assign-rider permission.")
 
 
 def order_assign_by_staff(*, order_id, rider_id, staff, reason: str = "") -> Order:
@@ -43,7 +37,7 @@ def order_assign_by_staff(*, order_id, rider_id, staff, reason: str = "") -> Ord
     _require_assign_permission(staff)
     rider = Rider.objects.filter(pk=rider_id).first()
     if rider is None:
-        raise ApiError(code="invalid", fields={"rider": ["No such rider."]})
+        raise ApiError(CommonError.INVALID, fields={"rider": ["No such rider."]})
     with transaction.atomic():
         order = order_transition(
             order_id=order_id,
@@ -113,5 +107,5 @@ def delivery_code_attempts_reset(*, order_id, staff) -> None:
         delivery_code_attempts=0, updated_at=timezone.now()
     )
     if not reset:
-        raise OrderNotFound()
+        raise ApiError(OrderError.NOT_FOUND)
     logger.info("order %s: delivery-code tries reset by staff %s", order_id, staff.pk)

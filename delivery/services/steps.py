@@ -10,38 +10,16 @@ from django.contrib.gis.db.models.functions import Distance
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
-from rest_framework import status
 
 from core.exceptions import ApiError
+from delivery.errors import DeliveryError
+from orders.errors import OrderError
 from orders.models import ActorKind, Order, OrderStatus
-from orders.selectors import OrderNotFound, cash_to_collect_paise
-from orders.state import Action, Actor, InvalidTransition, order_transition, transition_allowed
+from orders.selectors import cash_to_collect_paise
+from orders.state import Action, Actor, order_transition, transition_allowed
 from riders.models import Earning, Rider
 
 logger = logging.getLogger(__name__)
-
-
-class LocationRequired(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "location_required"
-    message = "We have no recent position from you; send your location, then try again."
-
-
-class OutsideGeofence(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "outside_geofence"
-    message = "You are too far from the place to mark arrival."
-
-
-class DeliveryCodeInvalid(ApiError):
-    code = "delivery_code_invalid"
-    message = "That is not the customer's delivery code."
-
-
-class DeliveryCodeLocked(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "delivery_code_locked"
-    message = "Too many wrong delivery codes; ops must look at this delivery."
 
 
 def _rider_order(*, order_id, rider: Rider) -> Order:
@@ -49,7 +27,7 @@ def _rider_order(*, order_id, rider: Rider) -> Order:
     to know about)."""
     order = Order.objects.select_related("quote").filter(pk=order_id, rider=rider).first()
     if order is None:
-        raise OrderNotFound()
+        raise ApiError(OrderError.NOT_FOUND)
     return order
 
 
@@ -63,11 +41,12 @@ def _require_near(*, rider: Rider, point, place_name: str) -> None:
         .first()
     )
     if seen is None:
-        raise LocationRequired()
+        raise ApiError(DeliveryError.LOCATION_REQUIRED)
     if seen.m > settings.DELIVERY_GEOFENCE_M:
-        raise OutsideGeofence(
+        raise ApiError(
+            DeliveryError.OUTSIDE_GEOFENCE,
             f"You are {round(seen.m)} m from the {place_name}; come within "
-            f"{settings.DELIVERY_GEOFENCE_M} m and try again."
+            f"{settings.DELIVERY_GEOFENCE_M} m and try again.",
         )
 
 
@@ -118,12 +97,13 @@ def delivery_complete(*, order_id, rider: Rider, delivery_code: str) -> Order:
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order_id)
         if order.status != OrderStatus.AT_DROPOFF:
-            raise InvalidTransition(
+            raise ApiError(
+                OrderError.INVALID_TRANSITION,
                 f"An order that is {order.get_status_display().lower()} cannot be delivered; "
-                "mark arrival at the drop first."
+                "mark arrival at the drop first.",
             )
         if order.delivery_code_attempts >= settings.DELIVERY_CODE_MAX_ATTEMPTS:
-            raise DeliveryCodeLocked()
+            raise ApiError(DeliveryError.CODE_LOCKED)
         expected = order.delivery_code_hmac
         if constant_time_compare(
             delivery_code_hmac(order_id=order.pk, code=delivery_code), expected
@@ -144,9 +124,10 @@ def delivery_complete(*, order_id, rider: Rider, delivery_code: str) -> Order:
     if tries_left is not None:  # raised after commit, so the wrong try is counted
         logger.info("order %s: wrong delivery code, %d tries left", order_id, tries_left)
         if tries_left == 0:
-            raise DeliveryCodeLocked()
-        raise DeliveryCodeInvalid(
-            fields={"delivery_code": [f"Wrong code; {tries_left} tries left."]}
+            raise ApiError(DeliveryError.CODE_LOCKED)
+        raise ApiError(
+            DeliveryError.CODE_INVALID,
+            fields={"delivery_code": [f"Wrong code; {tries_left} tries left."]},
         )
     logger.info("order %s delivered by rider %s", order.pk, rider.pk)
     return order

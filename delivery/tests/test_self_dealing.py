@@ -12,13 +12,14 @@ from django.contrib.gis.geos import Point
 
 from accounts.models import User
 from accounts.tests.factories import UserFactory
+from core.exceptions import ApiError
 from delivery.models import Offer
 from delivery.selectors import riders_assignable_near
 from delivery.services.dispatch import dispatch_round
 from delivery.services.staff_actions import order_assign_by_staff
 from delivery.tests.support import accept_url, rider_client, rider_near_pickup, searching_order
+from orders.errors import OrderError
 from orders.models import OrderStatus
-from orders.state import RiderIsCustomer
 from orders.tests.factories import PICKUP
 from orders.tests.fixtures import service_area  # noqa: F401 - the quote test's area
 from orders.tests.support import QUOTE_URL, client_for, ops_user, quote_body
@@ -54,8 +55,9 @@ def test_ops_neither_see_nor_can_assign_the_customers_own_rider_profile(own_ride
 
     candidates = riders_assignable_near(point=PICKUP_POINT, customer_id=order.customer_id)
     assert own_rider.pk not in {rider.pk for rider in candidates}
-    with pytest.raises(RiderIsCustomer):
+    with pytest.raises(ApiError) as refused:
         order_assign_by_staff(order_id=order.pk, rider_id=own_rider.pk, staff=staff)
+    assert refused.value.kind is OrderError.RIDER_IS_CUSTOMER
     order.refresh_from_db()
     assert (order.status, order.rider_id) == (OrderStatus.SEARCHING_RIDER, None)
 

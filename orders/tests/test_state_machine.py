@@ -9,8 +9,10 @@ import itertools
 import pytest
 
 from accounts.tests.factories import UserFactory
+from core.exceptions import ApiError
+from orders.errors import OrderError
 from orders.models import CARRYING_STATUSES, TERMINAL_STATUSES, ActorKind, OrderEvent, OrderStatus
-from orders.state import Action, Actor, InvalidTransition, NotOrderParty, order_transition
+from orders.state import Action, Actor, order_transition
 from orders.tests.factories import OrderFactory, RiderFactory
 from riders.models import Rider
 
@@ -95,8 +97,9 @@ def test_each_triple_moves_and_records_or_is_refused_and_changes_nothing(status,
             assert carrier.status == Rider.Status.ONLINE  # free for the next order
     else:
         # when / then
-        with pytest.raises(InvalidTransition):
+        with pytest.raises(ApiError) as refused:
             order_transition(order_id=order.pk, action=action, actor=actor, rider=staff_rider)
+        assert refused.value.kind is OrderError.INVALID_TRANSITION
         order.refresh_from_db()
         assert order.status == status
         assert not OrderEvent.objects.filter(order=order).exists()
@@ -106,18 +109,20 @@ def test_a_rider_acts_only_on_the_order_assigned_to_them():
     order = OrderFactory(status=OrderStatus.RIDER_ASSIGNED)
     other_rider = RiderFactory()
 
-    with pytest.raises(NotOrderParty):
+    with pytest.raises(ApiError) as refused:
         order_transition(
             order_id=order.pk, action="arrive_pickup", actor=Actor.rider(other_rider.user)
         )
+    assert refused.value.kind is OrderError.NOT_PARTY
     assert not OrderEvent.objects.exists()
 
 
 def test_a_customer_cancels_only_their_own_order():
     order = OrderFactory(status=OrderStatus.SEARCHING_RIDER)
 
-    with pytest.raises(NotOrderParty):
+    with pytest.raises(ApiError) as refused:
         order_transition(order_id=order.pk, action="cancel", actor=Actor.customer(UserFactory()))
+    assert refused.value.kind is OrderError.NOT_PARTY
     order.refresh_from_db()
     assert order.status == OrderStatus.SEARCHING_RIDER
 

@@ -6,42 +6,19 @@ import logging
 
 from django.db import transaction
 from django.utils import timezone
-from rest_framework import status
 
 from accounts.models import User
-from core.exceptions import ApiError
+from core.exceptions import ApiError, CommonError
 from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus
 from orders.selectors import order_get_for_customer
 from orders.services import payments_require_enabled
 from orders.state import Action, Actor, order_transition
 from payments import razorpay
+from payments.errors import PaymentError
 from payments.models import Payment
 from payments.services.refunds import refund_request
 
 logger = logging.getLogger(__name__)
-
-
-class PaymentNotExpected(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "payment_not_expected"
-    message = "This order is not waiting for an online payment."
-
-
-class SignatureInvalid(ApiError):
-    code = "signature_invalid"
-    message = "The payment signature does not match."
-
-
-class PaymentNotFound(ApiError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "not_found"
-    message = "No such payment."
-
-
-class PaymentMismatch(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "payment_mismatch"
-    message = "The payment does not match the order's amount or currency; it will be refunded."
 
 
 class Source:
@@ -59,7 +36,7 @@ def payment_create(*, customer: User, order_id) -> Payment:
         or order.status != OrderStatus.PAYMENT_PENDING
         or order.payment_status not in {PaymentStatus.PENDING, PaymentStatus.FAILED}
     ):
-        raise PaymentNotExpected()
+        raise ApiError(PaymentError.NOT_EXPECTED)
     reusable = (
         Payment.objects.filter(
             order=order,
@@ -113,7 +90,7 @@ def mark_paid(
     Locks the Payment row, then the Order row (the module's lock order), so concurrent reports
     of one capture are serialised: the first settles it, the rest find it captured and return
     without a change. A capture whose amount or currency differs from the stored order is
-    recorded as a mismatch, refunded and refused (PaymentMismatch); it never pays the order.
+    recorded as a mismatch, refunded and refused (PaymentError.MISMATCH); it never pays the order.
     A capture for an order that no longer wants it (cancelled, failed, or already paid by
     another attempt) is recorded and refunded automatically.
     """
@@ -123,7 +100,9 @@ def mark_paid(
             Payment.objects.select_for_update().filter(razorpay_order_id=razorpay_order_id).first()
         )
         if payment is None:
-            raise PaymentNotFound(f"No payment for Razorpay order {razorpay_order_id}.")
+            raise ApiError(
+                CommonError.NOT_FOUND, f"No payment for Razorpay order {razorpay_order_id}."
+            )
         order = Order.objects.select_for_update().get(pk=payment.order_id)
 
         if payment.razorpay_payment_id == razorpay_payment_id:
@@ -211,7 +190,7 @@ def mark_paid(
                     marks_order=order.payment_status != PaymentStatus.PAID,
                 )
     if mismatch:
-        raise PaymentMismatch(mismatch)
+        raise ApiError(PaymentError.MISMATCH, mismatch)
     return payment
 
 
@@ -246,16 +225,23 @@ def payment_verify(
         .first()
     )
     if payment is None:
-        raise PaymentNotFound(fields={"razorpay_order_id": ["No such payment of yours."]})
+        raise ApiError(
+            CommonError.NOT_FOUND,
+            "No such payment.",
+            fields={"razorpay_order_id": ["No such payment of yours."]},
+        )
     if not razorpay.checkout_signature_valid(
         razorpay_order_id=razorpay_order_id,
         razorpay_payment_id=razorpay_payment_id,
         signature=razorpay_signature,
     ):
-        raise SignatureInvalid(fields={"razorpay_signature": ["Does not match this payment."]})
+        raise ApiError(
+            PaymentError.SIGNATURE_INVALID,
+            fields={"razorpay_signature": ["Does not match this payment."]},
+        )
     remote = razorpay.fetch_payment(razorpay_payment_id)
     if remote.get("order_id") != razorpay_order_id:
-        raise SignatureInvalid("That payment belongs to another order.")
+        raise ApiError(PaymentError.SIGNATURE_INVALID, "That payment belongs to another order.")
     if remote.get("status") == "captured":
         mark_paid(
             razorpay_order_id=razorpay_order_id,

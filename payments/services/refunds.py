@@ -7,24 +7,18 @@ import uuid
 
 from django.db import transaction
 from django.db.models import F
-from rest_framework import status
 
 from accounts.models import User
 from core import realtime
-from core.exceptions import ApiError
+from core.exceptions import ApiError, CommonError
 from core.queueing import queue_task
 from orders.models import Order, PaymentStatus
 from orders.state import Action
 from payments import razorpay
+from payments.errors import PaymentError
 from payments.models import Payment, Refund
 
 logger = logging.getLogger(__name__)
-
-
-class NotRefundable(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "not_refundable"
-    message = "This order has no captured payment left to refund."
 
 
 def payments_lock_before_cancel(order_id, action: str) -> None:
@@ -205,11 +199,7 @@ def _refund_failed_alert(order: Order) -> None:
 def order_refund(*, order_id, user: User, reason: str = "") -> Order:
     """Ops refund an order's captured payment in full (orders.refund_order permission)."""
     if not user.has_perm("orders.refund_order"):
-        raise ApiError(
-            "You need the refund permission.",
-            code="permission_denied",
-            status_code=status.HTTP_403_FORBIDDEN,
-        )
+        raise ApiError(CommonError.PERMISSION_DENIED, "You need the refund permission.")
     with transaction.atomic():
         payments = list(
             Payment.objects.select_for_update()
@@ -218,7 +208,7 @@ def order_refund(*, order_id, user: User, reason: str = "") -> Order:
         )
         order = Order.objects.select_for_update().get(pk=order_id)
         if order.payment_status != PaymentStatus.PAID or not payments:
-            raise NotRefundable()
+            raise ApiError(PaymentError.NOT_REFUNDABLE)
         for payment in payments:
             refund_request(
                 payment=payment,

@@ -8,12 +8,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core.exceptions import ApiError
+from core.exceptions import ApiError, CommonError
 from core.queueing import queue_task
-from orders.services import PaymentsUnavailable
+from orders.errors import OrderError
 from payments import razorpay
+from payments.errors import PaymentError
 from payments.models import WebhookEvent
-from payments.services.checkout import SignatureInvalid, Source, mark_paid, payment_mark_failed
+from payments.services.checkout import Source, mark_paid, payment_mark_failed
 from payments.services.refunds import refund_settle
 
 logger = logging.getLogger(__name__)
@@ -25,9 +26,12 @@ def webhook_receive(*, raw_body: bytes, signature: str, event_id: str) -> tuple[
     A new event is processed by a Celery task after commit; a redelivered one is ignored.
     """
     if not settings.RAZORPAY_WEBHOOK_SECRET:
-        raise PaymentsUnavailable("Webhooks are not configured (RAZORPAY_WEBHOOK_SECRET).")
+        raise ApiError(
+            OrderError.PAYMENTS_UNAVAILABLE,
+            "Webhooks are not configured (RAZORPAY_WEBHOOK_SECRET).",
+        )
     if not razorpay.webhook_signature_valid(raw_body=raw_body, signature=signature):
-        raise SignatureInvalid("The webhook signature does not match.")
+        raise ApiError(PaymentError.SIGNATURE_INVALID, "The webhook signature does not match.")
     try:
         payload = json.loads(raw_body, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):  # not UTF-8 or not JSON; nested thousands deep
@@ -37,7 +41,7 @@ def webhook_receive(*, raw_body: bytes, signature: str, event_id: str) -> tuple[
         or not isinstance(payload.get("event"), str)
         or not _storable(payload)
     ):
-        raise ApiError("The webhook body is not a Razorpay event.", code="invalid")
+        raise ApiError(CommonError.INVALID, "The webhook body is not a Razorpay event.")
     # Razorpay always sends the id; should one ever be missing, the body itself dedupes.
     event_id = event_id.strip()[:100] or "sha256:" + hashlib.sha256(raw_body).hexdigest()
     with transaction.atomic():

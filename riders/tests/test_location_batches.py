@@ -20,12 +20,9 @@ from accounts.tests.factories import UserFactory
 from orders.models import Order, OrderStatus
 from orders.tests.factories import OrderFactory
 from riders import services
+from riders.errors import RiderError
 from riders.models import Rider, RiderLocation
-from riders.services import (
-    LocationImpossibleSpeed,
-    NotARider,
-    rider_location_record_async,
-)
+from riders.services import rider_location_record_async
 from riders.tests.factories import RiderFactory, RiderUserFactory, located
 from riders.tests.support import MG_ROAD, NORTH_1KM
 
@@ -130,7 +127,7 @@ def test_a_fix_too_far_from_the_one_before_it_in_the_batch_is_refused(batches):
 
     assert len(batches) == 1
     assert first.is_latest
-    assert isinstance(jump, LocationImpossibleSpeed)
+    assert jump.kind is RiderError.LOCATION_IMPOSSIBLE_SPEED
 
 
 def test_a_bad_fix_fails_alone_and_the_rest_of_its_batch_is_stored(batches):
@@ -155,7 +152,7 @@ def test_a_new_rider_and_a_customer_in_a_batch_get_what_they_would_get_alone(bat
     assert len(batches[0]) == 3
     assert stored.rider_id == rider.pk
     assert created.rider_id == Rider.objects.get(user=newcomer).pk  # profile made on first fix
-    assert isinstance(refused, NotARider)
+    assert refused.kind is RiderError.NOT_A_RIDER
 
 
 def test_a_batch_is_stored_in_user_order_whatever_order_it_came_in(batches):
