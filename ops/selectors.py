@@ -8,7 +8,7 @@ not a timeout.
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -21,9 +21,18 @@ from core.exceptions import ApiError
 from delivery.models import DispatchRound, Offer
 from delivery.selectors import riders_assignable_near
 from ops.permissions import assign_allowed
+from ops.serializers import (
+    alert_json,
+    event_json,
+    iso,
+    offer_json,
+    order_summary,
+    payment_json,
+    rider_summary,
+)
 from orders.errors import OrderError
 from orders.models import CARRYING_STATUSES, Order, OrderEvent, OrderStatus, PaymentStatus
-from orders.selectors import place, service_area_list_active
+from orders.selectors import service_area_list_active
 from payments.models import Payment, Refund
 from riders.models import Rider, RiderLocation
 
@@ -39,17 +48,6 @@ MAX_CANDIDATES = 20
 
 ACTIVE_STATUSES = [OrderStatus.SEARCHING_RIDER, *CARRYING_STATUSES]
 MAP_RIDER_STATUSES = [Rider.Status.ONLINE, Rider.Status.ON_DELIVERY]
-
-
-def _iso(moment: datetime | None) -> str | None:
-    """As the API and the sockets render times: ISO 8601 in the service's time zone."""
-    return timezone.localtime(moment).isoformat() if moment is not None else None
-
-
-def rider_is_stale(last_seen: datetime | None, *, now: datetime) -> bool:
-    """No position fresh enough for dispatch (RIDER_LOCATION_MAX_AGE_SECONDS)."""
-    limit = timedelta(seconds=settings.RIDER_LOCATION_MAX_AGE_SECONDS)
-    return last_seen is None or last_seen < now - limit
 
 
 # --- Orders and riders ---------------------------------------------------------------------------
@@ -74,41 +72,6 @@ def orders_active() -> QuerySet[Order]:
         .annotate(searching_since=_searching_since())
         .order_by("created_at", "id")
     )
-
-
-def order_summary(order: Order) -> dict:
-    """What the map, the queue and the panel show of an order (annotated by orders_active)."""
-    quote = order.quote
-    rider = order.rider
-    return {
-        "id": str(order.pk),
-        "status": order.status,
-        "status_label": order.get_status_display(),
-        "seq": order.tracking_seq,
-        "pickup": place(quote.pickup_location, quote.pickup_address),
-        "drop": place(quote.drop_location, quote.drop_address),
-        "rider_id": str(rider.pk) if rider else None,
-        "rider_name": (rider.user.name or str(rider.vehicle_number)) if rider else None,
-        "created_at": _iso(order.created_at),
-        "searching_since": _iso(getattr(order, "searching_since", None)),
-        "payment_method": order.payment_method,
-        "payment_status": order.payment_status,
-        "amount_paise": order.amount_paise,
-    }
-
-
-def rider_summary(rider: Rider, *, now: datetime) -> dict:
-    point = rider.last_location
-    return {
-        "id": str(rider.pk),
-        "name": rider.user.name or rider.vehicle_number or "Rider",
-        "vehicle": rider.get_vehicle_type_display(),
-        "status": rider.status,
-        "lat": point.y if point is not None else None,
-        "lng": point.x if point is not None else None,
-        "at": _iso(rider.last_location_at),
-        "stale": rider_is_stale(rider.last_location_at, now=now),
-    }
 
 
 def riders_on_map() -> QuerySet[Rider]:
@@ -161,9 +124,6 @@ class Alert:
     since: datetime
     detail: str
     rider_id: str | None = None
-
-    def as_json(self) -> dict:
-        return {**asdict(self), "since": _iso(self.since)}
 
 
 def _minutes(delta: timedelta) -> int:
@@ -323,7 +283,7 @@ def console_snapshot(*, user, now: datetime | None = None) -> dict:
         key=lambda order: order.searching_since,
     )
     return {
-        "now": _iso(now),
+        "now": iso(now),
         "settings": {
             "stale_after_seconds": settings.RIDER_LOCATION_MAX_AGE_SECONDS,
             "no_rider_after_seconds": settings.OPS_ALERT_NO_RIDER_MINUTES * 60,
@@ -341,7 +301,7 @@ def console_snapshot(*, user, now: datetime | None = None) -> dict:
             }
             for order in searching
         ],
-        "alerts": [alert.as_json() for alert in console_alerts(now=now)],
+        "alerts": [alert_json(alert) for alert in console_alerts(now=now)],
         "areas": [
             {"name": area.name, "geometry": json.loads(area.area.geojson)}
             for area in service_area_list_active()
@@ -351,67 +311,19 @@ def console_snapshot(*, user, now: datetime | None = None) -> dict:
 
 def _events(order: Order) -> list[dict]:
     events = OrderEvent.objects.filter(order=order).select_related("actor").order_by("created_at")
-    return [
-        {
-            "at": _iso(event.created_at),
-            "action": event.action,
-            "from_status": event.from_status,
-            "to_status": event.to_status,
-            "actor_kind": event.actor_kind,
-            "actor_name": (event.actor.name or event.actor_kind) if event.actor else "system",
-            "reason": event.reason,
-        }
-        for event in events
-    ]
+    return [event_json(event) for event in events]
 
 
 def _offers(order: Order) -> list[dict]:
     offers = Offer.objects.filter(order=order).select_related("rider__user").order_by("created_at")
-    return [
-        {
-            "id": str(offer.pk),
-            "round": offer.round_number,
-            "rider_id": str(offer.rider_id),
-            "rider_name": offer.rider.user.name or offer.rider.vehicle_number,
-            "distance_m": offer.distance_m,
-            "status": offer.status,
-            "withdrawn_reason": offer.withdrawn_reason,
-            "offered_at": _iso(offer.created_at),
-            "responded_at": _iso(offer.responded_at),
-        }
-        for offer in offers
-    ]
+    return [offer_json(offer) for offer in offers]
 
 
 def _payments(order: Order, *, with_refunds: bool) -> list[dict]:
     payments = (
         Payment.objects.filter(order=order).prefetch_related("refunds").order_by("created_at")
     )
-    return [
-        {
-            "id": str(payment.pk),
-            "razorpay_order_id": payment.razorpay_order_id,
-            "razorpay_payment_id": payment.razorpay_payment_id,
-            "amount_paise": payment.amount_paise,
-            "status": payment.status,
-            "captured_at": _iso(payment.captured_at),
-            "captured_by": payment.captured_by,
-            "last_error": payment.last_error,
-            "refunds": [
-                {
-                    "status": refund.status,
-                    "amount_paise": refund.amount_paise,
-                    "attempts": refund.attempts,
-                    "last_error": refund.last_error,
-                    "at": _iso(refund.updated_at),
-                }
-                for refund in payment.refunds.all()
-            ]
-            if with_refunds
-            else None,
-        }
-        for payment in payments
-    ]
+    return [payment_json(payment, with_refunds=with_refunds) for payment in payments]
 
 
 def _candidates(order: Order, *, now: datetime) -> list[dict]:

@@ -16,6 +16,7 @@ from ops.selectors import (
     alerts_rider_stationary,
     console_alerts,
 )
+from ops.serializers import alert_json
 from orders.models import Order, OrderEvent, OrderStatus, PaymentMethod, PaymentStatus
 from orders.tests.factories import PICKUP, OrderFactory
 from payments.models import Payment, Refund
@@ -249,4 +250,4 @@ def test_console_alerts_lists_every_kind_oldest_first():
         ("no_rider", str(late.pk)),
         ("refund_failed", str(failed.pk)),
     ]
-    assert all(alert.as_json()["since"].endswith("+05:30") for alert in alerts)
+    assert all(alert_json(alert)["since"].endswith("+05:30") for alert in alerts)
