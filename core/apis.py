@@ -1,17 +1,11 @@
-"""Public, unauthenticated endpoints: the base class, and health."""
+"""Health: the public, unauthenticated endpoint the platforms probe."""
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from core import health
-
-
-class PublicApi(APIView):
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
+from core.views import PublicApi
 
 
 class HealthApi(PublicApi):

@@ -18,11 +18,11 @@ from delivery.services.steps import (
     delivery_fail,
     delivery_pick_up,
 )
-from orders.apis import PlaceOutputSerializer
 from orders.errors import OrderError
 from orders.models import OrderStatus
 from orders.selectors import cash_to_collect_paise, place
-from riders.apis import IsRider, RiderApi
+from orders.serializers import PlaceOutputSerializer
+from riders.permissions import IsRider, RiderApi
 from riders.services import rider_get_or_create
 
 

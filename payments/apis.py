@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.openapi import error_response
-from orders.apis import OrderOutputSerializer, order_output
+from orders.serializers import OrderOutputSerializer, order_output
 from payments.services.checkout import payment_create, payment_verify
 from payments.services.webhooks import webhook_receive
 

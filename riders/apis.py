@@ -14,7 +14,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
@@ -22,32 +21,16 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from core.exceptions import api_exception_handler
 from core.openapi import error_response
-from riders.errors import RiderError
 from riders.models import Rider
+from riders.permissions import RiderApi
 from riders.selectors import earnings_for_rider
 from riders.serializers import RiderLocationInputSerializer, RiderLocationOutputSerializer
 from riders.services import (
-    rider_get_or_create,
     rider_go_offline,
     rider_go_online,
     rider_location_ping,
     rider_profile_update,
 )
-
-
-class IsRider(BasePermission):
-    message = RiderError.NOT_A_RIDER.message
-    code = RiderError.NOT_A_RIDER.code
-
-    def has_permission(self, request, view):
-        return bool(request.user and request.user.is_authenticated and request.user.is_rider)
-
-
-class RiderApi(APIView):
-    permission_classes = [IsAuthenticated, IsRider]
-
-    def rider(self) -> Rider:
-        return rider_get_or_create(user=self.request.user)
 
 
 class RiderProfileOutputSerializer(serializers.Serializer):

@@ -15,8 +15,8 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 
 from config.urls import handler400, handler403, handler404, handler500  # noqa: F401
-from core.apis import PublicApi
 from core.tests import servers
+from core.views import PublicApi
 
 # --- A throwaway URLconf (this module) with views that fail on purpose ---------------------------
 

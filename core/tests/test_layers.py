@@ -61,3 +61,28 @@ def test_the_check_sees_a_function_local_import(tmp_path):
     module = tmp_path / "services.py"
     module.write_text("def later():\n    from delivery.services import offer_accept\n")
     assert imported_apps(module) == {"delivery"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_no_app_imports_another_apps_endpoints():
+    """Views and consumers share shapes through <app>/serializers.py, permissions through
+    <app>/permissions.py, never through another app's apis.py (only URL confs name views)."""
+    found = set()
+    for app in MAY_IMPORT:
+        for path in sorted((ROOT / app).rglob("*.py")):
+            if {"tests", "migrations"} & set(path.parts) or path.name.endswith("urls.py"):
+                continue
+            for module in imported_modules(path):
+                other, _, rest = module.partition(".")
+                if other in MAY_IMPORT and other != app and rest == "apis":
+                    found.add((path.relative_to(ROOT).as_posix(), module))
+    assert not found, f"imports of another app's apis module: {found}"
