@@ -58,9 +58,9 @@ def lock_watch(request):
 
 @pytest.fixture(scope="session")
 def image() -> str:
-    """The container tests' image, built once per session (`make image`, core/tests/containers.py
+    """The container tests' image, built once per session (`make image`, devstack/containers.py
     names its tag); returns what the build printed."""
-    from core.tests import containers
+    from devstack import containers
 
     return containers.build_image()
 

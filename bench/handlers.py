@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     args = parser.parse_args()
 
-    from core.tests.servers import RedisServer
+    from devstack.redis import RedisServer
 
     work_dir = Path(tempfile.mkdtemp(prefix="delivery-bench-handlers-"))
     redis = RedisServer(work_dir / "redis")

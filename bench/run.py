@@ -581,7 +581,7 @@ def main() -> None:
 
     import uvloop
 
-    from core.tests.servers import RedisServer
+    from devstack.redis import RedisServer
 
     work_dir = Path(tempfile.mkdtemp(prefix="delivery-bench-"))
     redis = RedisServer(work_dir / "redis")

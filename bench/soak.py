@@ -124,7 +124,7 @@ def start_web_tier(
 
 def start_celery(env: stack.Environment, work_dir: Path, *, concurrency: int) -> list:
     """A worker on every queue (as Procfile.dev's `worker`) and beat, in production settings."""
-    from core.tests.celery_processes import CELERY, CeleryProcess
+    from devstack.celery import CELERY, CeleryProcess
 
     celery_env = env.server_env(
         **PRODUCTION,
@@ -747,7 +747,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="sim: %(message)s")
     started = time.monotonic()
 
-    from core.tests.servers import RedisServer
+    from devstack.redis import RedisServer
 
     work_dir = Path(tempfile.mkdtemp(prefix="delivery-soak-"))
     redis = RedisServer(work_dir / "redis")

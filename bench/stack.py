@@ -23,7 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from core.tests import servers
+from devstack.env import base_env, local_production_env
+from devstack.ports import LOCALHOST, free_port
+from devstack.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -100,11 +102,11 @@ class Environment:
             "ORDER_MIN_DISTANCE_M": "0",
             **NO_RECYCLING,
         }
-        return servers.local_production_env(**{**settings, **changes})
+        return local_production_env(**{**settings, **changes})
 
     def tool_env(self) -> dict[str, str]:
         """For manage.py commands and this process's own Django: development mode, no .env."""
-        return servers.base_env(
+        return base_env(
             DJANGO_SETTINGS_MODULE="bench.settings",
             DJANGO_ENV="development",
             DEBUG="false",
@@ -146,7 +148,7 @@ def throwaway_stack(name: str):
     longer used by an earlier run, and this process's Django on them: yields (work_dir, env).
     The Redis is killed afterwards."""
     work_dir = Path(tempfile.mkdtemp(prefix=f"delivery-{name}-"))
-    redis = servers.RedisServer(work_dir / "redis")
+    redis = RedisServer(work_dir / "redis")
     redis.start()
     try:
         env = new_environment(redis.url, "")
@@ -175,7 +177,7 @@ class WebServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{servers.LOCALHOST}:{self.port}"
+        return f"http://{LOCALHOST}:{self.port}"
 
     def worker_pids(self) -> list[int]:
         """The gunicorn workers: children of the master."""
@@ -202,7 +204,7 @@ def start_web(
 ) -> WebServer:
     """gunicorn with gunicorn_conf.py: uvicorn workers serving the ASGI app, or (`sync_wsgi`)
     sync workers serving the WSGI app, the baseline. Waits until `ready_path` answers 200."""
-    port = servers.free_port()
+    port = free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / f"{name}.log"
     full_env = {

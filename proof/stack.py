@@ -21,8 +21,13 @@ from django.conf import settings
 from django.db import connections
 from pytest_httpserver import HTTPServer
 
-from core.tests import servers
-from core.tests.celery_processes import CELERY, CeleryProcess, wait_for
+import devstack.env
+from devstack.celery import CELERY, CeleryProcess
+from devstack.env import local_production_env
+from devstack.ports import LOCALHOST, free_port
+from devstack.redis import RedisServer
+from devstack.wait import wait_for
+from devstack.web import Server, start_server
 from payments.tests.fake_razorpay import KEY_ID, KEY_SECRET, WEBHOOK_SECRET, FakeRazorpay
 
 # For the fault tests, whose few customers book a few orders a second and whose rider pings ten
@@ -56,17 +61,17 @@ def stack_env(*, redis_url: str, database_url: str, razorpay_base: str, **change
         "REMAP_SIGTERM": "SIGQUIT",
         "IS_PRIMARY": "1",
     }
-    return servers.local_production_env(**(defaults | changes))
+    return local_production_env(**(defaults | changes))
 
 
 @dataclass
 class Stack:
     work_dir: Path
-    redis: servers.RedisServer
+    redis: RedisServer
     razorpay_http: HTTPServer
     razorpay: FakeRazorpay
     env: dict
-    web: servers.Server | None = None
+    web: Server | None = None
     worker: CeleryProcess | None = None
     beat: CeleryProcess | None = None
     # The other stacks' workers this one stopped while it runs (see pause_other_workers).
@@ -78,18 +83,18 @@ class Stack:
 
     def ws_url(self, path: str, token: str | None = None) -> str:
         query = f"?token={token}" if token is not None else ""
-        return f"ws://{servers.LOCALHOST}:{self.web.port}{path}{query}"
+        return f"ws://{LOCALHOST}:{self.web.port}{path}{query}"
 
     @property
     def origin(self) -> str:
-        return f"http://{servers.LOCALHOST}:{self.web.port}"
+        return f"http://{LOCALHOST}:{self.web.port}"
 
     def client(self, token: str | None = None, **kwargs) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=15, **kwargs)
 
     def start_web(self, workers: int = 2) -> None:
-        self.web = servers.start_server(self.env, self.work_dir / "web", workers=workers)
+        self.web = start_server(self.env, self.work_dir / "web", workers=workers)
 
     def start_worker(self) -> None:
         name = f"proof-{uuid.uuid4().hex[:8]}"
@@ -216,17 +221,18 @@ def start_stack(
     """Starts Redis, fake Razorpay, web, worker and beat; the caller stops the stack. The other
     running stacks' workers are paused meanwhile (Stack.pause_other_workers)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    redis = servers.RedisServer(work_dir / "redis")
+    redis = RedisServer(work_dir / "redis")
     redis.start()
-    razorpay_http = HTTPServer(host=servers.LOCALHOST, port=servers.free_port())
+    razorpay_http = HTTPServer(host=LOCALHOST, port=free_port())
     razorpay_http.start()
     razorpay = FakeRazorpay()
     razorpay.install(razorpay_http)
     env = stack_env(
         WORKER_LIVENESS_DIR=str(work_dir / "liveness"),
         redis_url=redis.url,
-        database_url=database_url or servers.database_url(connections["default"].settings_dict),
-        razorpay_base=f"http://{servers.LOCALHOST}:{razorpay_http.port}/v1",
+        database_url=database_url
+        or devstack.env.database_url(connections["default"].settings_dict),
+        razorpay_base=f"http://{LOCALHOST}:{razorpay_http.port}/v1",
         **env_changes,
     )
     stack = Stack(work_dir, redis, razorpay_http, razorpay, env)

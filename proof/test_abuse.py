@@ -20,11 +20,11 @@ from websockets.exceptions import ConnectionClosed
 
 from accounts.models import OtpChallenge, SmsMessage, User
 from accounts.tests.support import OTP_REQUEST_URL
-from core.tests import containers
-from core.tests.celery_processes import wait_for
 from core.tests.haproxy import HAProxy
 from delivery.models import Offer
 from delivery.tests.journey import book_cash_order
+from devstack import containers
+from devstack.wait import wait_for
 from orders.models import Order
 from orders.tests.factories import DROP, PICKUP
 from orders.tests.support import ORDERS_URL, QUOTE_URL

@@ -3,7 +3,7 @@
 Each test starts a stack of its own (proof/stack.py) in its tmp_path, so breaking it harms
 nobody; the machine's shared PostgreSQL (5432) and Redis (6379) are never stopped. Redis is
 always the stack's throwaway redis-server; the PostgreSQL that is stopped is a throwaway
-PgCluster (core/tests/postgres.py) that the second test migrates and seeds itself.
+PgCluster (devstack/postgres.py) that the second test migrates and seeds itself.
 
 What the architecture promises ("Reliability rules", README "Redis", "Database connections"):
 - Redis down: the API keeps serving (the cache falls back to process memory), /health/ says
@@ -36,10 +36,12 @@ import pytest
 import redis
 from django.db import connection, connections
 
-from core.tests import servers
-from core.tests.celery_processes import CELERY, CeleryProcess, wait_for
-from core.tests.postgres import PgCluster
 from delivery.models import DispatchRound, Offer
+from devstack.celery import CELERY, CeleryProcess
+from devstack.env import PROJECT_DIR, VENV_BIN
+from devstack.ports import LOCALHOST, free_port
+from devstack.postgres import PgCluster
+from devstack.wait import wait_for
 from orders.models import Order, OrderEvent
 from orders.tests.factories import DROP, PICKUP, ServiceAreaFactory
 from proof.conftest import assert_on_test_database, customer, rider
@@ -487,8 +489,8 @@ print("SEEDED " + json.dumps(tokens))
 
 def manage(env: dict, *args: str, timeout: float = 120) -> str:
     result = subprocess.run(
-        [str(servers.VENV_BIN / "python"), "manage.py", *args],
-        cwd=servers.PROJECT_DIR,
+        [str(VENV_BIN / "python"), "manage.py", *args],
+        cwd=PROJECT_DIR,
         env=env,
         capture_output=True,
         text=True,
@@ -517,9 +519,9 @@ def test_postgres_stopped_and_restarted_under_load(pg_cluster, tmp_path):
     # given a database of the stack's own, made the way a deploy makes it, with customers
     database_url = pg_cluster.url("delivery")
     env = stack_env(
-        redis_url=f"redis://{servers.LOCALHOST}:{servers.free_port()}/0",  # not needed here
+        redis_url=f"redis://{LOCALHOST}:{free_port()}/0",  # not needed here
         database_url=database_url,
-        razorpay_base=f"http://{servers.LOCALHOST}:{servers.free_port()}/v1",
+        razorpay_base=f"http://{LOCALHOST}:{free_port()}/v1",
     )
     manage(env, "ensure_database")
     manage(env, "migrate", "--no-input")
@@ -726,7 +728,7 @@ EAST_DROP = {"lat": 13.07, "lng": 77.67, "address": "Kalyan Nagar"}
 def _db_params() -> dict:
     db = connections["default"].settings_dict
     return {
-        "host": db.get("HOST") or servers.LOCALHOST,
+        "host": db.get("HOST") or LOCALHOST,
         "port": db.get("PORT") or 5432,
         "user": db.get("USER") or None,
         "password": db.get("PASSWORD") or None,

@@ -24,9 +24,10 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from core.tests import containers, servers
-from core.tests.celery_processes import wait_for
 from core.tests.haproxy import HAProxy
+from devstack import containers
+from devstack.ports import LOCALHOST, free_port
+from devstack.wait import wait_for
 from orders.models import Order, ServiceArea
 from proof.stack import start_stack
 from riders.models import Rider
@@ -84,7 +85,7 @@ class Replica:
 
     def healthy(self) -> bool:
         try:
-            url = f"http://{servers.LOCALHOST}:{self.port}/health/"
+            url = f"http://{LOCALHOST}:{self.port}/health/"
             return httpx.get(url, timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
@@ -141,8 +142,8 @@ def test_a_rolling_restart_behind_haproxy_loses_no_request_and_every_socket_resu
     replicas: list[Replica] = []
     haproxy = None
     try:
-        replicas = [Replica("web1", servers.free_port(), env)]
-        replicas.append(Replica("web2", servers.free_port(), env))
+        replicas = [Replica("web1", free_port(), env)]
+        replicas.append(Replica("web2", free_port(), env))
         haproxy = HAProxy(replicas[0].port, replicas[1].port)
         for replica in replicas:
             wait_for(replica.healthy, 120, f"{replica.server} to answer /health/", 1)

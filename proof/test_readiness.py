@@ -13,8 +13,9 @@ import json
 
 import pytest
 
-from core.tests.celery_processes import beat_heartbeat_recorded, wait_for
 from core.tests.production_env import collect_static, run_manage
+from devstack.celery import beat_heartbeat_recorded
+from devstack.wait import wait_for
 from proof.stack import start_stack
 from readiness import live_ids
 

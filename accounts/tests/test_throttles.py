@@ -12,7 +12,7 @@ from django.test import override_settings
 from accounts.tests.factories import phone_number
 from accounts.tests.support import OTP_REQUEST_URL, OTP_VERIFY_URL
 from core.tests.production_env import production_env, settings_as_json
-from core.tests.servers import base_env
+from devstack.env import base_env
 
 pytestmark = pytest.mark.django_db
 

@@ -9,10 +9,12 @@ import re
 import socket
 import uuid
 
-from core.tests import containers, servers
+from devstack import containers
+from devstack.env import PROJECT_DIR
+from devstack.ports import LOCALHOST, free_port
 
 HAPROXY_IMAGE = "localhost/delivery-test/haproxy:trixie"
-HAPROXY_CONFIG = servers.PROJECT_DIR / "deploy" / "haproxy" / "haproxy.cfg"
+HAPROXY_CONFIG = PROJECT_DIR / "deploy" / "haproxy" / "haproxy.cfg"
 # haproxy.cfg's request log (httplog with the path alone):
 # "... web/web1 0/0/1/5/6 200 312 - - ---- 3/3/1/0/0 0/0 "GET /health/ HTTP/1.1"".
 HTTP_LOG = re.compile(
@@ -26,9 +28,9 @@ class HAProxy:
     servers on ports `web1` and `web2` of 127.0.0.1 (the same port twice for one server)."""
 
     def __init__(self, web1: int, web2: int):
-        self.port, self.admin_port = servers.free_port(), servers.free_port()
+        self.port, self.admin_port = free_port(), free_port()
         self.name = f"delivery-lb-haproxy-{uuid.uuid4().hex[:6]}"
-        address = servers.LOCALHOST
+        address = LOCALHOST
         containers.podman(
             "run", "-d", "--name", self.name, "--network", "host",
             "-e", f"LISTEN={address}:{self.port}", "-e", f"ADMIN={address}:{self.admin_port}",
@@ -38,10 +40,10 @@ class HAProxy:
 
     @property
     def base_url(self) -> str:
-        return f"http://{servers.LOCALHOST}:{self.port}"
+        return f"http://{LOCALHOST}:{self.port}"
 
     def admin(self, command: str) -> str:
-        with socket.create_connection((servers.LOCALHOST, self.admin_port), timeout=5) as conn:
+        with socket.create_connection((LOCALHOST, self.admin_port), timeout=5) as conn:
             conn.sendall(f"{command}\n".encode())
             chunks = []
             while chunk := conn.recv(65536):

@@ -10,7 +10,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connections
 
-from core.tests.servers import PROJECT_DIR, base_env, database_url, local_production_env
+from devstack.env import PROJECT_DIR, base_env, database_url, local_production_env
 
 PUBLIC_HOST = "api.example.com"
 WEB_ORIGIN = "https://app.example.com"

@@ -6,7 +6,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from core.tests.servers import PROJECT_DIR
+from devstack.env import PROJECT_DIR
 
 MIGRATIONS = ":(glob)*/migrations/[0-9]*.py"
 

@@ -16,9 +16,11 @@ import pytest
 import redis
 
 from config.celery import app as celery_app
-from core.tests import celery_processes as processes
 from core.tests.celery_tasks import BEAT_PROBE_QUEUE as PROBE_QUEUE
-from core.tests.servers import RedisServer
+from devstack.celery import CELERY, flush_broker, process_env, redis_client, start_beat
+from devstack.env import PROJECT_DIR
+from devstack.redis import RedisServer
+from devstack.wait import wait_for
 
 pytestmark = [pytest.mark.slow]
 
@@ -27,11 +29,11 @@ RUN_SECONDS = 8
 
 @pytest.fixture
 def beats(django_db_setup, tmp_path):
-    processes.flush_broker()
+    flush_broker()
     started = []
 
     def start(**env):
-        beat = processes.start_beat(tmp_path, app="core.tests.celery_beat_app", **env)
+        beat = start_beat(tmp_path, app="core.tests.celery_beat_app", **env)
         started.append(beat)
         return beat
 
@@ -42,12 +44,12 @@ def beats(django_db_setup, tmp_path):
 
 @pytest.mark.checklist("P5.18", "P7.9")
 def test_beat_refuses_to_start_off_the_primary(django_db_setup):
-    env = processes.process_env()
+    env = process_env()
     env.pop("IS_PRIMARY", None)
 
     finished = subprocess.run(
-        [processes.CELERY, "-A", "config", "beat", "--loglevel", "INFO"],
-        cwd=processes.ROOT,
+        [CELERY, "-A", "config", "beat", "--loglevel", "INFO"],
+        cwd=PROJECT_DIR,
         env=env,
         capture_output=True,
         text=True,
@@ -64,10 +66,10 @@ def test_beat_refuses_to_start_off_the_primary(django_db_setup):
 def test_two_beats_started_together_send_one_schedule_and_the_second_takes_over(beats):
     # given two beats started at the same moment, with an entry due every second
     first, second = beats(IS_PRIMARY="1"), beats(IS_PRIMARY="1")
-    broker = processes.redis_client()
+    broker = redis_client()
 
     # when they have run for a while
-    processes.wait_for(
+    wait_for(
         lambda: "beat: Acquired lock" in first.output() + second.output(), 30, "a beat to lock"
     )
     locked_at = time.monotonic()
@@ -90,7 +92,7 @@ def test_two_beats_started_together_send_one_schedule_and_the_second_takes_over(
     # then the waiting beat takes over (it retries every beat_max_loop_interval = 5 s)
     standby.wait_for_output("beat: Acquired lock", 15)
     before = broker.llen(PROBE_QUEUE)
-    processes.wait_for(lambda: broker.llen(PROBE_QUEUE) >= before + 2, 10, "the schedule to resume")
+    wait_for(lambda: broker.llen(PROBE_QUEUE) >= before + 2, 10, "the schedule to resume")
 
 
 REDIS_DOWN_SECONDS = 8  # more than one beat_max_loop_interval (5 s): beat ticks into the outage
@@ -103,13 +105,13 @@ def test_beat_outlives_its_redis_restarting_empty_and_sends_its_schedule_again(
     # given beat, with an entry due every second, on a Redis of its own without persistence
     redis_server = RedisServer(tmp_path / "redis")
     redis_server.start()
-    beat = processes.start_beat(
+    beat = start_beat(
         tmp_path, app="core.tests.celery_beat_app", IS_PRIMARY="1", REDIS_URL=redis_server.url
     )
     try:
         beat.wait_for_output("beat: Acquired lock", 30)
         client = redis.Redis.from_url(redis_server.url)
-        processes.wait_for(lambda: client.llen(PROBE_QUEUE) >= 2, 10, "the schedule to run")
+        wait_for(lambda: client.llen(PROBE_QUEUE) >= 2, 10, "the schedule to run")
         lock_key = celery_app.conf.redbeat_key_prefix + ":lock"
         schedule_key = celery_app.conf.redbeat_key_prefix + ":schedule"
         entries = set(celery_app.conf.beat_schedule) | {"test-beat-probe"}
@@ -126,7 +128,7 @@ def test_beat_outlives_its_redis_restarting_empty_and_sends_its_schedule_again(
         # then beat is still running: it took its lock again, wrote its schedule back and sent
         # the heartbeat at once (/health/ lost the last one), and the every-second entry is
         # sent again
-        processes.wait_for(lambda: client.llen(PROBE_QUEUE) >= 2, 30, "the schedule to resume")
+        wait_for(lambda: client.llen(PROBE_QUEUE) >= 2, 30, "the schedule to resume")
         queued = b"".join(client.lrange("high", 0, -1))
         assert b"core.tasks.beat_heartbeat" in queued
         resumed_in = time.monotonic() - back_at

@@ -43,9 +43,10 @@ import pytest
 import redis
 
 from config.celery import app as celery_app
-from core.tests import celery_processes as processes
 from core.tests.celery_tasks import DONE_LIST
-from core.tests.servers import RedisServer
+from devstack.celery import CELERY, TASKS_MODULE, CeleryProcess, process_env
+from devstack.redis import RedisServer
+from devstack.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -72,22 +73,22 @@ class Harness:
         self.max_tasks_per_child = max_tasks_per_child
         self.redis = RedisServer(work_dir / "redis")
         self.redis.start()
-        self.worker: processes.CeleryProcess | None = None
-        self.workers: list[processes.CeleryProcess] = []
+        self.worker: CeleryProcess | None = None
+        self.workers: list[CeleryProcess] = []
 
     def start_worker(self) -> None:
         name = f"outage-{uuid.uuid4().hex[:8]}"
         args = [
-            *(processes.CELERY, "-A", "config", "worker", "-Q", "high,default,low"),
+            *(CELERY, "-A", "config", "worker", "-Q", "high,default,low"),
             *("-n", f"{name}@%h", "--concurrency", "2", "--pool", "prefork"),
-            *("--loglevel", "INFO", "-I", processes.TASKS_MODULE),
+            *("--loglevel", "INFO", "-I", TASKS_MODULE),
             *("--without-mingle", "--without-gossip"),
         ]
         if self.max_tasks_per_child:
             args += ["--max-tasks-per-child", str(self.max_tasks_per_child)]
-        worker = processes.CeleryProcess(
+        worker = CeleryProcess(
             args,
-            processes.process_env(REDIS_URL=self.redis.url, REMAP_SIGTERM="SIGQUIT"),
+            process_env(REDIS_URL=self.redis.url, REMAP_SIGTERM="SIGQUIT"),
             self.work_dir / f"{name}.log",
         )
         self.workers.append(worker)
@@ -151,7 +152,7 @@ class Harness:
 def _wait_for_unacked(harness: Harness, timeout: float = 15.0) -> None:
     client = harness.client()
     try:
-        processes.wait_for(
+        wait_for(
             lambda: client.zcard("unacked_index"), timeout, "the long task to be delivered", 0.05
         )
     finally:
@@ -202,7 +203,7 @@ def _restart_redis_under_worker(harness: Harness, state: str, outage: float) -> 
     return "stalled"
 
 
-def _exited_the_known_way(worker: processes.CeleryProcess) -> bool:
+def _exited_the_known_way(worker: CeleryProcess) -> bool:
     return any(
         record.get("level") == "CRITICAL" and record.get("message") == KNOWN_EXIT
         for record in worker.json_lines()
@@ -211,11 +212,11 @@ def _exited_the_known_way(worker: processes.CeleryProcess) -> bool:
 
 def _consumed(harness: Harness, label: str) -> bool:
     with contextlib.suppress(AssertionError):
-        return processes.wait_for(lambda: harness.done(label), STALL_BOUND, label, interval=0.2)
+        return wait_for(lambda: harness.done(label), STALL_BOUND, label, interval=0.2)
     return False
 
 
-def _tail(worker: processes.CeleryProcess, lines: int = 6) -> str:
+def _tail(worker: CeleryProcess, lines: int = 6) -> str:
     return "\n".join(f"    {line[:300]}" for line in worker.output().splitlines()[-lines:])
 
 

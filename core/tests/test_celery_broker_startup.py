@@ -9,14 +9,11 @@ import uuid
 import pytest
 
 from config.celery import app as celery_app
-from core.tests import servers
-from core.tests.celery_processes import (
-    CELERY,
-    TASKS_MODULE,
-    CeleryProcess,
-    process_env,
-    wait_for,
-)
+from devstack.celery import CELERY, TASKS_MODULE, CeleryProcess, process_env
+from devstack.env import local_production_env
+from devstack.ports import LOCALHOST, free_port
+from devstack.redis import RedisServer
+from devstack.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -25,7 +22,7 @@ def worker_without_broker(tmp_path, redis_url: str, **env: str) -> CeleryProcess
     """In production settings: elsewhere a Redis unreachable at start-up is replaced by an
     in-memory broker (REDIS_FALLBACK, for development), so no retry would be seen."""
     name = f"startup-{uuid.uuid4().hex[:8]}"
-    production = servers.local_production_env(
+    production = local_production_env(
         REDIS_URL=redis_url, DATABASE_URL=process_env()["DATABASE_URL"], **env
     )
     return CeleryProcess(
@@ -42,7 +39,7 @@ def worker_without_broker(tmp_path, redis_url: str, **env: str) -> CeleryProcess
 @pytest.mark.checklist("P5.1")
 def test_a_worker_started_before_redis_connects_when_it_comes_and_runs_tasks(tmp_path):
     # given a worker started while nothing listens on its broker's port
-    redis = servers.RedisServer(tmp_path / "redis")  # its port, not started yet
+    redis = RedisServer(tmp_path / "redis")  # its port, not started yet
     worker = worker_without_broker(tmp_path, redis.url)
     try:
         wait_for(lambda: "Trying again in" in worker.output(), 20, "a failed first try")
@@ -67,10 +64,10 @@ def test_a_worker_started_before_redis_connects_when_it_comes_and_runs_tasks(tmp
 @pytest.mark.checklist("P5.10")
 def test_a_worker_gives_up_after_its_retries_when_redis_never_comes(tmp_path):
     # given a worker allowed 2 tries (10 in production: the same path, about 110 s long)
-    port = servers.free_port()
+    port = free_port()
     worker = worker_without_broker(
         tmp_path,
-        f"redis://{servers.LOCALHOST}:{port}/0",
+        f"redis://{LOCALHOST}:{port}/0",
         CELERY_BROKER_CONNECTION_MAX_RETRIES="2",
     )
     try:

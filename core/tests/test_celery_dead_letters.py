@@ -25,7 +25,7 @@ from accounts.models import User
 from core.metrics import metrics_view
 from core.models import DeadLetter
 from core.services import DeadLetterNotOpen, dead_letter_record, dead_letter_retry
-from core.tests import celery_processes as processes
+from devstack.celery import flush_broker, redis_client
 
 pytestmark = pytest.mark.django_db
 
@@ -50,14 +50,14 @@ def _metrics_text() -> str:
 @pytest.mark.checklist("P5.15", "P9.18")
 def test_retrying_a_dead_letter_publishes_its_task_to_its_queue():
     # given a dead letter of a task that failed on the "low" queue
-    processes.flush_broker()
+    flush_broker()
     letter = _letter(args=["hello"], kwargs={"loud": True})
 
     # when it is retried
     dead_letter_retry(dead_letter_id=letter.pk)
 
     # then the same task with the same arguments waits on "low" under a new task id
-    broker = processes.redis_client()
+    broker = redis_client()
     assert broker.llen("low") == 1
     message = json.loads(broker.lindex("low", 0))
     args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
@@ -150,7 +150,7 @@ def test_the_admin_lists_searches_and_shows_dead_letters_read_only(client):
 
 @override_settings(ROOT_URLCONF=__name__)
 def test_the_admin_retry_action_skips_rows_that_are_not_open(client):
-    processes.flush_broker()
+    flush_broker()
     client.force_login(User.objects.create_superuser("+919000000044", password="unused"))
     resolved = _letter(status=DeadLetter.Status.RESOLVED)
 
@@ -163,4 +163,4 @@ def test_the_admin_retry_action_skips_rows_that_are_not_open(client):
     assert "Skipped 1 not open" in response.content.decode()
     resolved.refresh_from_db()
     assert resolved.status == DeadLetter.Status.RESOLVED
-    assert processes.redis_client().llen("low") == 0
+    assert redis_client().llen("low") == 0

@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from core.tests import celery_processes as processes
 from core.tests.celery_tasks import DONE_LIST, record_done
+from devstack.celery import flush_broker, redis_client, start_worker
+from devstack.wait import wait_for
 
 pytestmark = [pytest.mark.slow]
 
@@ -26,11 +27,11 @@ LOW_TASKS = 100
 
 @pytest.fixture
 def workers(tmp_path):
-    processes.flush_broker()
+    flush_broker()
     started = []
 
     def start(queues):
-        started.append(processes.start_worker(tmp_path, queues=queues))
+        started.append(start_worker(tmp_path, queues=queues))
         return started[-1]
 
     yield start
@@ -39,7 +40,7 @@ def workers(tmp_path):
 
 
 def _done() -> list[str]:
-    return [item.decode() for item in processes.redis_client().lrange(DONE_LIST, 0, -1)]
+    return [item.decode() for item in redis_client().lrange(DONE_LIST, 0, -1)]
 
 
 def _queue_low_tasks(seconds: float) -> None:
@@ -54,7 +55,7 @@ def test_one_worker_for_all_queues_runs_a_high_task_next_not_after_the_queued_lo
     # given a worker for all three queues working through 100 queued half-second low tasks
     workers("high,default,low")
     _queue_low_tasks(0.5)
-    processes.wait_for(lambda: len(_done()) >= 2, 20, "the low tasks to be under way")
+    wait_for(lambda: len(_done()) >= 2, 20, "the low tasks to be under way")
 
     # when a high task is queued
     lows_done_before = len(_done())
@@ -62,14 +63,14 @@ def test_one_worker_for_all_queues_runs_a_high_task_next_not_after_the_queued_lo
     record_done.apply_async(args=["high", 0], queue="high")
 
     # then it runs as soon as the low task in hand is finished, ahead of the ~95 queued ones
-    processes.wait_for(lambda: any(item.startswith("high@") for item in _done()), 5, "high")
+    wait_for(lambda: any(item.startswith("high@") for item in _done()), 5, "high")
     waited = time.monotonic() - queued_at
     done = _done()
     position = next(index for index, item in enumerate(done) if item.startswith("high@"))
     # the low task running when it was queued (and one taken in the same instant, at most)
     assert position - lows_done_before <= 2, done[: position + 1]
     assert waited < 2.0, f"high waited {waited:.1f} s"  # 100 x 0.5 s would be 50 s
-    assert processes.redis_client().llen("low") >= LOW_TASKS - 10
+    assert redis_client().llen("low") >= LOW_TASKS - 10
 
 
 @pytest.mark.checklist("P5.14", "P9.19")
@@ -87,8 +88,8 @@ def test_a_worker_for_the_high_queue_runs_a_high_task_while_the_others_are_busy(
     record_done.apply_async(args=["high", 0], queue="high")
 
     # then the high worker runs it at once, without waiting for the running 5 s low task
-    processes.wait_for(lambda: any(item.startswith("high@") for item in _done()), 5, "high")
+    wait_for(lambda: any(item.startswith("high@") for item in _done()), 5, "high")
     waited = time.monotonic() - queued_at
     assert waited < 2.0, f"high waited {waited:.1f} s"
     assert _done() == [f"high@{high_only.node}"]  # by the high worker, before any low task
-    assert processes.redis_client().llen("low") >= LOW_TASKS - 2
+    assert redis_client().llen("low") >= LOW_TASKS - 2

@@ -29,7 +29,6 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from core.models import DeadLetter
-from core.tests import celery_processes as processes
 from core.tests.celery_tasks import (
     database_backend_pid,
     fail_until_switched_on,
@@ -38,6 +37,8 @@ from core.tests.celery_tasks import (
     pool_process_pid,
     stop_cleanly_at_soft_time_limit,
 )
+from devstack.celery import flush_broker, start_worker
+from devstack.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -62,8 +63,8 @@ urlpatterns = [
 
 @pytest.fixture(scope="module")
 def worker(celery_tables, tmp_path_factory):
-    processes.flush_broker()
-    worker = processes.start_worker(tmp_path_factory.mktemp("worker"), REMAP_SIGTERM="SIGQUIT")
+    flush_broker()
+    worker = start_worker(tmp_path_factory.mktemp("worker"), REMAP_SIGTERM="SIGQUIT")
     yield worker
     worker.close()
 
@@ -97,7 +98,7 @@ def test_a_task_failing_after_its_retries_is_dead_lettered_once_and_an_admin_ret
         clear_guid()
 
     # when the worker has run it and Celery has retried it twice
-    letter = processes.wait_for(
+    letter = wait_for(
         lambda: DeadLetter.objects.filter(task_id=result.id).first(), 20, "the dead letter"
     )
     time.sleep(1.0)  # room for any further (wrong) dead letter or retry to show up
@@ -134,7 +135,7 @@ def test_a_task_failing_after_its_retries_is_dead_lettered_once_and_an_admin_ret
     assert letter.status == DeadLetter.Status.RETRIED
     assert letter.retried_at is not None
     assert letter.retry_task_id and letter.retry_task_id != result.id
-    processes.wait_for(lambda: _effects(key) == 1, 15, "the retried task's effect")
+    wait_for(lambda: _effects(key) == 1, 15, "the retried task's effect")
     assert _attempts(key) == 4
     worker.wait_for_output(f"{letter.retry_task_id}] succeeded", 5)
     assert DeadLetter.objects.count() == 1  # the successful rerun left no new dead letter
@@ -147,7 +148,7 @@ def test_a_task_killed_at_its_hard_time_limit_is_dead_lettered(worker):
     result = outlive_hard_time_limit.delay(key)
 
     # when the worker kills it at the limit
-    letter = processes.wait_for(
+    letter = wait_for(
         lambda: DeadLetter.objects.filter(task_id=result.id).first(), 20, "the dead letter"
     )
 
@@ -227,7 +228,7 @@ def test_each_task_gets_a_fresh_database_connection_and_the_last_one_is_closed(w
     first = database_backend_pid.delay().get(timeout=15)
 
     # then the first task's PostgreSQL session is gone once it has finished
-    processes.wait_for(
+    wait_for(
         lambda: (
             not _count(
                 "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [first["backend_pid"]]

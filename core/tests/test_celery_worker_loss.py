@@ -29,8 +29,9 @@ import pytest
 from django.db import connection
 
 from core.models import DeadLetter
-from core.tests import celery_processes as processes
 from core.tests.celery_tasks import effect_once
+from devstack.celery import flush_broker, redis_client, start_worker
+from devstack.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -40,11 +41,11 @@ VISIBILITY_TIMEOUT = 3  # seconds, for these tests only; above the 1.5 s rerun b
 @pytest.fixture
 def workers(celery_tables, tmp_path):
     """Starts workers on demand; every one of them is killed when the test ends."""
-    processes.flush_broker()
+    flush_broker()
     started = []
 
     def start(visibility_timeout=VISIBILITY_TIMEOUT):
-        worker = processes.start_worker(
+        worker = start_worker(
             tmp_path, CELERY_VISIBILITY_TIMEOUT=str(visibility_timeout), REMAP_SIGTERM="SIGQUIT"
         )
         started.append(worker)
@@ -73,15 +74,13 @@ def test_a_killed_pool_process_hands_its_task_back_and_the_effect_happens_once(w
     worker = workers()
     key = f"child-{uuid.uuid4().hex}"
     result = effect_once.delay(key, 2.0)
-    (first_pid,) = processes.wait_for(lambda: _attempt_pids(key), 15, "the task to start")
+    (first_pid,) = wait_for(lambda: _attempt_pids(key), 15, "the task to start")
 
     # when its pool process is SIGKILLed in the middle of the task
     os.kill(first_pid, signal.SIGKILL)
 
     # then the main process requeues it, a new pool process runs it again, and it completes
-    processes.wait_for(
-        lambda: len(_effects(key)) == 1 and _effects(key)[0][1], 20, "the rerun to finish"
-    )
+    wait_for(lambda: len(_effects(key)) == 1 and _effects(key)[0][1], 20, "the rerun to finish")
     pids = _attempt_pids(key)
     assert len(pids) == 2
     assert pids[1] != first_pid
@@ -97,11 +96,11 @@ def test_a_killed_pool_process_hands_its_task_back_and_the_effect_happens_once(w
 @pytest.mark.checklist("P5.3")
 def test_a_task_of_a_killed_worker_runs_on_a_new_worker_and_the_effect_happens_once(workers):
     # given a worker busy with a task that has already written its effect
-    broker = processes.redis_client()
+    broker = redis_client()
     first = workers()
     key = f"worker-{uuid.uuid4().hex}"
     effect_once.delay(key, 1.5)
-    (first_pid,) = processes.wait_for(lambda: _attempt_pids(key), 15, "the task to start")
+    (first_pid,) = wait_for(lambda: _attempt_pids(key), 15, "the task to start")
 
     # when the whole worker (main process and pool) is SIGKILLed, as by an OOM-killed container
     first.kill(signal.SIGKILL)
@@ -118,25 +117,23 @@ def test_a_task_of_a_killed_worker_runs_on_a_new_worker_and_the_effect_happens_o
     workers()
 
     # then the new worker restores the message and runs the task to the end, once more
-    processes.wait_for(
-        lambda: len(_effects(key)) == 1 and _effects(key)[0][1], 20, "the rerun to finish"
-    )
+    wait_for(lambda: len(_effects(key)) == 1 and _effects(key)[0][1], 20, "the rerun to finish")
     pids = _attempt_pids(key)
     assert len(pids) == 2
     assert pids[1] != first_pid
     assert len(_effects(key)) == 1
-    processes.wait_for(lambda: not broker.zcard("unacked_index"), 5, "the ack")
+    wait_for(lambda: not broker.zcard("unacked_index"), 5, "the ack")
 
 
 @pytest.mark.checklist("P8.7")
 def test_a_deploy_sigterm_gives_the_task_the_soft_shutdown_then_requeues_it_at_once(workers):
     # given a worker with the production visibility timeout, busy with a task longer than the
     # 25 s soft shutdown
-    broker = processes.redis_client()
+    broker = redis_client()
     worker = workers(visibility_timeout=0)  # 0: the default, hard time limit + 10 min
     key = f"deploy-{uuid.uuid4().hex}"
     result = effect_once.delay(key, 120.0)
-    processes.wait_for(lambda: _attempt_pids(key), 15, "the task to start")
+    wait_for(lambda: _attempt_pids(key), 15, "the task to start")
 
     # when the platform stops it the way a deploy does: SIGTERM to the main process
     stopped_at = time.monotonic()

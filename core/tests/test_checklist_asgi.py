@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from core.tests.production_env import run_python
-from core.tests.servers import PROJECT_DIR, base_env
+from devstack.env import PROJECT_DIR, base_env
 
 _IMPORT_ASGI_FIRST = """
 import json, sys

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from core.tests.production_env import production_env, run_python
-from core.tests.servers import PROJECT_DIR
+from devstack.env import PROJECT_DIR
 
 # The service's own packages (tests are imported by pytest's collection already).
 PACKAGES = ["config", "core", "accounts", "orders", "riders", "delivery", "payments", "ops"]

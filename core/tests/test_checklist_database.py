@@ -13,10 +13,11 @@ import pytest
 from django.db import connection, connections
 
 from core.tests.production_env import production_env, run_python
-from core.tests.servers import SilentListener, database_url
 from delivery.models import DispatchRound, Offer
 from delivery.tasks import dispatch_order
 from delivery.tests.support import rider_near_pickup, searching_order
+from devstack.env import database_url
+from devstack.ports import SilentListener
 
 # --- PostGIS -----------------------------------------------------------------------------------
 

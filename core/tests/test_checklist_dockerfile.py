@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from core.tests.servers import PROJECT_DIR, free_port
+from devstack.env import PROJECT_DIR
+from devstack.ports import free_port
 
 HEALTHCHECK = PROJECT_DIR / "deploy" / "docker" / "healthcheck.sh"
 

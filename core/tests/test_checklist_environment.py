@@ -18,7 +18,7 @@ from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings as django_settings
 
 from core.tests.production_env import production_env, run_python, settings_as_json
-from core.tests.servers import LOCALHOST, free_port
+from devstack.ports import LOCALHOST, free_port
 
 OPTIONAL = [
     "IS_PRIMARY",

@@ -11,7 +11,8 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from core.tests import servers
+from devstack.env import database_url, local_production_env
+from devstack.web import start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
@@ -19,12 +20,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 @pytest.fixture(scope="module")
 def stopped_server(django_db_setup, tmp_path_factory):
     """A production server that answered one request and was then stopped with SIGTERM."""
-    env = servers.local_production_env(
-        DATABASE_URL=servers.database_url(connections["default"].settings_dict),
+    env = local_production_env(
+        DATABASE_URL=database_url(connections["default"].settings_dict),
         REDIS_URL=settings.REDIS_URL,
         ALLOWED_HOSTS="127.0.0.1,api.example.com",
     )
-    server = servers.start_server(env, tmp_path_factory.mktemp("gunicorn-logs"))
+    server = start_server(env, tmp_path_factory.mktemp("gunicorn-logs"))
     try:
         assert server.get("/api/config/").status_code == 200
         server.wait_for_log("GET /api/config/ HTTP/1.1")

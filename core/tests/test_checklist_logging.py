@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import connections
 
 from core.tests.production_env import production_env, run_python
-from core.tests.servers import base_env, database_url
+from devstack.env import base_env, database_url
 
 _LOGGING_AS_CONFIGURED = """
 import json, logging, sys, django

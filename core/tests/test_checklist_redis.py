@@ -9,7 +9,7 @@ import json
 import pytest
 
 from core.tests.production_env import production_env, run_python, settings_as_json
-from core.tests.servers import SilentListener, free_port
+from devstack.ports import SilentListener, free_port
 
 _CACHE_CONNECTION = """
 import json, django

@@ -11,7 +11,7 @@ import secrets
 import pytest
 
 from core.tests.production_env import production_env, settings_as_json
-from core.tests.servers import base_env
+from devstack.env import base_env
 
 
 @pytest.mark.checklist("P1.2", "P7.3", "P10.2")

@@ -26,14 +26,16 @@ import yaml
 from websockets.exceptions import ConnectionClosed
 
 from accounts.tests.support import login_code_in
-from core.tests import containers, servers
-from core.tests.celery_processes import wait_for
 from delivery.tests.journey import Api, deliver_one_cash_order
+from devstack import containers
+from devstack.env import PROJECT_DIR, VENV_BIN
+from devstack.ports import LOCALHOST, free_port
+from devstack.wait import wait_for
 from orders.tests.factories import PICKUP
 
 pytestmark = pytest.mark.slow
 
-COMPOSE = str(servers.VENV_BIN / "podman-compose")
+COMPOSE = str(VENV_BIN / "podman-compose")
 SERVICES = ("db", "redis", "web", "sockets", "worker", "worker-high", "beat")
 APP_SERVICES = ("web", "sockets", "worker", "worker-high", "beat")
 DRAIN_SECONDS = 3  # the sockets service's SOCKETS_DRAIN_SECONDS here (20 in the file)
@@ -66,13 +68,13 @@ class ComposeProject:
         result = containers.run(
             [COMPOSE, "-p", self.project, *self.files, *args],
             env=containers.env(WEB_PORT=str(self.port), SOCKETS_PORT=str(self.sockets_port)),
-            cwd=servers.PROJECT_DIR,
+            cwd=PROJECT_DIR,
             timeout=timeout,
         )
         return result.stdout + result.stderr
 
     def service(self, name: str) -> dict:
-        file = yaml.safe_load((servers.PROJECT_DIR / "docker-compose.yml").read_text())
+        file = yaml.safe_load((PROJECT_DIR / "docker-compose.yml").read_text())
         return file["services"][name]
 
     def container(self, service: str) -> str:
@@ -113,8 +115,8 @@ def test_compose_up_runs_every_service_a_delivery_goes_through_and_down_leaves_n
     standins = containers.make_compose_standins()
     print(f"\n[compose] images:\n{standins}")
     project = f"delivery-test-{uuid.uuid4().hex[:6]}"
-    stack = ComposeProject(tmp_path, project, servers.free_port(), servers.free_port())
-    base_url = f"http://{servers.LOCALHOST}:{stack.port}"
+    stack = ComposeProject(tmp_path, project, free_port(), free_port())
+    base_url = f"http://{LOCALHOST}:{stack.port}"
     try:
         # when the file is brought up as it is
         started = time.monotonic()
@@ -159,7 +161,7 @@ def test_compose_up_runs_every_service_a_delivery_goes_through_and_down_leaves_n
         config = httpx.get(f"{base_url}/api/config/", timeout=10).json()
         websocket_url = config["websocket_url"]
         assert websocket_url == f"ws://localhost:{stack.sockets_port}", config
-        sockets_health = f"http://{servers.LOCALHOST}:{stack.sockets_port}/health/"
+        sockets_health = f"http://{LOCALHOST}:{stack.sockets_port}/health/"
         assert httpx.get(sockets_health, timeout=10).status_code == 200
         assert containers.anonymous_socket_close_code(websocket_url) == 4401
 

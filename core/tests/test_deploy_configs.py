@@ -27,7 +27,7 @@ from botocore.exceptions import ParamValidationError
 from botocore.validate import ParamValidator
 from podman_compose import rec_subs
 
-from core.tests.servers import base_env
+from devstack.env import base_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"

@@ -23,12 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from core.tests import containers, servers
-from core.tests.celery_processes import wait_for
+from devstack import containers
+from devstack.env import PROJECT_DIR
+from devstack.wait import wait_for
 
 pytestmark = pytest.mark.slow
 
-ECS = servers.PROJECT_DIR / "deploy" / "ecs"
+ECS = PROJECT_DIR / "deploy" / "ecs"
 LONG_RUNNING = ("web", "sockets", "worker", "worker-high", "beat")
 
 

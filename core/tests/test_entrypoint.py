@@ -36,16 +36,12 @@ import pytest
 from django.conf import settings
 
 from core.management.commands.migrate_locked import MIGRATION_LOCK_KEY
-from core.tests.celery_processes import wait_for
-from core.tests.postgres import NOBODY_GID, NOBODY_UID, PgCluster, as_nobody
-from core.tests.servers import (
-    LOCALHOST,
-    PROJECT_DIR,
-    RedisServer,
-    SlowRequest,
-    free_port,
-    local_production_env,
-)
+from devstack.env import PROJECT_DIR, local_production_env
+from devstack.ports import LOCALHOST, free_port
+from devstack.postgres import NOBODY_GID, NOBODY_UID, PgCluster, as_nobody
+from devstack.redis import RedisServer
+from devstack.wait import wait_for
+from devstack.web import SlowRequest
 
 pytestmark = pytest.mark.slow
 

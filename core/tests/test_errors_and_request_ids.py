@@ -14,9 +14,13 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.test import APIClient
 
+import devstack.env
 from config.urls import handler400, handler403, handler404, handler500  # noqa: F401
-from core.tests import servers
 from core.views import PublicApi
+from devstack.env import base_env, local_production_env
+from devstack.ports import free_port
+from devstack.redis import RedisServer
+from devstack.web import Server, start_server
 
 # --- A throwaway URLconf (this module) with views that fail on purpose ---------------------------
 
@@ -32,7 +36,7 @@ def _connect_to_unreachable_database():
     default = connections["default"]
     settings_dict = {
         **default.settings_dict,
-        "PORT": servers.free_port(),
+        "PORT": free_port(),
         "OPTIONS": {"connect_timeout": 2},  # no pool: fail at once, not after the pool timeout
     }
     unreachable = default.__class__(settings_dict, alias="unreachable")
@@ -194,9 +198,9 @@ SECRET = "SECRET123tok"
 @pytest.fixture(scope="module")
 def server_env(django_db_setup, tmp_path_factory):
     work_dir = tmp_path_factory.mktemp("logs")
-    redis = servers.RedisServer(work_dir / "redis")
+    redis = RedisServer(work_dir / "redis")
     redis.start()
-    database_url = servers.database_url(connections["default"].settings_dict)
+    database_url = devstack.env.database_url(connections["default"].settings_dict)
     yield work_dir, {"DATABASE_URL": database_url, "REDIS_URL": redis.url}
     redis.kill()
 
@@ -207,8 +211,8 @@ def production_server(server_env):
     # Production serves collected static files; an empty STATIC_ROOT stands in for them.
     static_root = work_dir / "static"
     static_root.mkdir()
-    env = servers.local_production_env(STATIC_ROOT=str(static_root), **urls)
-    server = servers.start_server(env, work_dir)
+    env = local_production_env(STATIC_ROOT=str(static_root), **urls)
+    server = start_server(env, work_dir)
     yield server
     server.stop()
 
@@ -216,12 +220,12 @@ def production_server(server_env):
 @pytest.fixture(scope="module")
 def development_server(server_env):
     work_dir, urls = server_env
-    server = servers.start_server(servers.base_env(DJANGO_ENV="development", **urls), work_dir)
+    server = start_server(base_env(DJANGO_ENV="development", **urls), work_dir)
     yield server
     server.stop()
 
 
-def send_tokens_in_query_strings(server: servers.Server) -> str:
+def send_tokens_in_query_strings(server: Server) -> str:
     """Requests carrying secrets in their query strings; returns a path to wait for in logs."""
     marker = f"/no-such-page-{uuid.uuid4().hex}/"
     server.get(f"/health/?token={SECRET}")

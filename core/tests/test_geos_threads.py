@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from core.tests import servers
+from devstack.env import PROJECT_DIR, database_url, local_production_env
 from orders.tests.factories import ServiceAreaFactory
 
 CALLS = 100
@@ -44,14 +44,14 @@ def test_requests_that_read_a_geometry_leave_no_geos_handle_behind():
     ServiceAreaFactory()
 
     # when the app answers 100 of them in production settings
-    env = servers.local_production_env(
-        DATABASE_URL=servers.database_url(connections["default"].settings_dict),
+    env = local_production_env(
+        DATABASE_URL=database_url(connections["default"].settings_dict),
         REDIS_URL=os.environ.get("REDIS_URL") or settings.REDIS_URL,
         LOG_LEVEL="WARNING",
     )
     result = subprocess.run(
         [sys.executable, "-c", CHILD],
-        cwd=servers.PROJECT_DIR,
+        cwd=PROJECT_DIR,
         env=env,
         capture_output=True,
         text=True,

@@ -16,7 +16,9 @@ import time
 import httpx
 import pytest
 
-from core.tests import servers
+from devstack.env import base_env
+from devstack.ports import LOCALHOST
+from devstack.web import start_server
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +29,8 @@ GRACEFUL = 6  # GUNICORN_GRACEFUL_TIMEOUT here (30 in production): uvicorn cuts 
 def test_sigterm_lets_short_requests_finish_and_cuts_long_ones_before_the_deadline(tmp_path):
     # given the project's gunicorn configuration with a graceful timeout of 6 s, serving an
     # app whose /sleep/<n> answers after n seconds
-    server = servers.start_server(
-        servers.base_env(GUNICORN_GRACEFUL_TIMEOUT=str(GRACEFUL)),
+    server = start_server(
+        base_env(GUNICORN_GRACEFUL_TIMEOUT=str(GRACEFUL)),
         tmp_path,
         app="core.tests.slow_accept_app:app",
     )
@@ -39,9 +41,7 @@ def test_sigterm_lets_short_requests_finish_and_cuts_long_ones_before_the_deadli
         def call(name: str, seconds: float) -> None:
             started = time.monotonic()
             try:
-                response = httpx.get(
-                    f"http://{servers.LOCALHOST}:{port}/sleep/{seconds}", timeout=60
-                )
+                response = httpx.get(f"http://{LOCALHOST}:{port}/sleep/{seconds}", timeout=60)
                 answers[name] = (response.status_code, time.monotonic() - started)
             except httpx.TransportError as error:
                 answers[name] = (type(error).__name__, time.monotonic() - started)
@@ -77,8 +77,8 @@ def test_sigterm_lets_short_requests_finish_and_cuts_long_ones_before_the_deadli
 @pytest.mark.checklist("P3.8", "P3.9")
 def test_workers_recycled_under_load_fail_no_request(tmp_path):
     # given the service with two workers recycled after about 10 requests (jitter 3)
-    server = servers.start_server(
-        servers.base_env(GUNICORN_MAX_REQUESTS="10", GUNICORN_MAX_REQUESTS_JITTER="3"),
+    server = start_server(
+        base_env(GUNICORN_MAX_REQUESTS="10", GUNICORN_MAX_REQUESTS_JITTER="3"),
         tmp_path,
         workers=2,
         ready_path="/api/config/",

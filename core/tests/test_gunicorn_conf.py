@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from core.tests.servers import PROJECT_DIR, base_env
+from devstack.env import PROJECT_DIR, base_env
 
 # Loads the file the way gunicorn does (as plain Python) in a fresh process, prints its values.
 LOAD_CONF = """

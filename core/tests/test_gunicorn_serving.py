@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.tests import servers
-from core.tests.celery_processes import wait_for
+from devstack.env import base_env
+from devstack.wait import wait_for
+from devstack.web import start_server
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +35,7 @@ def test_the_server_listens_on_port_everywhere_logs_info_and_closes_idle_connect
     tmp_path,
 ):
     # given the server on the PORT start_server picks, keep-alive 1 s, workers by default
-    server = servers.start_server(
-        servers.base_env(GUNICORN_KEEPALIVE=str(KEEPALIVE)), tmp_path, workers=None
-    )
+    server = start_server(base_env(GUNICORN_KEEPALIVE=str(KEEPALIVE)), tmp_path, workers=None)
     try:
         # then it runs two workers per CPU, and one
         children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
@@ -84,9 +83,7 @@ def test_the_server_listens_on_port_everywhere_logs_info_and_closes_idle_connect
 def test_the_app_is_loaded_in_the_master_so_a_broken_one_stops_it_before_any_worker(tmp_path):
     # when the server is started on an app that cannot be imported
     with pytest.raises(RuntimeError) as failed:
-        servers.start_server(
-            servers.base_env(), tmp_path, workers=2, app="core.tests.no_such_module:application"
-        )
+        start_server(base_env(), tmp_path, workers=2, app="core.tests.no_such_module:application")
 
     # then the master itself failed to import it (preloaded) and never forked a worker
     output = str(failed.value)
@@ -98,8 +95,8 @@ def test_the_app_is_loaded_in_the_master_so_a_broken_one_stops_it_before_any_wor
 def test_a_worker_stuck_past_the_timeout_is_killed_and_replaced(tmp_path):
     # given a worker that stops answering its master (its event loop blocked for 60 s by code
     # stuck in a request), with GUNICORN_TIMEOUT at 2 s
-    server = servers.start_server(
-        servers.base_env(GUNICORN_TIMEOUT="2"),
+    server = start_server(
+        base_env(GUNICORN_TIMEOUT="2"),
         tmp_path,
         app="core.tests.slow_accept_app:app",
         ready_path="/",

@@ -6,7 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import connections
 
-from core.tests import servers
+import devstack.env
+from devstack.env import base_env, local_production_env
+from devstack.ports import SilentListener, free_port
+from devstack.redis import RedisServer
+from devstack.web import Server, start_server
 
 # django_db makes pytest-django create the test database the servers are pointed at.
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
@@ -15,13 +19,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 FAST_SECONDS = 5.0
 
 
-def timed_get(server: servers.Server, path: str) -> tuple:
+def timed_get(server: Server, path: str) -> tuple:
     started = time.monotonic()
     response = server.get(path, timeout=30)
     return response, time.monotonic() - started
 
 
-def probe_in_bursts(server: servers.Server, *, bursts: int = 3, size: int = 10) -> list[tuple]:
+def probe_in_bursts(server: Server, *, bursts: int = 3, size: int = 10) -> list[tuple]:
     """Bursts of concurrent probes, as several load balancers and orchestrators would send."""
     results = []
     with ThreadPoolExecutor(max_workers=size) as pool:
@@ -33,7 +37,7 @@ def probe_in_bursts(server: servers.Server, *, bursts: int = 3, size: int = 10) 
 @pytest.fixture(scope="module")
 def database_url(django_db_setup) -> str:
     """The migrated test database, which the servers read through their own connections."""
-    return servers.database_url(connections["default"].settings_dict)
+    return devstack.env.database_url(connections["default"].settings_dict)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,7 @@ def work_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def redis_server(work_dir):
-    redis = servers.RedisServer(work_dir / "redis")
+    redis = RedisServer(work_dir / "redis")
     redis.start()
     yield redis
     redis.kill()
@@ -51,7 +55,7 @@ def redis_server(work_dir):
 
 @pytest.fixture
 def silent_listener():
-    listener = servers.SilentListener()
+    listener = SilentListener()
     yield listener
     listener.close()
 
@@ -59,10 +63,10 @@ def silent_listener():
 @pytest.fixture
 def start(work_dir):
     """Starts servers for one test and stops every one of them afterwards."""
-    started: list[servers.Server] = []
+    started: list[Server] = []
 
-    def _start(env: dict[str, str], **kwargs) -> servers.Server:
-        server = servers.start_server(env, work_dir, **kwargs)
+    def _start(env: dict[str, str], **kwargs) -> Server:
+        server = start_server(env, work_dir, **kwargs)
         started.append(server)
         return server
 
@@ -79,11 +83,11 @@ def test_health_is_503_fast_when_nothing_listens_on_the_database_port(
     start, redis_server, database_url
 ):
     # given a database address where the connection is refused
-    dead_database = servers.database_url(
-        connections["default"].settings_dict, port=servers.free_port()
+    dead_database = devstack.env.database_url(
+        connections["default"].settings_dict, port=free_port()
     )
     server = start(
-        servers.base_env(DJANGO_ENV="test", DATABASE_URL=dead_database, REDIS_URL=redis_server.url)
+        base_env(DJANGO_ENV="test", DATABASE_URL=dead_database, REDIS_URL=redis_server.url)
     )
 
     # when
@@ -111,11 +115,11 @@ def test_health_is_503_fast_when_the_database_accepts_but_never_answers(
     start, redis_server, silent_listener
 ):
     # given a "database" that accepts TCP connections and never says a word
-    hung_database = servers.database_url(
+    hung_database = devstack.env.database_url(
         connections["default"].settings_dict, port=silent_listener.port
     )
     server = start(
-        servers.base_env(DJANGO_ENV="test", DATABASE_URL=hung_database, REDIS_URL=redis_server.url)
+        base_env(DJANGO_ENV="test", DATABASE_URL=hung_database, REDIS_URL=redis_server.url)
     )
 
     # when probed in bursts (hung checks must neither delay probes nor crowd out other checks)
@@ -138,8 +142,8 @@ def test_health_is_503_fast_when_the_database_accepts_but_never_answers(
 def test_health_is_503_fast_in_production_when_redis_refuses(start, database_url):
     # given production, which keeps Redis as its cache even when it is down at start-up
     server = start(
-        servers.local_production_env(
-            DATABASE_URL=database_url, REDIS_URL=f"redis://127.0.0.1:{servers.free_port()}/0"
+        local_production_env(
+            DATABASE_URL=database_url, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"
         )
     )
 
@@ -164,7 +168,7 @@ def test_health_is_503_fast_in_production_when_redis_never_answers(
 ):
     # given a "Redis" that accepts connections and never replies
     server = start(
-        servers.local_production_env(
+        local_production_env(
             DATABASE_URL=database_url, REDIS_URL=f"redis://127.0.0.1:{silent_listener.port}/0"
         )
     )
@@ -191,10 +195,10 @@ def test_development_without_redis_at_start_serves_from_memory_and_stays_healthy
 ):
     # given development with Redis unreachable when the settings load
     server = start(
-        servers.base_env(
+        base_env(
             DJANGO_ENV="development",
             DATABASE_URL=database_url,
-            REDIS_URL=f"redis://127.0.0.1:{servers.free_port()}/0",
+            REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
         )
     )
 
@@ -216,10 +220,10 @@ def test_redis_dying_later_neither_hangs_requests_nor_health_and_recovery_is_see
     start, database_url, work_dir
 ):
     # given a production server whose Redis is up
-    redis = servers.RedisServer(work_dir / "redis-that-dies")
+    redis = RedisServer(work_dir / "redis-that-dies")
     redis.start()
     try:
-        server = start(servers.local_production_env(DATABASE_URL=database_url, REDIS_URL=redis.url))
+        server = start(local_production_env(DATABASE_URL=database_url, REDIS_URL=redis.url))
         response = server.get("/health/")
         assert response.status_code == 200, response.text
         assert response.json()["checks"]["cache"] == "ok"

@@ -25,9 +25,12 @@ from django.db import connections
 from config.celery import app
 from core.health import BEAT_HEARTBEAT_KEY
 from core.management.commands.migrate_locked import MIGRATION_LOCK_KEY
-from core.tests import containers, servers
-from core.tests.celery_processes import wait_for
-from core.tests.containers import IMAGE, podman
+from devstack import containers
+from devstack.containers import IMAGE, podman
+from devstack.env import PROJECT_DIR, database_url
+from devstack.ports import LOCALHOST, free_port
+from devstack.wait import wait_for
+from devstack.web import SlowRequest
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +62,7 @@ def role_env(port: int, **extra: str) -> dict[str, str]:
     return {
         "DJANGO_ENV": "production",
         "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": servers.database_url(connections["default"].settings_dict),
+        "DATABASE_URL": database_url(connections["default"].settings_dict),
         "REDIS_URL": settings.REDIS_URL,
         "ALLOWED_HOSTS": "localhost,127.0.0.1",
         "CORS_ALLOWED_ORIGINS": "https://app.example.com",
@@ -111,14 +114,14 @@ def test_the_image_runs_as_uid_1000_without_compilers_with_its_code_read_only(im
 def test_web_and_worker_from_the_image_serve_pass_their_health_checks_run_a_task_and_stop(
     image,
 ):
-    web_port = servers.free_port()
+    web_port = free_port()
     web = Container("web", role_env(web_port))
     worker = Container(
-        "worker", role_env(servers.free_port(), CELERY_WORKER_NAME=f"image-{uuid.uuid4().hex[:6]}")
+        "worker", role_env(free_port(), CELERY_WORKER_NAME=f"image-{uuid.uuid4().hex[:6]}")
     )
     try:
         # the web answers /health/ 200 and serves the baked static files
-        base = f"http://{servers.LOCALHOST}:{web_port}"
+        base = f"http://{LOCALHOST}:{web_port}"
         containers.wait_until_healthy(base, 120, web.logs)
         static = httpx.get(f"{base}/static/admin/css/base.css", timeout=5)
         assert static.status_code == 200 and "text/css" in static.headers["content-type"]
@@ -171,13 +174,13 @@ def test_two_primaries_migrate_once_a_bad_environment_is_refused_and_sigterm_let
     # two primaries started together on an empty database, both held at the migration lock
     settings_dict = connections["default"].settings_dict
     database = f"image_race_{uuid.uuid4().hex[:8]}"
-    admin = psycopg.connect(servers.database_url({**settings_dict, "NAME": "postgres"}),
+    admin = psycopg.connect(database_url({**settings_dict, "NAME": "postgres"}),
                             autocommit=True)  # fmt: skip
     admin.execute(f'CREATE DATABASE "{database}"')
-    race_url = servers.database_url({**settings_dict, "NAME": database})
+    race_url = database_url({**settings_dict, "NAME": database})
     holder = psycopg.connect(race_url, autocommit=True)
     holder.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
-    ports = [servers.free_port(), servers.free_port()]
+    ports = [free_port(), free_port()]
     primaries = [
         Container(
             "web",
@@ -193,7 +196,7 @@ def test_two_primaries_migrate_once_a_bad_environment_is_refused_and_sigterm_let
                      f"{primary.name} to wait for the lock", interval=1)  # fmt: skip
         holder.close()
         for primary, port in zip(primaries, ports, strict=True):
-            containers.wait_until_healthy(f"http://{servers.LOCALHOST}:{port}", 180, primary.logs)
+            containers.wait_until_healthy(f"http://{LOCALHOST}:{port}", 180, primary.logs)
 
         # then one applied the migrations and the other found the schema current
         outputs = [containers.logs(primary.name, 400) for primary in primaries]
@@ -208,7 +211,7 @@ def test_two_primaries_migrate_once_a_bad_environment_is_refused_and_sigterm_let
         assert duplicates == []
 
         # and SIGTERM during a 4 s request lets it finish, then the container exits 0
-        request = servers.SlowRequest(ports[0])
+        request = SlowRequest(ports[0])
         wait_for(lambda: "slow view: sleeping 4.0 s" in primaries[0].logs(), 15, "the request")
         started = time.monotonic()
         podman("stop", "-t", "40", primaries[0].name, timeout=60)
@@ -235,7 +238,7 @@ def test_a_code_change_rebuilds_on_the_same_dependency_layers(image, tmp_path):
     # given the build context (what .dockerignore lets through) with one Python file changed
     context = tmp_path / "context"
     shutil.copytree(
-        servers.PROJECT_DIR,
+        PROJECT_DIR,
         context,
         ignore=shutil.ignore_patterns(
             ".git", ".venv", ".tools", ".local", "node_modules", "staticfiles", "media",

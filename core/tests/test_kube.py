@@ -35,12 +35,14 @@ import httpx
 import pytest
 import yaml
 
-from core.tests import containers, servers
-from core.tests.celery_processes import wait_for
+from devstack import containers
+from devstack.env import PROJECT_DIR
+from devstack.ports import free_port
+from devstack.wait import wait_for
 
 pytestmark = pytest.mark.slow
 
-K8S = servers.PROJECT_DIR / "deploy" / "k8s"
+K8S = PROJECT_DIR / "deploy" / "k8s"
 SECRET = "delivery-secrets"  # the name the manifests' secretRef uses
 READY_WITHIN = 300  # seconds, for every probe of every pod (the startup probe allows 600)
 
@@ -67,7 +69,7 @@ def on_a_free_host_port(docs: list[dict]) -> list[dict]:
         if doc["kind"] == "Deployment":
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 for port in container.get("ports", []):
-                    port["hostPort"] = servers.free_port()
+                    port["hostPort"] = free_port()
     return docs
 
 

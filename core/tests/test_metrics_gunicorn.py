@@ -11,7 +11,10 @@ from django.db import connections
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.tests import servers
+import devstack.env
+from devstack.env import base_env
+from devstack.redis import RedisServer
+from devstack.web import Server, start_server
 
 # django_db makes pytest-django create the test database the server is pointed at.
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
@@ -27,12 +30,12 @@ ALL_REQUESTS = "django_http_requests_before_middlewares_total"
 @pytest.fixture(scope="module")
 def server(django_db_setup, tmp_path_factory):
     work_dir = tmp_path_factory.mktemp("metrics")
-    redis = servers.RedisServer(work_dir / "redis")
+    redis = RedisServer(work_dir / "redis")
     redis.start()
-    database_url = servers.database_url(connections["default"].settings_dict)
-    env = servers.base_env(DJANGO_ENV="test", DATABASE_URL=database_url, REDIS_URL=redis.url)
+    database_url = devstack.env.database_url(connections["default"].settings_dict)
+    env = base_env(DJANGO_ENV="test", DATABASE_URL=database_url, REDIS_URL=redis.url)
     try:
-        server = servers.start_server(env, work_dir, workers=2)
+        server = start_server(env, work_dir, workers=2)
     except Exception:
         redis.kill()
         raise
@@ -79,7 +82,7 @@ def scraped_requests(text: str, view: str) -> float:
     return total
 
 
-def worker_pids(server: servers.Server) -> set[int]:
+def worker_pids(server: Server) -> set[int]:
     """The live children of the gunicorn master, read from /proc."""
     pids = set()
     for status in Path("/proc").glob("[0-9]*/status"):

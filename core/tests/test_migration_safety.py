@@ -23,7 +23,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.models import NOT_PROVIDED
 
 from core.tests import releases
-from core.tests.servers import PROJECT_DIR
+from devstack.env import PROJECT_DIR
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,8 @@ from django.core.management import call_command
 from django.db import connections
 from psycopg import sql
 
-from core.tests.servers import LOCALHOST, PROJECT_DIR, base_env, database_url
+from devstack.env import PROJECT_DIR, base_env, database_url
+from devstack.ports import LOCALHOST
 
 
 @pytest.mark.django_db

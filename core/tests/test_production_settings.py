@@ -14,7 +14,7 @@ from core.tests.production_env import (
     settings_as_json,
     start_django,
 )
-from core.tests.servers import free_port
+from devstack.ports import free_port
 
 POSTGIS_ENGINE = "django.contrib.gis.db.backends.postgis"
 NO_DATABASE = {"DATABASE_URL": None}  # and no POSTGRES_* either: production_env sets none

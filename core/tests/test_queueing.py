@@ -6,7 +6,7 @@ import pytest
 from celery import Celery
 
 from core.queueing import queue_task
-from core.tests.servers import LOCALHOST, free_port
+from devstack.ports import LOCALHOST, free_port
 
 
 @pytest.fixture

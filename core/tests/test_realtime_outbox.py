@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from core import realtime
-from core.tests import servers
+from devstack.ports import SilentListener
 
 GROUP = "order.outbox-test"
 
@@ -47,7 +47,7 @@ async def test_messages_handed_over_by_request_threads_arrive_in_order():
 @pytest.fixture
 def hung_channel_layer(settings):
     """The channel layer's Redis accepts connections and never answers."""
-    listener = servers.SilentListener()
+    listener = SilentListener()
     layers = copy.deepcopy(settings.CHANNEL_LAYERS)
     layers["default"]["CONFIG"]["hosts"][0]["address"] = f"redis://127.0.0.1:{listener.port}/0"
     settings.CHANNEL_LAYERS = layers  # channels drops its layers when the setting changes

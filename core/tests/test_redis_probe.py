@@ -3,7 +3,7 @@
 import pytest
 
 from config.redis_probe import ping, redact
-from core.tests.servers import free_port
+from devstack.ports import free_port
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,10 @@ from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
 from accounts.tests.support import code_from_outbox
-from core.tests import releases, servers
+from core.tests import releases
 from delivery.tests.journey import Api, book_cash_order
+from devstack.env import PROJECT_DIR, base_env, database_url
+from devstack.web import start_server
 from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus
 from orders.tests.factories import DROP, PICKUP, OrderFactory, RiderFactory, ServiceAreaFactory
 from payments.models import Payment
@@ -30,9 +32,7 @@ RIDER = "+919845070102"
 def test_the_previous_release_serves_a_database_this_release_migrated(transactional_db, tmp_path):
     # given the previous release's code, which knows fewer migrations than this one
     previous = releases.export(releases.previous_release(), tmp_path / "previous")
-    unknown_to_it = releases.migration_names(servers.PROJECT_DIR) - releases.migration_names(
-        previous
-    )
+    unknown_to_it = releases.migration_names(PROJECT_DIR) - releases.migration_names(previous)
     assert unknown_to_it, "the previous release has every migration: nothing to roll back over"
 
     # and the test database, migrated by this release, holding a delivered cash order with the
@@ -64,12 +64,12 @@ def test_the_previous_release_serves_a_database_this_release_migrated(transactio
     )  # fmt: skip
 
     # when the previous release is started on it, as a rollback of the code alone does
-    env = servers.base_env(
+    env = base_env(
         DJANGO_ENV="development",
-        DATABASE_URL=servers.database_url(connections["default"].settings_dict),
+        DATABASE_URL=database_url(connections["default"].settings_dict),
         REDIS_URL=os.environ.get("REDIS_URL") or settings.REDIS_URL,
     )
-    server = servers.start_server(env, tmp_path / "server", code_dir=previous)
+    server = start_server(env, tmp_path / "server", code_dir=previous)
     try:
         assert Path(f"/proc/{server.process.pid}/cwd").resolve() == previous.resolve()
 

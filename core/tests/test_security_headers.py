@@ -8,7 +8,7 @@ from http.cookies import SimpleCookie
 import pytest
 
 from core.tests.production_env import PUBLIC_HOST, WEB_ORIGIN, production_env, run_python
-from core.tests.servers import start_server
+from devstack.web import start_server
 
 # django_db: pytest-django creates the test database (which the server uses) only for a run
 # that has database tests in it.

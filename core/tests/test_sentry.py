@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from core.tests.servers import PROJECT_DIR, base_env
+from devstack.env import PROJECT_DIR, base_env
 
 # Runs in a fresh interpreter so sentry_sdk.init happens (or not) exactly as in a deployment.
 CRASH_A_REQUEST = """

@@ -17,8 +17,11 @@ from django.conf import settings
 from django.db import connections
 from websockets.exceptions import ConnectionClosed
 
-from core.tests import servers
-from core.tests.celery_processes import wait_for
+from devstack.env import base_env, database_url
+from devstack.ports import LOCALHOST
+from devstack.redis import RedisServer
+from devstack.wait import wait_for
+from devstack.web import Server, start_server
 from orders.tests.factories import OrderFactory
 from riders.tests.factories import access_token
 
@@ -29,17 +32,17 @@ RECYCLE_AFTER = 20  # the web role's GUNICORN_MAX_REQUESTS in these tests
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory):
-    server = servers.RedisServer(tmp_path_factory.mktemp("sockets-redis"))
+    server = RedisServer(tmp_path_factory.mktemp("sockets-redis"))
     server.start()
     yield server
     server.kill()
 
 
-def role_env(redis: servers.RedisServer, role: str, **changes: str) -> dict[str, str]:
-    return servers.base_env(
+def role_env(redis: RedisServer, role: str, **changes: str) -> dict[str, str]:
+    return base_env(
         DJANGO_ENV="development",
         DJANGO_SECRET_KEY=settings.SECRET_KEY,  # tokens made here are good there
-        DATABASE_URL=servers.database_url(connections["default"].settings_dict),
+        DATABASE_URL=database_url(connections["default"].settings_dict),
         REDIS_URL=redis.url,
         SERVER_ROLE=role,
         GUNICORN_MAX_REQUESTS=str(RECYCLE_AFTER),
@@ -54,9 +57,7 @@ def tracking_url():
     """A function: the URL of a customer's tracking socket on `server`."""
     order = OrderFactory(status="searching_rider")
     token = access_token(order.customer)
-    return lambda server: (
-        f"ws://{servers.LOCALHOST}:{server.port}/ws/delivery/{order.pk}/?token={token}"
-    )
+    return lambda server: f"ws://{LOCALHOST}:{server.port}/ws/delivery/{order.pk}/?token={token}"
 
 
 class Held:
@@ -95,11 +96,11 @@ class Held:
 def test_routine_recycling_drops_no_socket_of_the_sockets_role(redis, tracking_url, tmp_path):
     # given a web role recycled after 20 requests, and a sockets role, both of two workers,
     # configured alike; a customer's order followed on 30 sockets of the sockets role
-    web = servers.start_server(role_env(redis, "web"), tmp_path / "web", workers=2)
+    web = start_server(role_env(redis, "web"), tmp_path / "web", workers=2)
     stack = contextlib.ExitStack()
     stack.callback(web.stop)
     with stack:
-        sockets = servers.start_server(role_env(redis, "sockets"), tmp_path / "sockets", workers=2)
+        sockets = start_server(role_env(redis, "sockets"), tmp_path / "sockets", workers=2)
         stack.callback(sockets.stop)
         held = Held(tracking_url(sockets), 30)
         stack.callback(held.close)
@@ -135,7 +136,7 @@ def test_a_leaving_sockets_worker_closes_its_sockets_spread_over_the_drain(
 ):
     # given a sockets role draining over 4 s, holding 24 sockets
     env = role_env(redis, "sockets", SOCKETS_DRAIN_SECONDS="4")
-    sockets = servers.start_server(env, tmp_path / "sockets", workers=2)
+    sockets = start_server(env, tmp_path / "sockets", workers=2)
     try:
         held = Held(tracking_url(sockets), 24)
         # when it is stopped, as a deploy stops it (SIGTERM)
@@ -170,7 +171,7 @@ def test_a_sockets_worker_past_its_memory_limit_drains_and_is_replaced(
         SOCKETS_DRAIN_SECONDS="2",
         GUNICORN_TIMEOUT="2",
     )
-    sockets = servers.start_server(env, tmp_path / "sockets", workers=1)
+    sockets = start_server(env, tmp_path / "sockets", workers=1)
     try:
         held = Held(tracking_url(sockets), 3)
 
@@ -186,12 +187,12 @@ def test_a_sockets_worker_past_its_memory_limit_drains_and_is_replaced(
         sockets.stop()
 
 
-def api_call(web: servers.Server) -> int:
+def api_call(web: Server) -> int:
     """GET /api/config/ on a fresh connection."""
     return web.get("/api/config/").status_code
 
 
-def _healthy(server: servers.Server) -> bool:
+def _healthy(server: Server) -> bool:
     try:
         return server.get("/health/", timeout=3).status_code == 200
     except httpx.TransportError:

@@ -32,8 +32,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from accounts.models import SmsMessage
 from accounts.services import sms_queue
 from config.celery import app
-from core.tests import celery_processes as processes
-from core.tests import servers
 from core.tests.celery_tasks import effect_once
 from core.worker_liveness import (
     CANARY_HASH,
@@ -49,10 +47,21 @@ from core.worker_liveness import (
     state_path,
     write_atomically,
 )
+from devstack.celery import (
+    CELERY,
+    TASKS_MODULE,
+    CeleryProcess,
+    flush_broker,
+    process_env,
+    redis_client,
+)
+from devstack.env import PROJECT_DIR
+from devstack.redis import RedisServer
+from devstack.wait import wait_for
 
-RESPAWN = str(processes.ROOT / "scripts" / "respawn.sh")
-MANAGE = str(processes.ROOT / "manage.py")
-PYTHON = str(processes.ROOT / ".venv" / "bin" / "python")
+RESPAWN = str(PROJECT_DIR / "scripts" / "respawn.sh")
+MANAGE = str(PROJECT_DIR / "manage.py")
+PYTHON = str(PROJECT_DIR / ".venv" / "bin" / "python")
 INTERVAL, STALL_AFTER = 1.0, 5.0
 WORKER_SOFT_SHUTDOWN = app.conf.worker_soft_shutdown_timeout
 MSG91_PATH = "/api/v5/flow"
@@ -148,7 +157,7 @@ def test_a_stopping_worker_forgets_itself_and_does_not_wait_on_a_redis_that_neve
     write_state(tmp_path, node=node)
     watchdog = watchdog_of(node, tmp_path)
     assert state_path(tmp_path, node).exists()
-    client = processes.redis_client()
+    client = redis_client()
     client.hset(CANARY_HASH, node, time.time())
 
     # when it forgets itself: it leaves no state file and no entry for /metrics
@@ -182,18 +191,18 @@ def gauges(api_client) -> dict[tuple[str, str], float]:
 @pytest.mark.django_db
 def test_metrics_show_each_queues_depth_and_oldest_age_and_each_workers_last_canary(api_client):
     # given messages waiting in "low", the first published 1.5 s before the others
-    processes.flush_broker()
+    flush_broker()
     app.send_task("core.tests.celery_tasks.log_marker", args=["a"], queue="low")
     time.sleep(1.5)
     app.send_task("core.tests.celery_tasks.log_marker", args=["b"], queue="low")
     # and one with a priority, which kombu keeps in a list of its own
     app.send_task("core.tests.celery_tasks.log_marker", args=["c"], queue="low", priority=9)
-    processes.redis_client().hset(CANARY_HASH, "worker@host", 1_800_000_000.5)
+    redis_client().hset(CANARY_HASH, "worker@host", 1_800_000_000.5)
     try:
         # when /metrics is scraped
         found = gauges(api_client)
     finally:
-        processes.flush_broker()
+        flush_broker()
 
     # then the queue's depth and its oldest message's age (the first one's), and the canary
     assert found[("celery_queue_length", "low")] == 3
@@ -210,9 +219,9 @@ def test_metrics_show_each_queues_depth_and_oldest_age_and_each_workers_last_can
 
 def worker_args(name: str, *extra: str) -> list[str]:
     return [
-        *(processes.CELERY, "-A", "config", "worker", "-Q", "high,default,low"),
+        *(CELERY, "-A", "config", "worker", "-Q", "high,default,low"),
         *("-n", f"{name}@%h", "--concurrency", "1", "--loglevel", "INFO"),
-        *("-I", processes.TASKS_MODULE, "--without-mingle", "--without-gossip", *extra),
+        *("-I", TASKS_MODULE, "--without-mingle", "--without-gossip", *extra),
     ]
 
 
@@ -222,14 +231,12 @@ def liveness_env(directory: Path, *, shipped_bounds: bool = False, **extra: str)
         extra.update(
             WORKER_CANARY_INTERVAL_SECONDS=str(INTERVAL), WORKER_STALL_SECONDS=str(STALL_AFTER)
         )
-    return processes.process_env(
-        WORKER_LIVENESS_DIR=str(directory), REMAP_SIGTERM="SIGQUIT", **extra
-    )
+    return process_env(WORKER_LIVENESS_DIR=str(directory), REMAP_SIGTERM="SIGQUIT", **extra)
 
 
 @dataclass
 class WatchedWorker:
-    process: processes.CeleryProcess
+    process: CeleryProcess
     directory: Path
     node: str
 
@@ -245,13 +252,13 @@ def watched_worker(tmp_path):
     def start(prefix: str, **env: str) -> WatchedWorker:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         directory = tmp_path / name
-        process = processes.CeleryProcess(
+        process = CeleryProcess(
             worker_args(name), liveness_env(directory, **env), tmp_path / f"{name}.log"
         )
         started.append(process)
         process.wait_for_output(" ready.", 60)
         worker = WatchedWorker(process, directory, f"{name}@{socket.gethostname()}")
-        processes.wait_for(lambda: worker.alive()[0], 15, "the first canary to run")
+        wait_for(lambda: worker.alive()[0], 15, "the first canary to run")
         return worker
 
     yield start
@@ -262,7 +269,7 @@ def watched_worker(tmp_path):
 def worker_alive_command(directory: Path, node: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PYTHON, MANAGE, "worker_alive", "--node", node],
-        env=processes.process_env(WORKER_LIVENESS_DIR=str(directory)),
+        env=process_env(WORKER_LIVENESS_DIR=str(directory)),
         capture_output=True,
         text=True,
         timeout=60,
@@ -287,7 +294,7 @@ def test_a_stalled_worker_fails_its_probe_ends_itself_and_its_replacement_runs_e
     httpserver.expect_request(MSG91_PATH, method="POST").respond_with_json(
         {"type": "success", "message": "msg-1"}
     )
-    processes.flush_broker()
+    flush_broker()
     directory = tmp_path / "liveness"
     name = f"stall-{uuid.uuid4().hex[:8]}"
     node = f"{name}@{socket.gethostname()}"
@@ -299,10 +306,10 @@ def test_a_stalled_worker_fails_its_probe_ends_itself_and_its_replacement_runs_e
         MSG91_AUTH_KEY="test-auth-key",
         MSG91_OTP_TEMPLATE_ID="tmpl-login-otp",
     )
-    worker = processes.CeleryProcess([RESPAWN, *worker_args(name)], env, tmp_path / f"{name}.log")
+    worker = CeleryProcess([RESPAWN, *worker_args(name)], env, tmp_path / f"{name}.log")
     try:
         worker.wait_for_output(" ready.", 60)
-        processes.wait_for(lambda: probe(directory, node)[0], 15, "the first canary to run")
+        wait_for(lambda: probe(directory, node)[0], 15, "the first canary to run")
         healthy = worker_alive_command(directory, node)
         assert healthy.returncode == 0 and "consuming" in healthy.stdout, healthy
 
@@ -323,7 +330,7 @@ def test_a_stalled_worker_fails_its_probe_ends_itself_and_its_replacement_runs_e
         assert not any(attempts(key) for key in keys.values())
 
         # then the probe fails within the bound (plus a canary interval and a tick) ...
-        processes.wait_for(
+        wait_for(
             lambda: not probe(directory, node)[0],
             settings.WORKER_STALL_SECONDS + settings.WORKER_CANARY_INTERVAL_SECONDS + 3,
             "the probe to fail",
@@ -335,7 +342,7 @@ def test_a_stalled_worker_fails_its_probe_ends_itself_and_its_replacement_runs_e
         # and the worker ends itself, respawn.sh starts it again, and every task runs once
         worker.wait_for_output("stalled: a canary has waited", 10)
         worker.wait_for_output("starting it again", 60)
-        processes.wait_for(
+        wait_for(
             lambda: (
                 all(attempts(key) for key in keys.values())
                 and SmsMessage.objects.get(pk=sms.pk).status == SmsMessage.Status.SENT
@@ -352,7 +359,7 @@ def test_a_stalled_worker_fails_its_probe_ends_itself_and_its_replacement_runs_e
         time.sleep(2)  # room for a second run, were there one
         assert {key: attempts(key) for key in keys.values()} == dict.fromkeys(keys.values(), 1)
         assert [request.path for request, _ in httpserver.log] == [MSG91_PATH]
-        processes.wait_for(lambda: probe(directory, node)[0], 15, "the new worker's canary")
+        wait_for(lambda: probe(directory, node)[0], 15, "the new worker's canary")
         assert worker.output().count(" ready.") == 2
     finally:
         worker.close()
@@ -365,13 +372,13 @@ def test_a_worker_busy_in_every_pool_process_past_the_bound_is_not_called_stalle
     celery_tables, watched_worker
 ):
     # given a worker with one pool process
-    processes.flush_broker()
+    flush_broker()
     worker = watched_worker("busy")
 
     # when a task keeps that process busy for twice the bound
     key = f"busy-{uuid.uuid4().hex}"
     effect_once.apply_async(args=[key, 2 * STALL_AFTER], queue="default")
-    processes.wait_for(lambda: attempts(key), 10, "the long task to start")
+    wait_for(lambda: attempts(key), 10, "the long task to start")
     verdicts = []
     while not _finished(key):
         verdicts.append(worker.alive())
@@ -380,7 +387,7 @@ def test_a_worker_busy_in_every_pool_process_past_the_bound_is_not_called_stalle
     # then the probe passed throughout, with a canary waiting, and the worker lives on
     assert verdicts and all(alive for alive, _ in verdicts), verdicts
     assert any("one waiting" in lines[0] for _, lines in verdicts), verdicts
-    processes.wait_for(lambda: "one waiting" not in worker.alive()[1][0], 10, "the canary to run")
+    wait_for(lambda: "one waiting" not in worker.alive()[1][0], 10, "the canary to run")
     assert worker.process.process.poll() is None
     assert "stalled" not in worker.process.output()
 
@@ -396,7 +403,7 @@ def _finished(key: str) -> bool:
 @pytest.mark.django_db(transaction=True)
 def test_a_redis_outage_past_the_bound_is_not_called_a_stall(tmp_path, watched_worker):
     # given a worker on a Redis of its own
-    redis_server = servers.RedisServer(tmp_path / "redis")
+    redis_server = RedisServer(tmp_path / "redis")
     redis_server.start()
     try:
         worker = watched_worker("outage", REDIS_URL=redis_server.url)
@@ -423,7 +430,7 @@ def test_a_redis_outage_past_the_bound_is_not_called_a_stall(tmp_path, watched_w
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_whose_main_thread_never_returns_is_killed_with_its_pool(watched_worker):
     # given a worker and its pool process
-    processes.flush_broker()
+    flush_broker()
     worker = watched_worker("blocked")
     pool = child_pids(worker.process.pid)
     assert pool
@@ -435,7 +442,7 @@ def test_a_worker_whose_main_thread_never_returns_is_killed_with_its_pool(watche
 
     # then the probe fails, the watchdog's SIGTERM cannot end the worker (Celery's handler only
     # sets a flag for that loop), so the watchdog kills the pool and exits
-    processes.wait_for(lambda: not worker.alive()[0], STALL_AFTER + 4, "the probe to fail")
+    wait_for(lambda: not worker.alive()[0], STALL_AFTER + 4, "the probe to fail")
     hard_exit_after = app.conf.worker_soft_shutdown_timeout + HARD_EXIT_MARGIN_SECONDS
     assert worker.process.process.wait(timeout=INTERVAL + 2 + hard_exit_after + 10) == 70
     worker.process.wait_for_output("did not shut down", 1)
@@ -449,14 +456,14 @@ def test_a_shutdown_signal_ends_a_worker_whose_main_thread_is_stuck_before_the_p
 ):
     # given a worker with the shipped bounds (its stall would be found only after 60 s) whose
     # main thread stops returning: Python would run Celery's SIGTERM handler in that thread
-    processes.flush_broker()
+    flush_broker()
     worker = watched_worker("stuck", shipped_bounds=True)
     pool = child_pids(worker.process.pid)
     assert pool
     app.control.broadcast(
         "block_main_thread", arguments={"seconds": 600}, destination=[worker.node], reply=False
     )
-    processes.wait_for(
+    wait_for(
         lambda: not app.control.ping(destination=[worker.node], timeout=0.5), 10, "a stuck loop"
     )
 

@@ -14,7 +14,8 @@ import pytest
 import websockets.asyncio.client
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from core.tests.servers import LOCALHOST, PROJECT_DIR, VENV_BIN, base_env, free_port
+from devstack.env import PROJECT_DIR, VENV_BIN, base_env
+from devstack.ports import LOCALHOST, free_port
 
 pytestmark = pytest.mark.slow
 

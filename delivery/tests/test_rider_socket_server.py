@@ -9,7 +9,10 @@ from django.db import connections
 from django.utils import timezone
 
 from accounts.tests.support import OTP_REQUEST_URL, OTP_VERIFY_URL, code_from_outbox
-from core.tests import servers
+from devstack.env import base_env, database_url
+from devstack.ports import LOCALHOST
+from devstack.redis import RedisServer
+from devstack.web import Server, start_server
 from riders.models import Rider, RiderLocation
 from riders.tests.support import MG_ROAD, fix
 
@@ -19,20 +22,20 @@ PHONE = "+919845077777"
 @pytest.fixture
 def server(transactional_db, tmp_path):
     """A development-mode server on the test database with its own throwaway Redis."""
-    redis = servers.RedisServer(tmp_path / "redis")
+    redis = RedisServer(tmp_path / "redis")
     redis.start()
-    env = servers.base_env(
+    env = base_env(
         DJANGO_ENV="development",
-        DATABASE_URL=servers.database_url(connections["default"].settings_dict),
+        DATABASE_URL=database_url(connections["default"].settings_dict),
         REDIS_URL=redis.url,
     )
-    server = servers.start_server(env, tmp_path)
+    server = start_server(env, tmp_path)
     yield server
     server.stop()
     redis.kill()
 
 
-def sign_in_as_rider(server: servers.Server) -> str:
+def sign_in_as_rider(server: Server) -> str:
     """Signs in through the server's own API, as the rider app does; returns the access JWT."""
     assert server.request("POST", OTP_REQUEST_URL, json={"phone": PHONE}).status_code == 202
     verified = server.request(
@@ -49,8 +52,8 @@ def sign_in_as_rider(server: servers.Server) -> str:
 def test_a_rider_sends_a_location_over_the_socket_and_the_token_is_never_logged(server):
     # given a rider signed in through the real server
     token = sign_in_as_rider(server)
-    url = f"ws://{servers.LOCALHOST}:{server.port}/ws/rider/?token={token}"
-    origin = f"http://{servers.LOCALHOST}:{server.port}"
+    url = f"ws://{LOCALHOST}:{server.port}/ws/rider/?token={token}"
+    origin = f"http://{LOCALHOST}:{server.port}"
 
     # when the app connects and sends a fix
     body = fix(MG_ROAD, seconds_ago=1)

@@ -7,7 +7,6 @@ import pytest
 from django.core.cache import cache
 
 from core.cache import RedisCacheWithMemoryFallback
-from core.tests import servers
 from delivery import socket_quota
 from delivery.socket_quota import (
     LEASE_SECONDS,
@@ -15,6 +14,7 @@ from delivery.socket_quota import (
     socket_check_out,
     socket_still_open,
 )
+from devstack.ports import LOCALHOST, free_port
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_sockets_of_a_process_that_died_drop_out_after_the_lease(user_id):
 def test_while_redis_is_down_sockets_are_not_counted(user_id, monkeypatch):
     # the project's cache, on a port where no Redis listens
     dead = RedisCacheWithMemoryFallback(
-        f"redis://{servers.LOCALHOST}:{servers.free_port()}/0",
+        f"redis://{LOCALHOST}:{free_port()}/0",
         {"OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"}},
     )
     monkeypatch.setattr(socket_quota, "cache", dead)

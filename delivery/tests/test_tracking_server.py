@@ -15,9 +15,11 @@ from django.core.management import call_command
 from django.db import connections
 
 from accounts.tests.support import code_from_outbox
-from core.tests import servers
-from core.tests.celery_processes import start_worker
 from delivery.tests.journey import Api, deliver_one_cash_order, fix, frames_until
+from devstack.celery import start_worker
+from devstack.env import base_env, database_url
+from devstack.redis import RedisServer
+from devstack.web import Server, start_server
 from orders.models import Order
 from orders.tests.factories import AREA, PICKUP, OrderFactory, ServiceAreaFactory
 from riders.models import Earning, Rider
@@ -33,7 +35,7 @@ DROP = {"lat": 12.9616, "lng": 77.6046, "address": "Richmond Town"}
 
 @pytest.fixture
 def redis(tmp_path):
-    server = servers.RedisServer(tmp_path / "redis")
+    server = RedisServer(tmp_path / "redis")
     server.start()
     yield server
     server.kill()
@@ -43,14 +45,14 @@ def redis(tmp_path):
 def server(redis, tmp_path):
     """A development-mode server that queues tasks to Redis (no eager tasks). It shares this
     process's secret key, so tokens made here are good there."""
-    env = servers.base_env(
+    env = base_env(
         DJANGO_ENV="development",
         DJANGO_SECRET_KEY=settings.SECRET_KEY,
-        DATABASE_URL=servers.database_url(connections["default"].settings_dict),
+        DATABASE_URL=database_url(connections["default"].settings_dict),
         REDIS_URL=redis.url,
         CELERY_TASK_ALWAYS_EAGER="false",
     )
-    server = servers.start_server(env, tmp_path / "web")
+    server = start_server(env, tmp_path / "web")
     yield server
     server.stop()
 
@@ -62,7 +64,7 @@ def worker(redis, tmp_path):
     worker.close()
 
 
-def api_for(server: servers.Server) -> Api:
+def api_for(server: Server) -> Api:
     """The apps' view of the server; the outbox and ops' approval go through this database."""
     return Api(
         server.base_url,
@@ -71,7 +73,7 @@ def api_for(server: servers.Server) -> Api:
     )
 
 
-def connect(server: servers.Server, path: str, token: str):
+def connect(server: Server, path: str, token: str):
     return api_for(server).connect(path, token)
 
 

@@ -24,9 +24,12 @@ from django.db import connections
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
-from core.tests import servers
 from delivery.tests.journey import book_cash_order, fix, frames_until
 from delivery.tests.support import METRES_PER_DEGREE_LAT
+from devstack.env import PROJECT_DIR, base_env, database_url
+from devstack.ports import LOCALHOST, free_port
+from devstack.redis import RedisServer
+from devstack.web import start_server
 from orders.models import Order, OrderEvent, OrderStatus
 from orders.tests.factories import AREA, DROP, PICKUP, OrderFactory, ServiceAreaFactory
 from orders.tests.support import ops_user
@@ -46,7 +49,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = servers.PROJECT_DIR / "docs" / "ops-console.png"
+SCREENSHOT = PROJECT_DIR / "docs" / "ops-console.png"
 STAFF_PASSWORD = secrets.token_urlsafe(16)  # a throwaway account's, made fresh each run
 
 
@@ -62,17 +65,17 @@ def server(tmp_path):
     """The app under gunicorn on its own Redis, on the test database; tiles from a dead port."""
     if not Path(CHROMIUM).exists():
         pytest.fail("needs Debian's chromium: scripts/bootstrap.sh (make test) installs it")
-    redis = servers.RedisServer(tmp_path / "redis")
+    redis = RedisServer(tmp_path / "redis")
     redis.start()
-    env = servers.base_env(
+    env = base_env(
         DJANGO_ENV="development",
         DJANGO_SECRET_KEY=settings.SECRET_KEY,
-        DATABASE_URL=servers.database_url(connections["default"].settings_dict),
+        DATABASE_URL=database_url(connections["default"].settings_dict),
         REDIS_URL=redis.url,
         CELERY_TASK_ALWAYS_EAGER="false",  # no worker: orders wait in the queue for ops
-        MAP_TILE_URL=f"http://{servers.LOCALHOST}:{servers.free_port()}/{{z}}/{{x}}/{{y}}.png",
+        MAP_TILE_URL=f"http://{LOCALHOST}:{free_port()}/{{z}}/{{x}}/{{y}}.png",
     )
-    web = servers.start_server(env, tmp_path / "web")
+    web = start_server(env, tmp_path / "web")
     yield web
     web.stop()
     redis.kill()
@@ -248,8 +251,8 @@ def test_a_dispatcher_watches_riders_move_orders_arrive_and_assigns_one(server, 
         page.wait_for_selector(f'#ops-queue li[data-order-id="{order["id"]}"]', timeout=5_000)
 
     # when the dispatcher opens the first and assigns the rider by hand, the rider listening
-    origin = f"http://{servers.LOCALHOST}:{server.port}"
-    rider_socket_url = f"ws://{servers.LOCALHOST}:{server.port}/ws/rider/?token={rider_token}"
+    origin = f"http://{LOCALHOST}:{server.port}"
+    rider_socket_url = f"ws://{LOCALHOST}:{server.port}/ws/rider/?token={rider_token}"
     with websockets.sync.client.connect(rider_socket_url, origin=origin, open_timeout=10) as app:
         page.click(f'#ops-queue li[data-order-id="{first["id"]}"]')
         page.wait_for_selector(

@@ -26,8 +26,6 @@ from django.conf import settings
 from django.db.migrations.loader import MigrationLoader
 
 from checklist.spec import load
-from core.tests import servers
-from core.tests.celery_processes import CELERY, CeleryProcess, beat_heartbeat_recorded, wait_for
 from core.tests.production_env import (
     PUBLIC_HOST,
     collect_static,
@@ -35,6 +33,12 @@ from core.tests.production_env import (
     run_manage,
     run_python,
 )
+from devstack.celery import CELERY, CeleryProcess, beat_heartbeat_recorded
+from devstack.env import PROJECT_DIR
+from devstack.ports import SilentListener, free_port
+from devstack.redis import RedisServer
+from devstack.wait import wait_for
+from devstack.web import Server, start_server
 from readiness import checks, live_ids, runner
 from readiness.checks import CHECKS
 from readiness.registry import collect
@@ -52,14 +56,14 @@ LINE = re.compile(r"^(PASS|FAIL|SKIP) (P\d+\.\d+) ", re.MULTILINE)
 @dataclass
 class Deployment:
     env: dict[str, str]
-    web: servers.Server
+    web: Server
     work_dir: Path
 
 
 @pytest.fixture(scope="module")
 def deployment(django_db_setup, tmp_path_factory):
     work_dir = tmp_path_factory.mktemp("readiness")
-    redis_server = servers.RedisServer(work_dir / "redis")
+    redis_server = RedisServer(work_dir / "redis")
     redis_server.start()
     env = production_env(
         # the test process's key: its tokens (the API test's users) are the server's
@@ -73,7 +77,7 @@ def deployment(django_db_setup, tmp_path_factory):
     )
     started: list = []
     try:
-        web = servers.start_server(env, work_dir / "web", workers=2)
+        web = start_server(env, work_dir / "web", workers=2)
         started.append(web)
         node = f"readiness-{uuid.uuid4().hex[:8]}@%h"
         worker = CeleryProcess(
@@ -93,7 +97,7 @@ def deployment(django_db_setup, tmp_path_factory):
         yield Deployment(env, web, work_dir)
     finally:
         for process in reversed(started):
-            if isinstance(process, servers.Server):
+            if isinstance(process, Server):
                 process.stop()
             else:
                 process.close()
@@ -222,7 +226,7 @@ def test_debug_logs_never_reach_the_json_report_and_fail_the_log_level_lines(dep
 def test_redis_gone_fails_its_lines_quickly_and_shows_no_password(deployment):
     # given a REDIS_URL, with a password, where nothing listens
     password = secrets.token_urlsafe(12)
-    dead_redis = f"redis://:{password}@127.0.0.1:{servers.free_port()}/0"
+    dead_redis = f"redis://:{password}@127.0.0.1:{free_port()}/0"
 
     # when
     result = readiness(deployment, REDIS_URL=dead_redis)
@@ -240,7 +244,7 @@ def test_redis_gone_fails_its_lines_quickly_and_shows_no_password(deployment):
 def test_a_server_without_x_frame_options_fails_the_clickjacking_lines(deployment):
     # given the same deployment's web, served without the X-Frame-Options middleware
     env = {**deployment.env, "DJANGO_SETTINGS_MODULE": "readiness.tests.without_frame_options"}
-    server = servers.start_server(env, deployment.work_dir / "no-frame-options")
+    server = start_server(env, deployment.work_dir / "no-frame-options")
     try:
         # when the report (with the real settings) checks that server
         result = readiness(deployment, url=server.base_url)
@@ -255,7 +259,7 @@ def test_a_server_without_x_frame_options_fails_the_clickjacking_lines(deploymen
 
 def test_a_server_that_never_answers_fails_its_lines_within_the_bound(deployment):
     # given a port that accepts connections and never says a word
-    silent = servers.SilentListener()
+    silent = SilentListener()
     try:
         # when
         result = readiness(deployment, url=f"http://127.0.0.1:{silent.port}")
@@ -309,7 +313,7 @@ def test_inside_the_image_its_user_and_directories_are_checked(deployment):
         pytest.skip("not in a container: the image lines are skipped there by design")
 
     # when the report runs where APP_DIR names this code, as in the image
-    result = readiness(deployment, APP_DIR=str(servers.PROJECT_DIR))
+    result = readiness(deployment, APP_DIR=str(PROJECT_DIR))
 
     # then the image lines are checked, and root is refused
     found = statuses(result)

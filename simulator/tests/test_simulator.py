@@ -17,8 +17,11 @@ from django.core.management import CommandError, call_command
 from django.db import connections
 from django.test import override_settings
 
-from core.tests import servers
-from core.tests.celery_processes import start_worker
+from devstack.celery import start_worker
+from devstack.env import base_env, database_url
+from devstack.ports import free_port
+from devstack.redis import RedisServer
+from devstack.web import start_server
 from orders.models import Order, OrderEvent
 from orders.tests.factories import AREA, ServiceAreaFactory
 from riders.models import Earning, Rider, RiderLocation
@@ -48,7 +51,7 @@ FAST_CITY = Config(
 
 @pytest.fixture
 def redis(tmp_path):
-    server = servers.RedisServer(tmp_path / "redis")
+    server = RedisServer(tmp_path / "redis")
     server.start()
     yield server
     server.kill()
@@ -57,16 +60,16 @@ def redis(tmp_path):
 @pytest.fixture
 def server(redis, tmp_path):
     """A development-mode server with the default OTP throttles, queueing tasks to Redis."""
-    env = servers.base_env(
+    env = base_env(
         DJANGO_ENV="development",
         DJANGO_SECRET_KEY=settings.SECRET_KEY,
-        DATABASE_URL=servers.database_url(connections["default"].settings_dict),
+        DATABASE_URL=database_url(connections["default"].settings_dict),
         REDIS_URL=redis.url,
         CELERY_TASK_ALWAYS_EAGER="false",
         SMS_PROVIDER="dummy",
         LOG_LEVEL="INFO",
     )
-    server = servers.start_server(env, tmp_path / "web", workers=2)
+    server = start_server(env, tmp_path / "web", workers=2)
     yield server
     server.stop()
 
@@ -197,6 +200,4 @@ def test_the_command_refuses_speeds_the_server_would_refuse():
 @pytest.mark.django_db
 def test_the_command_says_so_when_no_server_answers():
     with pytest.raises(CommandError, match="No server answers"):
-        call_command(
-            "simulate", url=f"http://127.0.0.1:{servers.free_port()}", minutes=1, token_file=""
-        )
+        call_command("simulate", url=f"http://127.0.0.1:{free_port()}", minutes=1, token_file="")

@@ -1,4 +1,6 @@
-"""Podman for the container tests: the project's settings, its image and its Compose stand-ins.
+"""Starts containers with Podman, for the container tests and the proof suite: builds the
+project's image, and runs PostGIS and Redis beside it (docker-compose.yml's images, or their
+stand-ins).
 
 Every call goes through the project's containers.conf (runc, ulimits within the host's). A
 failing call fails the test with the command and its output; nothing is skipped.
@@ -14,15 +16,15 @@ import httpx
 import websockets.sync.client
 from websockets.exceptions import ConnectionClosed
 
-from core.tests import servers
-from core.tests.celery_processes import wait_for
+from devstack.env import PROJECT_DIR
+from devstack.wait import wait_for
 
 IMAGE = "localhost/delivery:test"
 # docker-compose.yml's images: stand-ins where no registry is reachable (make_compose_standins)
 POSTGIS = "docker.io/postgis/postgis:16-3.5"
 REDIS = "docker.io/library/redis:7-alpine"
-SCRIPT = servers.PROJECT_DIR / "scripts" / "image.sh"
-CONTAINERS_CONF = servers.PROJECT_DIR / "deploy" / "podman" / "containers.conf"
+SCRIPT = PROJECT_DIR / "scripts" / "image.sh"
+CONTAINERS_CONF = PROJECT_DIR / "deploy" / "podman" / "containers.conf"
 
 
 def env(**extra: str) -> dict[str, str]:

@@ -1,8 +1,9 @@
-"""Real `celery worker` and `celery beat` processes for the Celery tests.
+"""Starts real `celery worker` and `celery beat` processes: the tests' (on the test database
+pytest-django created and the tests' own Redis database), and those of the proof stack and the
+soak (given their whole environment).
 
 Each process runs in its own session (process group) with its output in a file, so a test
 can read its log lines, SIGKILL the whole group (a container OOM kill), and always clean up.
-Workers use the test database pytest-django created and the tests' own Redis database.
 """
 
 import contextlib
@@ -12,19 +13,20 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
 from django.db import connections
 
-ROOT = Path(__file__).resolve().parents[2]
-CELERY = str(ROOT / ".venv" / "bin" / "celery")
+from devstack.env import PROJECT_DIR, VENV_BIN, database_url
+from devstack.wait import wait_for
+
+CELERY = str(VENV_BIN / "celery")
 TASKS_MODULE = "core.tests.celery_tasks"
+ALL_QUEUES = "high,default,low"
 
 
 def redis_client() -> redis.Redis:
@@ -39,23 +41,14 @@ def flush_broker() -> None:
     redis_client().flushdb()
 
 
-def database_url() -> str:
-    """The test database pytest-django created, for processes outside this one."""
-    db = connections["default"].settings_dict
-    credentials = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or "5432"
-    return f"postgis://{credentials}@{host}:{port}/{db['NAME']}"
-
-
 # Where the test workers' canary watchdogs write (core/worker_liveness.py): not the shared
 # default under /tmp that `make run` uses.
 LIVENESS_DIR = tempfile.mkdtemp(prefix="delivery-test-liveness-")
 
 
 def process_env(**extra: str) -> dict[str, str]:
+    """A test worker's or beat's environment: this process's, on the test database pytest-django
+    created and the tests' own Redis database; `extra` wins."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -64,7 +57,7 @@ def process_env(**extra: str) -> dict[str, str]:
     env.update(
         DJANGO_ENV="test",
         DJANGO_ENV_FILE="",
-        DATABASE_URL=database_url(),
+        DATABASE_URL=database_url(connections["default"].settings_dict),
         REDIS_URL=settings.REDIS_URL,
         CELERY_TASK_ALWAYS_EAGER="false",
         LOG_FORMAT="json",
@@ -74,18 +67,6 @@ def process_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval=0.1):
-    """Polls until `condition()` is truthy and returns its value; fails after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def beat_heartbeat_recorded(redis_url: str) -> bool:
@@ -105,7 +86,7 @@ class CeleryProcess:
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
             args,
-            cwd=ROOT,
+            cwd=PROJECT_DIR,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -163,20 +144,32 @@ class CeleryProcess:
         self._log.close()
 
 
+def worker_command(
+    name: str, *, concurrency: int, queues: str = ALL_QUEUES, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """`celery worker` of the config app on `queues`, named `name`@host, logging at INFO."""
+    return [
+        *(CELERY, "-A", "config", "worker", "-Q", queues, "-n", f"{name}@%h"),
+        *("--concurrency", str(concurrency), "--loglevel", "INFO", *extra),
+        # Worker-to-worker chatter only (startup sync, events); it slows start-up and does
+        # not take part in delivering, acknowledging or requeueing tasks.
+        *("--without-mingle", "--without-gossip"),
+    ]
+
+
+def beat_command(app: str = "config") -> list[str]:
+    return [CELERY, "-A", app, "beat", "--loglevel", "INFO"]
+
+
 def start_worker(
-    log_dir: Path, queues: str = "high,default,low", ready_timeout: float = 40, **env: str
+    log_dir: Path, queues: str = ALL_QUEUES, ready_timeout: float = 40, **env: str
 ) -> CeleryProcess:
     """A prefork worker with one pool process, as deployed but small, ready to consume."""
     name = f"test-{uuid.uuid4().hex[:8]}"
     worker = CeleryProcess(
-        [
-            *(CELERY, "-A", "config", "worker", "-Q", queues, "-n", f"{name}@%h"),
-            *("--concurrency", "1", "--pool", "prefork", "--loglevel", "INFO"),
-            *("-I", TASKS_MODULE),
-            # Worker-to-worker chatter only (startup sync, events); it slows start-up and does
-            # not take part in delivering, acknowledging or requeueing tasks.
-            *("--without-mingle", "--without-gossip"),
-        ],
+        worker_command(
+            name, concurrency=1, queues=queues, extra=("--pool", "prefork", "-I", TASKS_MODULE)
+        ),
         process_env(**env),
         log_dir / f"{name}.log",
     )
@@ -191,7 +184,5 @@ def start_worker(
 
 def start_beat(log_dir: Path, app: str = "config", name: str = "beat", **env: str):
     return CeleryProcess(
-        [CELERY, "-A", app, "beat", "--loglevel", "INFO"],
-        process_env(**env),
-        log_dir / f"{name}-{uuid.uuid4().hex[:8]}.log",
+        beat_command(app), process_env(**env), log_dir / f"{name}-{uuid.uuid4().hex[:8]}.log"
     )

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL 15 cluster for tests that stop, break or starve the database.
+"""Starts a throwaway PostgreSQL 15 cluster, for tests that stop, break or starve the database.
 
 initdb into a temp dir and pg_ctl on a free port, run as `nobody` (initdb refuses root),
 listening on 127.0.0.1 only. The machine's own PostgreSQL, which CI and the rest of the suite
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from core.tests.servers import LOCALHOST, free_port
+from devstack.ports import LOCALHOST, free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 NOBODY_UID = 65534
