@@ -10,6 +10,8 @@ imports it. One module per thing it starts:
   redis      a throwaway redis-server
   postgres   a throwaway PostgreSQL cluster
   celery     `celery worker` and `celery beat`
+  commands   one-off manage.py and `python -c` commands in a fresh interpreter
+  stack      the whole service in production settings: web, worker, beat, Redis, fake Razorpay
   containers Podman: the image, and PostGIS and Redis containers beside it
 """
 

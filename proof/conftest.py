@@ -22,10 +22,10 @@ from django.test import TransactionTestCase
 
 from accounts.models import User
 from accounts.tests.factories import UserFactory
+from devstack.stack import Stack, start_stack
 from orders.models import Order
 from orders.tests.factories import OrderFactory, ServiceAreaFactory
 from orders.tests.support import ensure_ops_groups
-from proof.stack import Stack, start_stack
 from riders.models import Rider
 from riders.tests.factories import RiderFactory, access_token
 

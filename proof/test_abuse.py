@@ -20,16 +20,16 @@ from websockets.exceptions import ConnectionClosed
 
 from accounts.models import OtpChallenge, SmsMessage, User
 from accounts.tests.support import OTP_REQUEST_URL
-from core.tests.haproxy import HAProxy
 from delivery.models import Offer
 from delivery.tests.journey import book_cash_order
 from devstack import containers
+from devstack.stack import start_stack
 from devstack.wait import wait_for
 from orders.models import Order
 from orders.tests.factories import DROP, PICKUP
 from orders.tests.support import ORDERS_URL, QUOTE_URL
 from proof.conftest import customer, order_for, rider
-from proof.stack import start_stack
+from proof.haproxy import HAProxy
 from riders.models import RiderLocation
 from riders.tests.factories import located
 

@@ -43,10 +43,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from delivery.models import Offer
+from devstack.stack import LogWindow
 from orders.tests.factories import DROP, PICKUP
 from payments.tests.fake_razorpay import webhook_body, webhook_signature
 from proof.conftest import assert_on_test_database, customer, order_for, rider
-from proof.stack import LogWindow
 from riders.tests.factories import located
 
 CHECKS = [

@@ -26,12 +26,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from config.workers import UvicornWorker
 from delivery.consumers import MAX_FRAME_BYTES
+from devstack.stack import LogWindow, Stack
 from orders.models import Order, OrderStatus, PaymentStatus, Quote
 from orders.tests.factories import DROP, PICKUP
 from payments.models import Payment, WebhookEvent
 from payments.tests.fake_razorpay import WEBHOOK_SECRET, webhook_body, webhook_signature
 from proof.conftest import assert_on_test_database, customer, order_for, rider
-from proof.stack import LogWindow, Stack
 from riders.models import Rider
 from riders.tests.support import spaced_fix
 

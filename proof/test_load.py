@@ -26,9 +26,9 @@ from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
+from devstack.stack import start_stack
 from orders.models import CARRYING_STATUSES, Order, OrderEvent, ServiceArea
 from orders.tests.factories import OrderFactory, QuoteFactory
-from proof.stack import start_stack
 from riders.models import Earning, Rider, RiderLocation
 from riders.tests.factories import RiderFactory, located
 from simulator import database

@@ -24,12 +24,12 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from core.tests.haproxy import HAProxy
 from devstack import containers
 from devstack.ports import LOCALHOST, free_port
+from devstack.stack import start_stack
 from devstack.wait import wait_for
 from orders.models import Order, ServiceArea
-from proof.stack import start_stack
+from proof.haproxy import HAProxy
 from riders.models import Rider
 from riders.tests.factories import RiderFactory, located
 from simulator import database

@@ -1,6 +1,6 @@
 """`manage.py readiness --json` against the whole stack, deployed as production runs it.
 
-A stack of its own (proof/stack.py: gunicorn with uvicorn workers, a Celery worker and beat, a
+A stack of its own (devstack/stack.py: gunicorn with uvicorn workers, a Celery worker and beat, a
 Redis of its own, the test database), with what the shared stack of the other proof tests
 leaves out on purpose put back: SSL redirect on (the report's own request comes through the
 TLS proxy's header, as a platform's would), static files collected as the image build does,
@@ -13,10 +13,10 @@ import json
 
 import pytest
 
-from core.tests.production_env import collect_static, run_manage
 from devstack.celery import beat_heartbeat_recorded
+from devstack.commands import collect_static, run_manage
+from devstack.stack import start_stack
 from devstack.wait import wait_for
-from proof.stack import start_stack
 from readiness import live_ids
 
 IMAGE_LINES = {"P2.6", "P2.7", "P2.8", "P2.9", "P10.15"}

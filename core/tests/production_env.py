@@ -1,16 +1,15 @@
-"""A valid production environment, and ways to load the settings under it in a fresh process."""
+"""A valid production environment, and ways to load the settings under it in a fresh process
+(devstack.commands runs it)."""
 
 import json
 import re
-import secrets
 import subprocess
-import sys
-from pathlib import Path
 
 from django.conf import settings
 from django.db import connections
 
-from devstack.env import PROJECT_DIR, base_env, database_url, local_production_env
+from devstack.commands import run_python
+from devstack.env import database_url, local_production_env
 
 PUBLIC_HOST = "api.example.com"
 WEB_ORIGIN = "https://app.example.com"
@@ -33,44 +32,6 @@ def production_env(**changes: str | None) -> dict[str, str]:
         "REDIS_URL": settings.REDIS_URL,
     }
     return local_production_env(**{**deployed, **changes})
-
-
-def run_python(
-    code: str, *args: str, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess:
-    """Runs `code` in a new interpreter of this virtualenv, from the project directory."""
-    return _run([sys.executable, "-c", code, *args], env, timeout)
-
-
-def run_manage(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "manage.py", *args], env, timeout)
-
-
-def collect_static(root: Path) -> Path:
-    """collectstatic into `root`, as the image build does (development settings, no Redis)."""
-    result = run_manage(
-        *("collectstatic", "--noinput", "-v", "0"),
-        env=base_env(
-            DJANGO_ENV="development",
-            DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-            REDIS_URL="",
-            STATIC_ROOT=str(root),
-        ),
-    )
-    assert result.returncode == 0, result.stderr
-    return root
-
-
-def _run(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command,
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def start_django(env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import json
 import pytest
 from django.conf import settings
 
-from core.tests.production_env import run_python
+from devstack.commands import run_python
 from devstack.env import PROJECT_DIR, base_env
 
 _IMPORT_ASGI_FIRST = """

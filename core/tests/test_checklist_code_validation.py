@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from core.tests.production_env import production_env, run_python
+from core.tests.production_env import production_env
+from devstack.commands import run_python
 from devstack.env import PROJECT_DIR
 
 # The service's own packages (tests are imported by pytest's collection already).

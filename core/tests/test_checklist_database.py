@@ -12,10 +12,11 @@ import math
 import pytest
 from django.db import connection, connections
 
-from core.tests.production_env import production_env, run_python
+from core.tests.production_env import production_env
 from delivery.models import DispatchRound, Offer
 from delivery.tasks import dispatch_order
 from delivery.tests.support import rider_near_pickup, searching_order
+from devstack.commands import run_python
 from devstack.env import database_url
 from devstack.ports import SilentListener
 

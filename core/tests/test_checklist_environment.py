@@ -17,7 +17,8 @@ from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings as django_settings
 
-from core.tests.production_env import production_env, run_python, settings_as_json
+from core.tests.production_env import production_env, settings_as_json
+from devstack.commands import run_python
 from devstack.ports import LOCALHOST, free_port
 
 OPTIONAL = [

@@ -10,7 +10,8 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from core.tests.production_env import production_env, run_python
+from core.tests.production_env import production_env
+from devstack.commands import run_python
 from devstack.env import base_env, database_url
 
 _LOGGING_AS_CONFIGURED = """

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from core.tests.production_env import production_env, run_python, settings_as_json
+from core.tests.production_env import production_env, settings_as_json
+from devstack.commands import run_python
 from devstack.ports import SilentListener, free_port
 
 _CACHE_CONNECTION = """

@@ -9,11 +9,10 @@ from core.tests.production_env import (
     PUBLIC_HOST,
     production_env,
     refusal_problems,
-    run_manage,
-    run_python,
     settings_as_json,
     start_django,
 )
+from devstack.commands import run_manage, run_python
 from devstack.ports import free_port
 
 POSTGIS_ENGINE = "django.contrib.gis.db.backends.postgis"

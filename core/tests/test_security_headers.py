@@ -7,7 +7,8 @@ from http.cookies import SimpleCookie
 
 import pytest
 
-from core.tests.production_env import PUBLIC_HOST, WEB_ORIGIN, production_env, run_python
+from core.tests.production_env import PUBLIC_HOST, WEB_ORIGIN, production_env
+from devstack.commands import run_python
 from devstack.web import start_server
 
 # django_db: pytest-django creates the test database (which the server uses) only for a run

@@ -26,14 +26,9 @@ from django.conf import settings
 from django.db.migrations.loader import MigrationLoader
 
 from checklist.spec import load
-from core.tests.production_env import (
-    PUBLIC_HOST,
-    collect_static,
-    production_env,
-    run_manage,
-    run_python,
-)
+from core.tests.production_env import PUBLIC_HOST, production_env
 from devstack.celery import CELERY, CeleryProcess, beat_heartbeat_recorded
+from devstack.commands import collect_static, run_manage, run_python
 from devstack.env import PROJECT_DIR
 from devstack.ports import SilentListener, free_port
 from devstack.redis import RedisServer

@@ -1,4 +1,4 @@
-"""The whole service running on loopback, as deployed: the stack the proof suite attacks.
+"""Starts the whole service on loopback, as deployed: the stack the proof suite attacks.
 
 gunicorn with uvicorn workers (production settings, DEBUG off, JSON logs), a Celery worker on
 all three queues and beat, over the tests' PostgreSQL/PostGIS database and a throwaway
@@ -22,24 +22,13 @@ from django.db import connections
 from pytest_httpserver import HTTPServer
 
 import devstack.env
-from devstack.celery import CELERY, CeleryProcess
+from devstack.celery import CeleryProcess, beat_command, worker_command
 from devstack.env import local_production_env
 from devstack.ports import LOCALHOST, free_port
 from devstack.redis import RedisServer
 from devstack.wait import wait_for
 from devstack.web import Server, start_server
 from payments.tests.fake_razorpay import KEY_ID, KEY_SECRET, WEBHOOK_SECRET, FakeRazorpay
-
-# For the fault tests, whose few customers book a few orders a second and whose rider pings ten
-# times a second throughout (the load of a city from a handful of accounts): the limits per
-# person (3 live orders, 30 quotes and 10 bookings a minute, a fix a second) would refuse them.
-# The abuse tests keep the limits.
-MACHINE_PACED = {
-    "ORDER_MAX_LIVE_PER_CUSTOMER": "100000",
-    "THROTTLE_QUOTE_CUSTOMER": "100000/min",
-    "THROTTLE_ORDER_CUSTOMER": "100000/min",
-    "RIDER_MIN_FIX_SECONDS": "0",
-}
 
 
 def stack_env(*, redis_url: str, database_url: str, razorpay_base: str, **changes) -> dict:
@@ -99,21 +88,13 @@ class Stack:
     def start_worker(self) -> None:
         name = f"proof-{uuid.uuid4().hex[:8]}"
         self.worker = CeleryProcess(
-            [
-                *(CELERY, "-A", "config", "worker", "-Q", "high,default,low", "-n", f"{name}@%h"),
-                *("--concurrency", "2", "--loglevel", "INFO", "--without-mingle"),
-                "--without-gossip",
-            ],
-            self.env,
-            self.work_dir / f"{name}.log",
+            worker_command(name, concurrency=2), self.env, self.work_dir / f"{name}.log"
         )
         self.worker.wait_for_output(" ready.", 60)
 
     def start_beat(self) -> None:
         self.beat = CeleryProcess(
-            [CELERY, "-A", "config", "beat", "--loglevel", "INFO"],
-            self.env,
-            self.work_dir / f"beat-{uuid.uuid4().hex[:8]}.log",
+            beat_command(), self.env, self.work_dir / f"beat-{uuid.uuid4().hex[:8]}.log"
         )
 
     def healthy(self) -> bool:
