@@ -23,8 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import stack
-from bench.stack import say
+from devstack.bench_env import new_environment, prepare_database, say
 
 
 def ping_scope(token: str, body: bytes) -> dict:
@@ -132,8 +131,8 @@ def main() -> None:
     redis = RedisServer(work_dir / "redis")
     redis.start()
     try:
-        env = stack.new_environment(redis.url, args.database_url)
-        stack.prepare_database(env)
+        env = new_environment(redis.url, args.database_url)
+        prepare_database(env)
         (work_dir / "prometheus").mkdir()
         os.environ.update(env.server_env(PROMETHEUS_MULTIPROC_DIR=str(work_dir / "prometheus")))
         import django

@@ -149,7 +149,7 @@ Unit = Callable[[], Awaitable[str | None]]
 
 async def closed_loop(units: list[Unit], *, warmup: float, seconds: float, meter=None) -> Result:
     """Runs every unit over and over at once, each after its last with no pause; counts the
-    units started and finished inside [warmup, warmup + seconds). `meter` (bench.stack.CpuMeter)
+    units started and finished inside [warmup, warmup + seconds). `meter` (bench.measure.CpuMeter)
     measures the CPU time each group of processes used over that window."""
     begin = time.perf_counter()  # uvloop's loop.time() moves in whole milliseconds
     start, end = begin + warmup, begin + warmup + seconds

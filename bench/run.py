@@ -5,7 +5,7 @@
 Starts, on loopback: a throwaway redis-server, the service as deployed (gunicorn, uvicorn
 workers, production settings, DEBUG off) and the baseline (gunicorn sync WSGI workers, same
 settings, Django's persistent connections) over the benchmark's own database (`delivery_bench`,
-see bench.stack). Then measures, with the Python load generator in bench.load:
+see devstack.bench_env). Then measures, with the Python load generator in bench.load:
 
 1-3. rider location over HTTP, over an open WebSocket, and quote + create order (cash), each
      closed-loop with --connections users, in --rounds rounds that alternate with the baseline
@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import stack
-from bench.stack import say
+from bench import measure
+from devstack.bench_env import database_name, new_environment, prepare_database, say, setup_django
+from devstack.web import start_web
 from simulator.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,7 +272,7 @@ class Throughput:
                     profilers = []
                     if name == self.profile and number == 0:
                         server = self.baseline if name == "baseline" else self.web
-                        profilers = stack.profile(
+                        profilers = measure.profile(
                             server.worker_pids(), first + seconds, server.log_path.parent, name
                         )
                     server = self.baseline if name == "baseline" else self.web
@@ -297,7 +298,7 @@ class Throughput:
                     for profiler in profilers:
                         profiler.wait()
                     if profilers:
-                        summary = stack.profile_summary(server.log_path.parent, name)
+                        summary = measure.profile_summary(server.log_path.parent, name)
                         say(f"profile of {name}:\n{summary}")
                     totals[name].merge(result)
                     per_round[name].append(result.rate)
@@ -356,7 +357,7 @@ async def watch(
     *,
     seconds: float,
     ping_seconds: float,
-    meter: "stack.CpuMeter",
+    meter: "measure.CpuMeter",
     profile_server=None,
 ) -> list[Row]:
     from websockets.exceptions import WebSocketException
@@ -450,7 +451,7 @@ async def watch(
         # once the workers have moved the collections timed so far to /metrics
         await asyncio.sleep(FLUSH_SECONDS + 0.1)
         status, body = await scraper.request(http_request("GET", "/metrics", port))
-        return stack.gc_pauses(body.decode()) if status == 200 else {}
+        return measure.gc_pauses(body.decode()) if status == 200 else {}
 
     collected_before = await collections()
     measuring.set()
@@ -458,15 +459,15 @@ async def watch(
     profilers = []
     if profile_server is not None:
         out_dir = profile_server.log_path.parent
-        profilers = stack.profile(profile_server.worker_pids(), seconds, out_dir, "watch")
+        profilers = measure.profile(profile_server.worker_pids(), seconds, out_dir, "watch")
     await asyncio.sleep(seconds)
     used = meter.stop()
     measuring.clear()
-    collected = stack.gc_pauses_summary(collected_before, await collections())
+    collected = measure.gc_pauses_summary(collected_before, await collections())
     for profiler in profilers:
         await asyncio.to_thread(profiler.wait)
     if profilers:
-        say(f"profile of the watch:\n{stack.profile_summary(out_dir, 'watch')}")
+        say(f"profile of the watch:\n{measure.profile_summary(out_dir, 'watch')}")
     stop.set()
     await asyncio.sleep(1)
     for task in tasks:
@@ -586,12 +587,12 @@ def main() -> None:
     work_dir = Path(tempfile.mkdtemp(prefix="delivery-bench-"))
     redis = RedisServer(work_dir / "redis")
     redis.start()
-    env = stack.new_environment(redis.url, args.database_url)
+    env = new_environment(redis.url, args.database_url)
     web = baseline = None
     rows: list[Row] = []
     try:
-        stack.prepare_database(env)
-        stack.setup_django(env)
+        prepare_database(env)
+        setup_django(env)
         from bench import seed
 
         say(f"seeding {args.city_riders:,} city riders and {args.watched:,} riders on a delivery")
@@ -605,8 +606,8 @@ def main() -> None:
 
         say(f"starting the service and the baseline, {args.workers} workers each")
         extra = dict(item.split("=", 1) for item in args.server_env)
-        web = stack.start_web("asgi", env.server_env(**extra), work_dir, workers=args.workers)
-        baseline = stack.start_web(
+        web = start_web("asgi", env.server_env(**extra), work_dir, workers=args.workers)
+        baseline = start_web(
             "wsgi-sync",
             env.server_env(DB_POOL="0", CONN_MAX_AGE="600"),
             work_dir,
@@ -618,13 +619,13 @@ def main() -> None:
             connection.close()
         else:
             knn_row = None
-        database = stack.database_name(env.database_url)
+        database = database_name(env.database_url)
 
         def meter(server):
-            return stack.CpuMeter(
+            return measure.CpuMeter(
                 {
                     "web": server.worker_pids,
-                    "postgres": lambda: stack.postgres_pids(database),
+                    "postgres": lambda: measure.postgres_pids(database),
                     "redis": lambda: [redis.process.pid],
                     "load": lambda: [os.getpid()],
                 }
@@ -654,11 +655,11 @@ def main() -> None:
                 )
             )
         workers = web.worker_pids()
-        rss = {pid: stack.rss_mib(pid) for pid in workers}
+        rss = {pid: measure.rss_mib(pid) for pid in workers}
         say(
             "web workers after the run: "
             + ", ".join(
-                f"{pid} RSS {rss[pid]:.0f} MiB (PSS {stack.pss_mib(pid):.0f})" for pid in workers
+                f"{pid} RSS {rss[pid]:.0f} MiB (PSS {measure.pss_mib(pid):.0f})" for pid in workers
             )
         )
         largest = max(rss.values(), default=math.nan)
@@ -678,10 +679,10 @@ def main() -> None:
             if server is not None:
                 server.stop()
         redis.kill()
-    stack.merge_results("bench", [row.as_dict() for row in rows])
+    measure.merge_results("bench", [row.as_dict() for row in rows])
     print(table(rows))
     elapsed = time.monotonic() - started
-    where = stack.RESULTS.relative_to(ROOT)
+    where = measure.RESULTS.relative_to(ROOT)
     say(f"wrote {where} ('bench') in {elapsed:.0f} s; logs in {work_dir}")
 
 

@@ -1,8 +1,8 @@
 """The benchmark's city: 100,000 riders around Bengaluru, and the riders, orders and customers
 that the load plays.
 
-Runs in the bench process against the benchmark database only (bench.stack). Each run starts
-from empty app tables, so every run sees the same data.
+Runs in the bench process against the benchmark database only (devstack.bench_env). Each run
+starts from empty app tables, so every run sees the same data.
 """
 
 import random

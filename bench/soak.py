@@ -2,15 +2,15 @@
 
     .venv/bin/python -m bench.soak [--minutes 3] [--riders 200] [--orders-per-minute 30] ...
 
-Starts what `make bench` starts (bench.stack: a throwaway redis-server, the `<name>_bench`
-database, gunicorn + uvicorn in production settings), plus a Celery worker and beat (dispatch
-is a task, its sweeps a beat schedule), with one difference: the web workers are recycled at the
-production default (GUNICORN_MAX_REQUESTS 1000 ± 100), since the soak exists to see what
-routine recycling does to the sockets. The city starts warm: --live-orders orders searching a
-rider, three per customer, each watched over /ws/delivery/ from the first seconds (the
-customers find them as after a killed run), and everyone signed in (tokens minted into a token
-file of the run's own). Then the simulator (simulator.run, what `manage.py simulate` runs)
-drives --riders riders and --customers customers for --minutes, while this process samples
+Starts what `make bench` starts (devstack.bench_env: a throwaway redis-server, the
+`<name>_bench` database, gunicorn + uvicorn in production settings), plus a Celery worker and
+beat (dispatch is a task, its sweeps a beat schedule), with one difference: the web workers are
+recycled at the production default (GUNICORN_MAX_REQUESTS 1000 ± 100), since the soak exists
+to see what routine recycling does to the sockets. The city starts warm: --live-orders orders
+searching a rider, three per customer, each watched over /ws/delivery/ from the first seconds
+(the customers find them as after a killed run), and everyone signed in (tokens minted into a
+token file of the run's own). Then the simulator (simulator.run, what `manage.py simulate`
+runs) drives --riders riders and --customers customers for --minutes, while this process samples
 every web and Celery process's memory and CPU from /proc every --sample-seconds.
 
 Prints one table and merges it under "soak" into bench/results.json. Exits 0 whatever the
@@ -31,13 +31,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import stack
-from bench.stack import say
+from bench import measure
+from devstack.bench_env import (
+    Environment,
+    database_name,
+    new_environment,
+    prepare_database,
+    say,
+    setup_django,
+    wait_until_database_unused,
+)
+from devstack.web import WebServer, child_pids, start_web
 from simulator.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench.stack's server_env relaxes a few limits for its closed-loop rows; the soak runs the
-# production values (None: the variable is unset, so the setting's default applies),
+# devstack.bench_env's server_env relaxes a few limits for its closed-loop rows; the soak runs
+# the production values (None: the variable is unset, so the setting's default applies),
 # GUNICORN_MAX_REQUESTS and its jitter included.
 PRODUCTION = {
     name: None
@@ -72,7 +81,7 @@ class WebTier:
 
     http_url: str
     ws_url: str
-    servers: list[stack.WebServer]
+    servers: list[WebServer]
 
     def master_pids(self) -> list[int]:
         return [server.process.pid for server in self.servers]
@@ -92,17 +101,17 @@ class WebTier:
 
 
 def start_web_tier(
-    env: stack.Environment, work_dir: Path, *, workers: int, sockets_workers: int
+    env: Environment, work_dir: Path, *, workers: int, sockets_workers: int
 ) -> WebTier:
     """The API's gunicorn (the web role, recycled at the production default) and the sockets'
     (the sockets role, never recycled by request count), as `make run` and the deployments
     run them; the web role's /api/config/ sends the apps, and the simulator, to the second
     (SOCKETS_URL). With `sockets_workers` 0, the web role serves the sockets too."""
     if sockets_workers == 0:
-        server = stack.start_web("web", env.server_env(**PRODUCTION), work_dir, workers=workers)
+        server = start_web("web", env.server_env(**PRODUCTION), work_dir, workers=workers)
         ws_url = server.base_url.replace("http://", "ws://", 1)
         return WebTier(http_url=server.base_url, ws_url=ws_url, servers=[server])
-    sockets = stack.start_web(
+    sockets = start_web(
         "sockets",
         env.server_env(**PRODUCTION, SERVER_ROLE="sockets"),
         work_dir,
@@ -110,7 +119,7 @@ def start_web_tier(
     )
     ws_url = sockets.base_url.replace("http://", "ws://", 1)
     try:
-        web = stack.start_web(
+        web = start_web(
             "web", env.server_env(**PRODUCTION, SOCKETS_URL=ws_url), work_dir, workers=workers
         )
     except BaseException:
@@ -122,9 +131,9 @@ def start_web_tier(
 # --- Celery --------------------------------------------------------------------------------
 
 
-def start_celery(env: stack.Environment, work_dir: Path, *, concurrency: int) -> list:
+def start_celery(env: Environment, work_dir: Path, *, concurrency: int) -> list:
     """A worker on every queue (as Procfile.dev's `worker`) and beat, in production settings."""
-    from devstack.celery import CELERY, CeleryProcess
+    from devstack.celery import CeleryProcess, beat_command, worker_command
 
     celery_env = env.server_env(
         **PRODUCTION,
@@ -133,19 +142,9 @@ def start_celery(env: stack.Environment, work_dir: Path, *, concurrency: int) ->
         WORKER_LIVENESS_DIR=str(work_dir / "liveness"),
     )
     worker = CeleryProcess(
-        [
-            *(CELERY, "-A", "config", "worker", "-Q", "high,default,low", "-n", "soak@%h"),
-            *("--concurrency", str(concurrency), "--loglevel", "INFO"),
-            *("--without-mingle", "--without-gossip"),
-        ],
-        celery_env,
-        work_dir / "celery-worker.log",
+        worker_command("soak", concurrency=concurrency), celery_env, work_dir / "celery-worker.log"
     )
-    beat = CeleryProcess(
-        [CELERY, "-A", "config", "beat", "--loglevel", "INFO"],
-        celery_env,
-        work_dir / "celery-beat.log",
-    )
+    beat = CeleryProcess(beat_command(), celery_env, work_dir / "celery-beat.log")
     processes = [worker, beat]
     try:
         worker.wait_for_output(" ready.", 90)
@@ -245,7 +244,7 @@ class Sampler:
         for group, pids in self.groups.items():
             for pid in pids():
                 key = (group, pid)
-                used = stack.cpu_seconds(pid)
+                used = measure.cpu_seconds(pid)
                 if key not in self.first_seen:
                     self.first_seen[key] = at
                     # a process born during the run has used its CPU in the run
@@ -254,22 +253,22 @@ class Sampler:
                     self.cpu_last[key] = used
                 if group in MEMORY_GROUPS:
                     with contextlib.suppress(OSError, ValueError):
-                        self.rss.setdefault(key, []).append((at, stack.rss_mib(pid)))
+                        self.rss.setdefault(key, []).append((at, measure.rss_mib(pid)))
                 if group == "sockets":
                     with contextlib.suppress(OSError, ValueError):
-                        count = stack.established_connections(pid)
+                        count = measure.established_connections(pid)
                         self.connections.setdefault(key, []).append((at, count))
 
     async def run(self, stop: asyncio.Event) -> None:
         self.started = time.monotonic()
-        self.machine_start = stack.machine_busy_and_total()
+        self.machine_start = measure.machine_busy_and_total()
         self.sample(initial=True)
         self.web_pids_at_start = sum(1 for group, _ in self.first_seen if group == "web")
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.every)
             await asyncio.to_thread(self.sample)
-        self.machine_end = stack.machine_busy_and_total()
+        self.machine_end = measure.machine_busy_and_total()
 
     def cpu(self, group: str) -> float:
         return sum(
@@ -292,12 +291,12 @@ class Sampler:
             begin = max(warmup, self.first_seen[key] + warmup)
             kept = [(at / 60, mib) for at, mib in points if begin <= at <= until]
             if len(kept) >= 3 and (kept[-1][0] - kept[0][0]) * 60 >= MIN_FIT_SECONDS:
-                found[key] = stack.least_squares_slope(kept)
+                found[key] = measure.least_squares_slope(kept)
         return found
 
     def memory_per_connection(self, warmup: float, until: float) -> dict:
         """Per sockets worker, over the slope's window: its connections and RSS at the window's
-        two ends, and RSS fitted to time and connections together (stack.least_squares_two):
+        two ends, and RSS fitted to time and connections together (measure.least_squares_two):
         MiB per minute with the connections held level, KiB per connection more."""
         found = {}
         for key, counts in self.connections.items():
@@ -306,7 +305,7 @@ class Sampler:
             rows = [(at / 60, n, rss[at]) for at, n in counts if begin <= at <= until and at in rss]
             if len(rows) < 4:
                 continue
-            fit = stack.least_squares_two(rows)
+            fit = measure.least_squares_two(rows)
             found[key] = {
                 "connections": [rows[0][1], rows[-1][1]],
                 "rss_mib": [round(rows[0][2], 1), round(rows[-1][2], 1)],
@@ -623,7 +622,7 @@ async def profile_web(tier: WebTier, seconds: float, out_dir: Path, simulation) 
         window += 1
         length = min(PROFILE_WINDOW_SECONDS, left)
         pids = tier.worker_pids("web")
-        processes = stack.profile(pids, length, out_dir, f"web-{window}", waits=True)
+        processes = measure.profile(pids, length, out_dir, f"web-{window}", waits=True)
         for process in processes:
             await asyncio.to_thread(process.wait)
         left -= length
@@ -632,7 +631,7 @@ async def profile_web(tier: WebTier, seconds: float, out_dir: Path, simulation) 
 def profiles_summary(out_dir: Path) -> str:
     return "\n".join(
         f"  profile of {view} (every thread, waiting included):\n"
-        + stack.profile_summary(out_dir, "web", 14, within=view)
+        + measure.profile_summary(out_dir, "web", 14, within=view)
         for view in PROFILED_VIEWS
     )
 
@@ -752,14 +751,14 @@ def main() -> None:
     work_dir = Path(tempfile.mkdtemp(prefix="delivery-soak-"))
     redis = RedisServer(work_dir / "redis")
     redis.start()
-    env = stack.new_environment(redis.url, args.database_url)
+    env = new_environment(redis.url, args.database_url)
     tier = None
     celery = []
     try:
-        stack.prepare_database(env)
-        stack.wait_until_database_unused(env)
+        prepare_database(env)
+        wait_until_database_unused(env)
         os.environ["SMS_PROVIDER"] = "dummy"  # the simulator's own check (simulator.database)
-        stack.setup_django(env)
+        setup_django(env)
         from dataclasses import replace
 
         from simulator.api import TokenStore
@@ -798,13 +797,13 @@ def main() -> None:
         store.save()
         config = replace(config, url=tier.http_url, token_file=store.path)
 
-        database = stack.database_name(env.database_url)
+        database = database_name(env.database_url)
 
         def celery_pids() -> list[int]:
             pids = []
             for process in celery:
                 if process.process.poll() is None:
-                    pids += [process.pid, *stack.child_pids(process.pid)]
+                    pids += [process.pid, *child_pids(process.pid)]
             return pids
 
         sampler = Sampler(
@@ -813,7 +812,7 @@ def main() -> None:
                 "sockets": lambda: tier.worker_pids("sockets"),
                 "web master": tier.master_pids,
                 "celery": celery_pids,
-                "postgres": lambda: stack.postgres_pids(database),
+                "postgres": lambda: measure.postgres_pids(database),
                 "redis": lambda: [redis.process.pid],
                 "simulator": lambda: [os.getpid()],
             },
@@ -837,10 +836,10 @@ def main() -> None:
         for process in celery:
             process.close()
         redis.kill()
-    stack.merge_results("soak", out["result"])
+    measure.merge_results("soak", out["result"])
     print(out["table"])
     say(
-        f"merged under 'soak' into {stack.RESULTS.relative_to(ROOT)} in "
+        f"merged under 'soak' into {measure.RESULTS.relative_to(ROOT)} in "
         f"{time.monotonic() - started:.0f} s; logs in {work_dir}"
     )
 

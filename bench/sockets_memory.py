@@ -24,8 +24,8 @@ import time
 
 import websockets
 
-from bench import soak, stack
-from bench.stack import say
+from bench import measure, soak
+from devstack.bench_env import say, throwaway_stack
 
 
 async def open_all(ws_url: str, watches: list[tuple[str, str]]) -> list:
@@ -46,7 +46,7 @@ async def open_all(ws_url: str, watches: list[tuple[str, str]]) -> list:
 
 
 def sample(pid: int) -> tuple[float, int]:
-    return stack.rss_mib(pid), stack.established_connections(pid)
+    return measure.rss_mib(pid), measure.established_connections(pid)
 
 
 async def cycles(args, ws_url: str, pid: int, watches: list[tuple[str, str]]) -> list[dict]:
@@ -78,7 +78,7 @@ def main() -> None:
     args.customers = -(-args.sockets // soak.LIVE_PER_CUSTOMER)
     started = time.monotonic()
 
-    with stack.throwaway_stack("sockets-memory") as (work_dir, env):
+    with throwaway_stack("sockets-memory") as (work_dir, env):
         say(f"seeding: {args.customers} customers watching {args.sockets} live orders")
         tokens = soak.seed_city(args, 5000, random.Random(args.seed))
         access = {phone: token for phone, role, _, token in tokens if role == "customer"}
@@ -119,7 +119,7 @@ def main() -> None:
         "kib_per_socket": round(per_socket_kib, 1),
         "mib_growth_per_cycle": round(growth_per_cycle, 2),
     }
-    stack.merge_results("sockets_memory", result)
+    measure.merge_results("sockets_memory", result)
     print("\n".join(lines))
     say(f"merged under 'sockets_memory' in {time.monotonic() - started:.0f} s")
 

@@ -23,8 +23,9 @@ import time
 
 import httpx
 
-from bench import soak, stack
-from bench.stack import say
+from bench import measure, soak
+from devstack.bench_env import say, throwaway_stack
+from devstack.web import start_web
 
 CUSTOMER_READS = ("order list", "order detail", "tracking snapshot", "quote")
 
@@ -76,7 +77,7 @@ async def one_round(client: httpx.AsyncClient, args, people: dict, rng: random.R
 
 def old_collections(metrics: str) -> int:
     """Full (old-generation) collections the worker has run, from its /metrics."""
-    return round(stack.gc_generations({}, stack.gc_pauses(metrics), 1.0)["old"][0])
+    return round(measure.gc_generations({}, measure.gc_pauses(metrics), 1.0)["old"][0])
 
 
 async def rounds(args, base_url: str, pid: int, people: dict) -> list[dict]:
@@ -84,7 +85,7 @@ async def rounds(args, base_url: str, pid: int, people: dict) -> list[dict]:
     rows = []
     limits = httpx.Limits(max_connections=args.concurrency)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
-        rss = stack.rss_mib(pid)
+        rss = measure.rss_mib(pid)
         rows.append({"requests": 0, "rss_mib": rss, "old_collections": 0, "answers": {}})
         metrics = ""
         for number in range(1, args.rounds + 1):
@@ -94,14 +95,14 @@ async def rounds(args, base_url: str, pid: int, people: dict) -> list[dict]:
             rows.append(
                 {
                     "requests": number * args.requests,
-                    "rss_mib": stack.rss_mib(pid),
+                    "rss_mib": measure.rss_mib(pid),
                     "old_collections": old_collections(metrics),
                     "answers": answers,
                 }
             )
             row = rows[-1]
             say(f"round {number}: RSS {row['rss_mib']:.1f} MiB, answers {answers}")
-    return rows, stack.gc_generations_summary(stack.gc_pauses(metrics))
+    return rows, measure.gc_generations_summary(measure.gc_pauses(metrics))
 
 
 def seed_people(args) -> dict:
@@ -137,11 +138,11 @@ def main() -> None:
     args.customers = args.live_orders // soak.LIVE_PER_CUSTOMER
     started = time.monotonic()
 
-    with stack.throwaway_stack("web-memory") as (work_dir, env):
+    with throwaway_stack("web-memory") as (work_dir, env):
         say(f"seeding: {args.customers} customers, {args.live_orders} live orders")
         people = seed_people(args)
         # the web role as production runs it, but never recycled (server_env's default)
-        server = stack.start_web("web", env.server_env(), work_dir, workers=1)
+        server = start_web("web", env.server_env(), work_dir, workers=1)
         try:
             (pid,) = server.worker_pids()
             rows, collections = asyncio.run(rounds(args, server.base_url, pid, people))
@@ -149,7 +150,7 @@ def main() -> None:
             server.stop()
 
     fitted = [(row["requests"] / 1000, row["rss_mib"]) for row in rows[1 + args.warmup :]]
-    per_thousand = stack.least_squares_slope(fitted)
+    per_thousand = measure.least_squares_slope(fitted)
     lines = [
         f"Web memory: one web worker, never recycled, {args.rounds} rounds of {args.requests} "
         f"requests ({args.concurrency} at a time)",
@@ -170,7 +171,7 @@ def main() -> None:
         "mib_per_thousand_requests": round(per_thousand, 3),
         "collections": collections,
     }
-    stack.merge_results("web_memory", result)
+    measure.merge_results("web_memory", result)
     print("\n".join(lines))
     say(f"merged under 'web_memory' in {time.monotonic() - started:.0f} s")
 

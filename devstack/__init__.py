@@ -6,12 +6,13 @@ imports it. One module per thing it starts:
   env        the project's paths and the environments the processes get (starts nothing)
   ports      free loopback ports, and a listener that never answers (a hung dependency)
   wait       wait_for, the poll every launcher waits with
-  web        gunicorn serving the app
+  web        gunicorn serving the app: the tests' and proof's Server, the benchmarks' WebServer
   redis      a throwaway redis-server
   postgres   a throwaway PostgreSQL cluster
   celery     `celery worker` and `celery beat`
   commands   one-off manage.py and `python -c` commands in a fresh interpreter
   stack      the whole service in production settings: web, worker, beat, Redis, fake Razorpay
+  bench_env  the benchmarks' own database, Redis and Django, and their processes' environment
   containers Podman: the image, and PostGIS and Redis containers beside it
 """
 

@@ -17,7 +17,9 @@ def run_python(
     return _run([sys.executable, "-c", code, *args], env, timeout)
 
 
-def run_manage(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+def run_manage(
+    *args: str, env: dict[str, str], timeout: float | None = 60
+) -> subprocess.CompletedProcess:
     return _run([sys.executable, "manage.py", *args], env, timeout)
 
 
@@ -36,7 +38,9 @@ def collect_static(root: Path) -> Path:
     return root
 
 
-def _run(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+def _run(
+    command: list[str], env: dict[str, str], timeout: float | None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         command,
         cwd=PROJECT_DIR,

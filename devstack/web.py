@@ -1,6 +1,12 @@
 """Starts gunicorn serving the app (gunicorn_conf.py, as deployed) on a free loopback port, in
-a session of its own so its workers are stopped with it; stdout and stderr go to files. Also a
-request kept in flight while a server is told to stop (SlowRequest). The caller stops the server.
+a session of its own so its workers are stopped with it; the caller stops it. Also a request
+kept in flight while a server is told to stop (SlowRequest).
+
+Two launchers share the spawning and the stopping but stay two, since they differ in what
+their callers read and measure: `start_server` for the tests and the proof stack (stdout and
+stderr in two files the tests read, ready on any answer from /health/, failures raised, 15 s to
+stop) and `start_web` for the benchmarks (one log per server, ready on a 200 from a bench
+view, the sync WSGI baseline too, failures end the run, 30 s to stop).
 """
 
 import contextlib
@@ -186,6 +192,81 @@ def start_server(
             server.stop()
             raise RuntimeError(f"gunicorn did not answer {ready_path} in time:\n{output}")
         time.sleep(0.2)
+
+
+@dataclass
+class WebServer:
+    """A benchmark's gunicorn; stdout and stderr go to one log, `<name>.log`."""
+
+    name: str
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers: children of the master."""
+        return child_pids(self.process.pid)
+
+    def stop(self) -> None:
+        stop_gunicorn(self.process, grace=30)
+
+
+def start_web(
+    name: str,
+    env: dict[str, str],
+    work_dir: Path,
+    *,
+    workers: int,
+    sync_wsgi: bool = False,
+    ready_path: str = "/bench/json/",
+) -> WebServer:
+    """gunicorn with gunicorn_conf.py: uvicorn workers serving the ASGI app, or (`sync_wsgi`)
+    sync workers serving the WSGI app, the baseline. Waits until `ready_path` answers 200."""
+    port = free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / f"{name}.log"
+    if sync_wsgi:
+        args = ["--worker-class", "sync", "config.wsgi:application"]
+    else:
+        args = ["config.asgi:application"]
+    with log_path.open("wb") as log:
+        process = spawn_gunicorn(
+            env, port, work_dir, workers=workers, args=args, stdout=log, stderr=subprocess.STDOUT
+        )
+    server = WebServer(name, process, port, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"bench: {name} exited:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(server.base_url + ready_path, timeout=5).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise SystemExit(f"bench: {name} did not answer {ready_path}:\n{log_path.read_text()[-4000:]}")
+
+
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (a gunicorn master's workers, a Celery worker's
+    pool), from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            pids.append(int(entry.name))
+    return sorted(pids)
 
 
 class SlowRequest:
