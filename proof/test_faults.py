@@ -21,7 +21,6 @@ Measured figures are printed (run with -s to see them) and asserted against gene
 import contextlib
 import json
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -37,8 +36,8 @@ import redis
 from django.db import connection, connections
 
 from delivery.models import DispatchRound, Offer
-from devstack.celery import CELERY, CeleryProcess
-from devstack.env import PROJECT_DIR, VENV_BIN
+from devstack.celery import CeleryProcess, worker_command
+from devstack.commands import run_manage
 from devstack.ports import LOCALHOST, free_port
 from devstack.postgres import PgCluster
 from devstack.stack import Stack, stack_env, start_stack
@@ -499,15 +498,7 @@ print("SEEDED " + json.dumps(tokens))
 
 
 def manage(env: dict, *args: str, timeout: float = 120) -> str:
-    result = subprocess.run(
-        [str(VENV_BIN / "python"), "manage.py", *args],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    result = run_manage(*args, env=env, timeout=timeout)
     assert result.returncode == 0, f"manage.py {args[0]} failed:\n{result.stdout}{result.stderr}"
     return result.stdout
 
@@ -862,11 +853,7 @@ def test_worker_killed_during_dispatch_the_task_comes_back_and_offers_once(tmp_p
         time.sleep(max(0.0, last_delivered + VISIBILITY_TIMEOUT + 0.5 - time.time()))
         name = f"proof-again-{uuid.uuid4().hex[:8]}"
         stack.worker = CeleryProcess(
-            [
-                *(CELERY, "-A", "config", "worker", "-Q", "high,default,low", "-n", f"{name}@%h"),
-                *("--concurrency", "2", "--loglevel", "INFO", "--without-mingle"),
-                "--without-gossip",
-            ],
+            worker_command(name, concurrency=2),
             {
                 **stack.env,
                 "DJANGO_ENV": "test",
