@@ -87,7 +87,7 @@ def _short(frame: str) -> str:
     """'function (/long/path/site-packages/pkg/mod.py:12)' -> 'function (pkg/mod.py)'."""
     function, _, location = frame.partition(" (")
     location = location.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+    for marker in ("site-packages/", f"{PROJECT_DIR}/", "lib/python3"):
         if marker in location:
             location = location.split(marker, 1)[1]
     return f"{function} ({location})"
