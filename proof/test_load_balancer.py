@@ -127,7 +127,7 @@ def seed_riders(zone: Zone, tokens: TokenStore, rng: random.Random) -> None:
         tokens.put(rider.user.phone, "rider", refresh, access)
 
 
-@pytest.mark.checklist("P2.21", "P8.7", "P8.15", "P12.13")
+@pytest.mark.checklist("P2.21", "P8.7", "P8.15", "P12.12", "P12.13")
 @pytest.mark.timeout(SECONDS + 600)
 def test_a_rolling_restart_behind_haproxy_loses_no_request_and_every_socket_resumes(
     image, db_access, tmp_path
