@@ -133,7 +133,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "django_guid.middleware.guid_middleware",
+    "core.middleware.request_id_middleware",  # django-guid's, keeping safe client ids
+    "core.middleware.ApiErrorShapeMiddleware",  # /api/ answers JSON with DEBUG on, too
     # Before anything that validates the Host header or redirects to HTTPS: load balancers
     # and Prometheus call /health/ and /metrics over plain HTTP with an IP address as Host.
     "core.middleware.ProbeMiddleware",
@@ -158,6 +159,7 @@ MIDDLEWARE = [
 # I/O (core/tests/test_hotpath.py pins the list).
 _NOT_ON_THE_HOT_PATH = {
     "core.middleware.ProbeMiddleware",  # /health/ and /metrics only
+    "core.middleware.ApiErrorShapeMiddleware",  # the ping's view answers JSON by itself
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -496,8 +498,9 @@ from django_guid.integrations import CeleryIntegration  # noqa: E402
 
 DJANGO_GUID = {
     "GUID_HEADER_NAME": "X-Request-ID",
-    # Only UUID-shaped ids are taken from the client; anything else gets a fresh id.
-    "VALIDATE_GUID": True,
+    # core.middleware.request_id_middleware has already dropped an id of unsafe characters, so
+    # the rest (an ALB trace id, nginx's $request_id, a client's own) are kept as sent.
+    "VALIDATE_GUID": False,
     "RETURN_HEADER": True,
     "EXPOSE_HEADER": True,
     "INTEGRATIONS": [CeleryIntegration(use_django_logging=True, log_parent=True)],

@@ -173,6 +173,19 @@ def api_exception_handler(exc, context):
 # Django-level handlers (URLs outside DRF, errors raised in middleware).
 
 
+def error_response_for(status_code: int) -> JsonResponse:
+    """The error shape for a status Django answered by itself (its handlers, below)."""
+    if status_code >= 500:
+        body = error_body("server_error", "Something went wrong on our side; it has been logged.")
+    elif status_code == 404:
+        body = error_body(CommonError.NOT_FOUND.code, CommonError.NOT_FOUND.message)
+    elif status_code == 403:
+        body = error_body(CommonError.PERMISSION_DENIED.code, CommonError.PERMISSION_DENIED.message)
+    else:
+        body = error_body("bad_request", "Bad request.")
+    return JsonResponse(body, status=status_code)
+
+
 def bad_request(request, exception=None):
     return JsonResponse(error_body("bad_request", "Bad request."), status=400)
 

@@ -43,7 +43,7 @@ class DeadLetter(PublicModel):
     exception_message = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     request_id = models.CharField(
-        max_length=64, blank=True, db_index=True, help_text="X-Request-ID of the web request."
+        max_length=200, blank=True, db_index=True, help_text="X-Request-ID of the web request."
     )
     queue = models.CharField(max_length=64, blank=True)
     retries = models.PositiveSmallIntegerField(default=0, help_text="Retries before giving up.")

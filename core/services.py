@@ -43,7 +43,7 @@ def dead_letter_record(
         exception_message=str(exception),
         traceback=traceback
         or "".join(traceback_module.format_exception(exception_type, exception, None)),
-        request_id=(request_id or "")[:_ID_MAX],
+        request_id=(request_id or "")[:200],  # core.middleware.SAFE_REQUEST_ID
         queue=(queue or "")[:_ID_MAX],
         retries=max(0, int(retries or 0)),
     )

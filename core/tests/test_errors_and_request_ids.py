@@ -79,6 +79,7 @@ class SignupApi(PublicApi):
 
 urlpatterns = [
     path("crash/plain/", plain_crash_view),
+    path("api/crash/", plain_crash_view),
     path("crash/api/", CrashApi.as_view()),
     path("database/plain/", plain_database_view),
     path("database/api/", DatabaseApi.as_view()),
@@ -134,6 +135,31 @@ def test_unhandled_exception_is_a_json_500_that_reveals_nothing(client, url):
         assert leak not in text
 
 
+@override_settings(DEBUG=True)
+@pytest.mark.parametrize("url", ["/api/v1/no-such-thing/", "/api/v2/orders/", "/api/"])
+def test_with_debug_on_an_unknown_api_path_is_still_a_json_404(client, url):
+    response = client.get(url)
+
+    assert_error(response, 404, "not_found")
+
+
+@override_settings(DEBUG=True)
+def test_with_debug_on_a_page_outside_the_api_keeps_djangos_debug_404(client):
+    response = client.get("/no/such/page/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+@throwaway_urls
+@override_settings(DEBUG=True)
+def test_with_debug_on_a_crash_under_the_api_is_a_json_500(client):
+    response = client.get("/api/crash/")
+
+    assert_error(response, 500, "server_error")
+    assert "kaboom" not in response.content.decode()
+
+
 @throwaway_urls
 def test_validation_error_is_a_400_naming_each_field(client):
     # when
@@ -175,9 +201,28 @@ def test_a_uuid_request_id_from_the_client_is_echoed(client):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("header", [None, "not-a-uuid", "1234", "<script>", "' OR 1=1 --"])
-def test_a_missing_or_malformed_request_id_is_replaced_by_a_fresh_one(client, header):
-    headers = {"X-Request-ID": header} if header else {}
+@pytest.mark.parametrize(
+    "sent",
+    [
+        "0123456789abcdef0123456789abcdef",  # nginx's $request_id
+        "Root=1-67891233-abcdef012345678912345678",  # an ALB trace id
+        "app-ios:7.2.1:req_42",  # a client's own
+        "x" * 200,
+    ],
+)
+def test_a_request_id_of_safe_characters_from_the_client_is_kept_and_echoed(client, sent):
+    response = client.get("/api/config/", headers={"X-Request-ID": sent})
+
+    assert response.status_code == 200
+    assert response["X-Request-ID"] == sent
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "header", [None, "", "<script>", "' OR 1=1 --", "a b", "id;Parent=2", "x" * 201, "id\u00e9"]
+)
+def test_a_missing_or_unsafe_request_id_is_replaced_by_a_fresh_one(client, header):
+    headers = {"X-Request-ID": header} if header is not None else {}
 
     first = client.get("/api/config/", headers=headers)["X-Request-ID"]
     second = client.get("/api/config/", headers=headers)["X-Request-ID"]

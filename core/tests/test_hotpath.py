@@ -66,7 +66,7 @@ def test_the_hot_path_runs_the_middleware_that_does_no_io_and_no_other():
     # it may run in the event loop (no I/O), before changing this list.
     assert settings.HOT_PATH_MIDDLEWARE == [
         "django_prometheus.middleware.PrometheusBeforeMiddleware",
-        "django_guid.middleware.guid_middleware",
+        "core.middleware.request_id_middleware",
         "core.middleware.DependencyErrorMiddleware",
         "django.middleware.security.SecurityMiddleware",
         "corsheaders.middleware.CorsMiddleware",
