@@ -481,6 +481,16 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Phone OTP login, quotes and orders, Razorpay, riders and live tracking. "
     "Money is always integer paise (INR).",
     "VERSION": "1.0.0",
+    # One module of a generated client per tag (core.openapi.OPERATIONS names each operation).
+    "TAGS": [
+        {"name": "auth", "description": "Phone OTP sign-in, tokens and the caller's account."},
+        {"name": "orders", "description": "Quotes, booking, the caller's orders, cancel, rating."},
+        {"name": "payments", "description": "Razorpay checkout for online-paid orders."},
+        {"name": "riders", "description": "The rider app: profile, shifts, location, offers."},
+        {"name": "delivery", "description": "Following an order, and the rider's steps on it."},
+        {"name": "ops", "description": "Staff tools."},
+        {"name": "service", "description": "Health and the apps' start-up configuration."},
+    ],
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # Public like /health/ and /api/config/: no credential is read, so an app or a browser

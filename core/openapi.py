@@ -1,11 +1,64 @@
 """OpenAPI generation: component names for nested serializers, and the documented error shape."""
 
+from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular import openapi
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
+# What a generated client calls each operation: the id is its function, the id's first word
+# its tag (the client's module: auth, orders, riders, delivery, payments, ops, service). One
+# table, because these names are the API the app teams program against; an operation missing
+# from it fails the schema's generation (and so its test): a new endpoint is named on purpose.
+OPERATIONS: dict[tuple[str, str], str] = {
+    ("GET", "/health/"): "service_health",
+    ("GET", "/api/config/"): "service_config",
+    ("POST", "/api/v1/auth/otp/request/"): "auth_otp_request",
+    ("POST", "/api/v1/auth/otp/verify/"): "auth_otp_verify",
+    ("POST", "/api/v1/auth/token/refresh/"): "auth_token_refresh",
+    ("POST", "/api/v1/auth/logout/"): "auth_logout",
+    ("GET", "/api/v1/auth/me/"): "auth_me_get",
+    ("PATCH", "/api/v1/auth/me/"): "auth_me_update",
+    ("POST", "/api/v1/orders/quote/"): "orders_quote",
+    ("GET", "/api/v1/orders/"): "orders_list",
+    ("POST", "/api/v1/orders/"): "orders_create",
+    ("GET", "/api/v1/orders/{order_id}/"): "orders_get",
+    ("POST", "/api/v1/orders/{order_id}/cancel/"): "orders_cancel",
+    ("POST", "/api/v1/orders/{order_id}/rating/"): "orders_rate",
+    ("POST", "/api/v1/payments/razorpay/order/"): "payments_razorpay_order",
+    ("POST", "/api/v1/payments/razorpay/verify/"): "payments_razorpay_verify",
+    ("POST", "/api/v1/payments/razorpay/webhook/"): "payments_razorpay_webhook",
+    ("GET", "/api/v1/riders/me/"): "riders_me_get",
+    ("PUT", "/api/v1/riders/me/"): "riders_me_replace",
+    ("PATCH", "/api/v1/riders/me/"): "riders_me_update",
+    ("POST", "/api/v1/riders/me/online/"): "riders_go_online",
+    ("POST", "/api/v1/riders/me/offline/"): "riders_go_offline",
+    ("POST", "/api/v1/riders/me/location/"): "riders_location",
+    ("GET", "/api/v1/riders/me/earnings/"): "riders_earnings",
+    ("GET", "/api/v1/riders/me/offers/"): "riders_offers_list",
+    ("POST", "/api/v1/riders/offers/{offer_id}/accept/"): "riders_offers_accept",
+    ("POST", "/api/v1/riders/offers/{offer_id}/decline/"): "riders_offers_decline",
+    ("GET", "/api/v1/delivery/{order_id}/"): "delivery_get",
+    ("POST", "/api/v1/delivery/{order_id}/arrived-pickup/"): "delivery_arrived_pickup",
+    ("POST", "/api/v1/delivery/{order_id}/picked-up/"): "delivery_picked_up",
+    ("POST", "/api/v1/delivery/{order_id}/arrived-drop/"): "delivery_arrived_drop",
+    ("POST", "/api/v1/delivery/{order_id}/deliver/"): "delivery_deliver",
+    ("POST", "/api/v1/delivery/{order_id}/fail/"): "delivery_fail",
+    ("GET", "/api/v1/ops/readiness/"): "ops_readiness",
+}
+
 
 class AutoSchema(openapi.AutoSchema):
+    def get_operation_id(self) -> str:
+        try:
+            return OPERATIONS[(self.method, self.path)]
+        except KeyError:
+            raise ImproperlyConfigured(
+                f"{self.method} {self.path} has no operation id in core.openapi.OPERATIONS"
+            ) from None
+
+    def get_tags(self) -> list[str]:
+        return [self.get_operation_id().partition("_")[0]]
+
     def get_serializer_name(self, serializer, direction) -> str:
         cls = serializer.__class__
         outer, _, inner = cls.__qualname__.rpartition(".")

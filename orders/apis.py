@@ -104,7 +104,6 @@ class OrderListCreateApi(APIView):
 
     @extend_schema(
         summary="The caller's orders (ops with the view permission: all)",
-        operation_id="api_v1_orders_list",
         parameters=[OpenApiParameter("page", OpenApiTypes.INT, required=False)],
         responses={
             200: inline_serializer(
