@@ -187,22 +187,19 @@ def error_response_for(status_code: int) -> JsonResponse:
 
 
 def bad_request(request, exception=None):
-    return JsonResponse(error_body("bad_request", "Bad request."), status=400)
+    return error_response_for(400)
 
 
 def permission_denied(request, exception=None):
-    return JsonResponse(error_body("permission_denied", "You do not have permission."), status=403)
+    return error_response_for(403)
 
 
 def not_found(request, exception=None):
-    return JsonResponse(error_body("not_found", "Not found."), status=404)
+    return error_response_for(404)
 
 
 def server_error(request):
     exc = sys.exc_info()[1]
     if isinstance(exc, DEPENDENCY_ERRORS):
         return dependency_error_response(exc)
-    return JsonResponse(
-        error_body("server_error", "Something went wrong on our side; it has been logged."),
-        status=500,
-    )
+    return error_response_for(500)
