@@ -90,7 +90,7 @@ def test_a_failing_sync_view_answers_as_djangos_handler(
     def failing(**kwargs):
         raise failure
 
-    monkeypatch.setattr("riders.apis.rider_get_or_create", failing)
+    monkeypatch.setattr("riders.permissions.rider_get_or_create", failing)
 
     # when
     ours, djangos = answered_and_reported(
