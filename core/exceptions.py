@@ -46,6 +46,7 @@ class ErrorCode(enum.Enum):
 
 @enum.unique
 class CommonError(ErrorCode):
+    BAD_REQUEST = "bad_request", status.HTTP_400_BAD_REQUEST, "Bad request."
     INVALID = "invalid", status.HTTP_400_BAD_REQUEST, "Invalid input."
     PERMISSION_DENIED = (
         "permission_denied",
@@ -53,6 +54,11 @@ class CommonError(ErrorCode):
         "You do not have permission.",
     )
     NOT_FOUND = "not_found", status.HTTP_404_NOT_FOUND, "Not found."
+    SERVER_ERROR = (
+        "server_error",
+        status.HTTP_500_INTERNAL_SERVER_ERROR,
+        "Something went wrong on our side; it has been logged.",
+    )
     SERVICE_UNAVAILABLE = (
         "service_unavailable",
         status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -173,17 +179,21 @@ def api_exception_handler(exc, context):
 # Django-level handlers (URLs outside DRF, errors raised in middleware).
 
 
+# What Django answers by itself (its handlers, below, and its DEBUG pages under /api/).
+_DJANGO_ANSWERS = {
+    400: CommonError.BAD_REQUEST,
+    403: CommonError.PERMISSION_DENIED,
+    404: CommonError.NOT_FOUND,
+    500: CommonError.SERVER_ERROR,
+}
+
+
 def error_response_for(status_code: int) -> JsonResponse:
-    """The error shape for a status Django answered by itself (its handlers, below)."""
-    if status_code >= 500:
-        body = error_body("server_error", "Something went wrong on our side; it has been logged.")
-    elif status_code == 404:
-        body = error_body(CommonError.NOT_FOUND.code, CommonError.NOT_FOUND.message)
-    elif status_code == 403:
-        body = error_body(CommonError.PERMISSION_DENIED.code, CommonError.PERMISSION_DENIED.message)
-    else:
-        body = error_body("bad_request", "Bad request.")
-    return JsonResponse(body, status=status_code)
+    """The error shape for a status Django answered by itself."""
+    kind = _DJANGO_ANSWERS.get(status_code) or (
+        CommonError.SERVER_ERROR if status_code >= 500 else CommonError.BAD_REQUEST
+    )
+    return JsonResponse(error_body(kind.code, kind.message), status=status_code)
 
 
 def bad_request(request, exception=None):

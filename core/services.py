@@ -12,9 +12,10 @@ from core.models import DeadLetter
 
 logger = logging.getLogger(__name__)
 
-# Column limits of DeadLetter; longer values are cut rather than lose the whole record.
-_NAME_MAX = 200
-_ID_MAX = 64
+
+def _max(field: str) -> int:
+    """DeadLetter's column limit: longer values are cut rather than lose the whole record."""
+    return DeadLetter._meta.get_field(field).max_length
 
 
 def dead_letter_record(
@@ -35,16 +36,18 @@ def dead_letter_record(
     """
     exception_type = type(exception)
     fields = dict(
-        task_name=task_name[:_NAME_MAX],
-        task_id=(task_id or "")[:_ID_MAX],
+        task_name=task_name[: _max("task_name")],
+        task_id=(task_id or "")[: _max("task_id")],
         args=list(args or []),
         kwargs=dict(kwargs or {}),
-        exception_type=f"{exception_type.__module__}.{exception_type.__qualname__}"[:_NAME_MAX],
+        exception_type=f"{exception_type.__module__}.{exception_type.__qualname__}"[
+            : _max("exception_type")
+        ],
         exception_message=str(exception),
         traceback=traceback
         or "".join(traceback_module.format_exception(exception_type, exception, None)),
-        request_id=(request_id or "")[:200],  # core.middleware.SAFE_REQUEST_ID
-        queue=(queue or "")[:_ID_MAX],
+        request_id=(request_id or "")[: _max("request_id")],
+        queue=(queue or "")[: _max("queue")],
         retries=max(0, int(retries or 0)),
     )
     try:
