@@ -158,12 +158,14 @@ class SimCustomer:
             self.sim.stats.count("orders cancelled by their customer")
 
     async def watch(self, screen: TrackingScreen) -> None:
-        """The tracking screen: reconnects when dropped, until the order ends (the server then
-        closes with 1000) or the run is over (the task is cancelled)."""
+        """The tracking screen: reconnects when dropped, until it has shown the order's end
+        (the server then closes with 1000) or the run is over (the task is cancelled). The end
+        seen elsewhere (the rider's app) is no reason to stop: a screen dropped just before the
+        last frame reconnects to read it, as the app would."""
         sim = self.sim
         order_id = screen.order_id
         backoff = 1.0
-        while not sim.orders.is_over(order_id):
+        while screen.status not in TERMINAL:
             opened = False
             try:
                 token = await self.session.token()

@@ -160,10 +160,6 @@ class OrderBook:
         # The status frame on the customer's socket may come before the cancel's answer.
         info.ended_at_shutdown = at_shutdown or info.closing
 
-    def is_over(self, order_id: str) -> bool:
-        info = self._orders.get(order_id)
-        return info is None or info.status in TERMINAL
-
     def open(self) -> list[OrderInfo]:
         return [info for info in self._orders.values() if info.status not in TERMINAL]
 

@@ -23,9 +23,11 @@ from devstack.ports import free_port
 from devstack.redis import RedisServer
 from devstack.web import start_server
 from orders.models import Order, OrderEvent
-from orders.tests.factories import AREA, ServiceAreaFactory
+from orders.tests.factories import AREA, OrderFactory, ServiceAreaFactory
 from riders.models import Earning, Rider, RiderLocation
 from simulator import customers
+from simulator.api import Api, Session, TokenStore
+from simulator.database import mint_tokens
 from simulator.geo import metres_between
 from simulator.riders import RIDER_PHONE_PREFIX
 from simulator.run import Config, Simulation
@@ -184,6 +186,43 @@ def test_a_short_run_signs_in_rides_books_and_delivers_through_the_api(
     assert "went online 5 (online already 0); online at the end 5" in text, text
     assert "5xx answers 0" in text, text
     assert not simulated_riders().exclude(status=Rider.Status.OFFLINE).exists()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.django_db(transaction=True)
+def test_a_screen_dropped_before_the_last_frame_reconnects_to_show_how_the_order_ended(server):
+    # given an order the rider's app has delivered (seq 13), whose customer's screen was cut
+    # by a restart while it showed seq 12, at the drop
+    order = OrderFactory(status="delivered", tracking_seq=13)
+    order_id = str(order.pk)
+    access, refresh = mint_tokens(order.customer.phone, "customer")
+    simulation = Simulation(replace(FAST_CITY, url=server.base_url), print)
+    screen = customers.TrackingScreen(order_id, seq=12, status="at_dropoff")
+
+    async def reconnect():
+        simulation.api = Api(server.base_url, simulation.stats)
+        try:
+            customer = customers.SimCustomer(simulation, 0)
+            customer.session = Session(
+                simulation.api,
+                TokenStore(None, server.base_url),
+                phone=order.customer.phone,
+                role="customer",
+                access=access,
+                refresh=refresh,
+            )
+            simulation.orders.booked(order_id, customer, "4321", "at_dropoff")
+            simulation.orders.ended(order_id, "delivered")  # as the rider's app saw it
+            await asyncio.wait_for(customer.watch(screen), timeout=60)
+        finally:
+            await simulation.api.close()
+
+    # when the screen comes back
+    asyncio.run(reconnect())
+
+    # then it reconnected once, read the order's last frame, and stopped on the server's 1000
+    assert (screen.sockets, screen.seq, screen.status) == (1, 13, "delivered")
+    assert simulation.stats.errors == {}, simulation.summary()
 
 
 @override_settings(SMS_PROVIDER="msg91")
