@@ -62,6 +62,13 @@ class AutoSchema(openapi.AutoSchema):
     def get_tags(self) -> list[str]:
         return [self.get_operation_id().partition("_")[0]]
 
+    def get_auth(self):
+        # A view that reads no credential (core.views.PublicApi) has no security requirement,
+        # rather than an optional one ([{}]) that generators read as "needs a token".
+        if not self.view.authentication_classes:
+            return []
+        return super().get_auth()
+
     def get_examples(self):
         return super().get_examples() or EXAMPLES.get(self.get_operation_id(), [])
 

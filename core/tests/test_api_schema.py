@@ -306,3 +306,14 @@ def test_every_example_holds_to_its_schema(schema):
                     refusal.message,
                 ), (where, name)
     assert checked >= 2 * len(MAIN_FLOW)
+
+
+def test_public_operations_ask_for_no_token(schema):
+    # An optional requirement ([{}]) makes generated clients demand an authenticated client.
+    public = {
+        operation["operationId"]: operation.get("security")
+        for _, operation in operations(schema)
+        if operation["operationId"]
+        in {"service_health", "service_config", "auth_otp_request", "auth_otp_verify"}
+    }
+    assert public == dict.fromkeys(public), public
