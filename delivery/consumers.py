@@ -66,6 +66,10 @@ class Consumer(AsyncWebsocketConsumer):
     # Whether SOCKETS_OPEN counts this socket: from its accept to its disconnect.
     counted_open = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        SOCKETS_OPEN.labels(cls.__name__)  # shown as 0 before the first socket
+
     async def accept(self, subprotocol=None, headers=None):
         await super().accept(subprotocol=subprotocol, headers=headers)
         if not self.counted_open:

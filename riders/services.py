@@ -42,6 +42,8 @@ FIXES_REFUSED = Counter(
     "fix than the speed limit allows) or too_frequent (under a second from another fix).",
     ["reason"],
 )
+for _reason in ("too_fast", "too_frequent"):
+    FIXES_REFUSED.labels(_reason)  # shown as 0 before the first refusal
 
 PING_SECONDS = Histogram(
     "rider_location_ping_seconds",
