@@ -40,6 +40,7 @@ lint: bootstrap
 	.venv/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	.venv/bin/check-jsonschema --schemafile deploy/schemas/railway.schema.json deploy/railway/*.json
 	.venv/bin/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
+	promtool check rules deploy/monitoring/alerts.yml
 
 format: bootstrap
 	.venv/bin/ruff check --fix .

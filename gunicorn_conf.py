@@ -149,10 +149,12 @@ def when_ready(server):
 
 
 def post_fork(server, worker):
-    # Each worker times its own garbage collections for /metrics (python_gc_pause_seconds).
-    from core import gc_pauses
+    # Each worker times its own garbage collections for /metrics (python_gc_pause_seconds),
+    # and counts its waits for a database connection (db_pool_*, core/db_pool_metrics.py).
+    from core import db_pool_metrics, gc_pauses
 
     gc_pauses.start()
+    db_pool_metrics.start()
     server.log.info("worker %s started", worker.pid)
 
 

@@ -42,6 +42,8 @@ OTP_REFUSED = Counter(
     "the hour's SMS_HOURLY_BUDGET spent (sms_budget).",
     ["reason"],
 )
+for _reason in ("country", "sms_budget"):
+    OTP_REFUSED.labels(_reason)  # shown as 0 before the first refusal, for the alert's rate()
 
 
 class LoginRole(models.TextChoices):

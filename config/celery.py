@@ -113,8 +113,8 @@ app.conf.update(
     beat_schedule={
         "beat-heartbeat": {
             "task": "core.tasks.beat_heartbeat",
-            "schedule": 60.0,
-            "options": {"expires": 50},
+            "schedule": float(settings.BEAT_HEARTBEAT_INTERVAL_SECONDS),
+            "options": {"expires": settings.BEAT_HEARTBEAT_INTERVAL_SECONDS * 5 / 6},
         },
         "sweep-stale-offers": {
             "task": "delivery.tasks.sweep_stale_offers",

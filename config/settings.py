@@ -431,8 +431,14 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not USE_
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = TIME_ZONE
 IS_PRIMARY = env.bool("IS_PRIMARY", default=False)
-# /health/ calls the beat heartbeat stale after this many seconds (beat writes every 60 s).
+# Beat sends its heartbeat task this often; /health/ (and the BeatHeartbeatStale alert) calls
+# the heartbeat stale after BEAT_HEARTBEAT_MAX_AGE_SECONDS.
+BEAT_HEARTBEAT_INTERVAL_SECONDS = env.int("BEAT_HEARTBEAT_INTERVAL_SECONDS", default=60)
 BEAT_HEARTBEAT_MAX_AGE_SECONDS = env.int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", default=180)
+if not 0 < BEAT_HEARTBEAT_INTERVAL_SECONDS < BEAT_HEARTBEAT_MAX_AGE_SECONDS:
+    _problems.append(
+        "BEAT_HEARTBEAT_INTERVAL_SECONDS must be positive and below BEAT_HEARTBEAT_MAX_AGE_SECONDS."
+    )
 # Times a worker tries the broker before it gives up and exits (2, 4, 6 ... s apart, at most
 # 30 s; 10 tries take about 110 s), at start-up and after a lost connection.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = env.int("CELERY_BROKER_CONNECTION_MAX_RETRIES", default=10)

@@ -17,6 +17,13 @@ collector added to the default registry never appears; `metrics_view` adds the t
 whatever that view would export. It must be routed at /metrics (config/urls.py). The queue
 gauges and the workers' last canary times (CeleryQueuesCollector) are read from Redis the same
 way, so every web process reports them.
+
+Events that happen in any process (a worker cancelling an order nobody took, a capture that
+does not match its order) are counted in Redis (`EventCounter`, one hash) and exported the same
+way, as counters: a Redis restart starts them from 0, which rate() and increase() take as a
+counter reset. Every web instance reports the same totals, so rules aggregate them with max().
+The beat heartbeat and the health checks' results are read at scrape time too, so the alert
+rules (deploy/monitoring/alerts.yml) can see what /health/ sees.
 """
 
 import json
@@ -25,11 +32,11 @@ import os
 import time
 
 import prometheus_client
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.db.models import Count
 from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 logger = logging.getLogger(__name__)
@@ -155,9 +162,168 @@ def _published_at(raw: bytes, header: str) -> float | None:
         return None
 
 
+EVENTS_HASH = "metrics:events"
+
+
+class EventCounter:
+    """A counter of something any process does (web, worker, beat), kept in Redis so every web
+    instance's /metrics reports the whole fleet's count. Counting is best effort: an event is
+    never refused because Redis is down, it is only left uncounted (and logged)."""
+
+    def __init__(self, name: str, documentation: str, label: str = "", values: tuple = ()):
+        self.name, self.documentation = name, documentation
+        # One optional label with a known set of values, each exported from 0 on.
+        self.label, self.values = label, tuple(values)
+        EVENT_COUNTERS.append(self)
+
+    def field(self, value: str = "") -> str:
+        return f"{self.name}|{value}"
+
+    def inc_on_commit(self, amount: int = 1, value: str = "") -> None:
+        """Counts once the current transaction commits (at once outside one)."""
+        transaction.on_commit(lambda: self.inc(amount, value))
+
+    def inc(self, amount: int = 1, value: str = "") -> None:
+        import redis
+        from django.conf import settings
+
+        from core.health import redis_client
+
+        if not settings.USE_REDIS or amount <= 0:
+            return
+        try:
+            redis_client().hincrby(EVENTS_HASH, self.field(value), amount)
+        except redis.RedisError:
+            logger.warning("%s not counted: Redis unavailable", self.name, exc_info=True)
+
+
+EVENT_COUNTERS: list[EventCounter] = []
+
+# The events counted, in one place so every web process exports all of them from its start
+# (a counter defined in a module the web never imported would be missing from /metrics).
+ORDERS_CANCELLED_NO_RIDER = EventCounter(
+    "dispatch_orders_cancelled_no_rider",
+    "Orders cancelled because no rider took them within DISPATCH_WINDOW_SECONDS.",
+)
+OFFERS_MADE = EventCounter("dispatch_offers_made", "Offers sent to riders.")
+OFFERS_EXPIRED = EventCounter(
+    "dispatch_offers_expired", "Offers that expired before their rider answered."
+)
+PAYMENT_MISMATCHES = EventCounter(
+    "payments_mismatches",
+    "Captures refused because they do not match their order (amount, currency, or an order "
+    "that cannot be paid), by where they were seen: verify, webhook or reconciler.",
+    label="source",
+    values=("verify", "webhook", "reconciler"),
+)
+ORDER_TRANSITIONS = EventCounter(
+    "orders_transitions",
+    "Order status changes, by the status the order moved to.",
+    label="to_status",
+    values=(
+        "payment_pending",
+        "searching_rider",
+        "rider_assigned",
+        "at_pickup",
+        "picked_up",
+        "at_dropoff",
+        "delivered",
+        "cancelled",
+        "failed",
+    ),
+)
+
+
+class EventsCollector:
+    """Every EventCounter's total from Redis, and the beat heartbeat's time and allowed age."""
+
+    BEAT = (
+        "celery_beat_heartbeat_timestamp_seconds",
+        "When a worker last ran beat's heartbeat task (Unix time); it stops moving when beat, "
+        "the broker or the high-queue worker stops.",
+    )
+    BEAT_MAX_AGE = (
+        "celery_beat_heartbeat_max_age_seconds",
+        "BEAT_HEARTBEAT_MAX_AGE_SECONDS: /health/ calls the heartbeat stale past this age.",
+    )
+
+    def describe(self):
+        beat = [GaugeMetricFamily(*self.BEAT), GaugeMetricFamily(*self.BEAT_MAX_AGE)]
+        return [*self._families().values(), *beat]
+
+    def _families(self) -> dict[str, CounterMetricFamily]:
+        return {
+            counter.name: CounterMetricFamily(
+                counter.name,
+                counter.documentation,
+                labels=[counter.label] if counter.label else None,
+            )
+            for counter in EVENT_COUNTERS
+        }
+
+    def collect(self):
+        import redis
+        from django.conf import settings
+
+        from core.health import BEAT_HEARTBEAT_KEY, redis_client
+
+        if not settings.USE_REDIS:
+            return
+        try:
+            counts = {
+                field.decode(): int(count)
+                for field, count in redis_client().hgetall(EVENTS_HASH).items()
+            }
+            from django.core.cache import cache
+
+            beat = cache.get(BEAT_HEARTBEAT_KEY)
+        except redis.RedisError:
+            logger.warning("event counters skipped: Redis unavailable", exc_info=True)
+            return
+        families = self._families()
+        for counter in EVENT_COUNTERS:
+            family = families[counter.name]
+            if counter.label:
+                for value in counter.values:
+                    family.add_metric([value], counts.get(counter.field(value), 0))
+            else:
+                family.add_metric([], counts.get(counter.field(), 0))
+        yield from families.values()
+        max_age = GaugeMetricFamily(*self.BEAT_MAX_AGE)
+        max_age.add_metric([], settings.BEAT_HEARTBEAT_MAX_AGE_SECONDS)
+        yield max_age
+        if beat is not None:  # never sent yet: absent, as "unknown" in /health/
+            heartbeat = GaugeMetricFamily(*self.BEAT)
+            heartbeat.add_metric([], float(beat))
+            yield heartbeat
+
+
+class HealthCollector:
+    """/health/'s checks as gauges, so a rule sees what the load balancer sees."""
+
+    NAME = (
+        "delivery_health_check_ok",
+        "1 when the /health/ check passes (database, cache, celery_beat), else 0.",
+    )
+
+    def describe(self):
+        return [GaugeMetricFamily(*self.NAME, labels=["check"])]
+
+    def collect(self):
+        from core.health import IN_MEMORY, OK, run_checks
+
+        _, results = run_checks()
+        gauge = GaugeMetricFamily(*self.NAME, labels=["check"])
+        for check, result in sorted(results.items()):
+            gauge.add_metric([check], 1.0 if result in {OK, IN_MEMORY} else 0.0)
+        yield gauge
+
+
 _table_registry = CollectorRegistry()
 _table_registry.register(OpenDeadLettersCollector())
 _table_registry.register(CeleryQueuesCollector())
+_table_registry.register(EventsCollector())
+_table_registry.register(HealthCollector())
 
 
 def metrics_view(request):

@@ -15,6 +15,7 @@ import time
 from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
+from prometheus_client import Gauge
 from rest_framework.exceptions import ValidationError
 
 from accounts.models import User
@@ -36,6 +37,13 @@ CLOSE_REPLACED = 4409  # the rider opened another socket: one live socket per ri
 CLOSE_TOO_MANY = 4429  # the user has WS_MAX_SOCKETS_PER_USER tracking and ops sockets open
 MAX_FRAME_BYTES = 4096
 
+SOCKETS_OPEN = Gauge(
+    "websocket_connections_open",
+    "WebSockets accepted and not yet closed, by consumer (rider, delivery tracking, ops).",
+    ["consumer"],
+    multiprocess_mode="livesum",
+)
+
 
 class FrameError(Exception):
     def __init__(self, code: str, message: str, fields: dict | None = None):
@@ -54,6 +62,27 @@ class Consumer(AsyncWebsocketConsumer):
     (database_sync_to_async), which closes old connections itself before and after each call,
     so the per-message cleanup does nothing for them.
     """
+
+    # Whether SOCKETS_OPEN counts this socket: from its accept to its disconnect.
+    counted_open = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        SOCKETS_OPEN.labels(cls.__name__)  # shown as 0 before the first socket
+
+    async def accept(self, subprotocol=None, headers=None):
+        await super().accept(subprotocol=subprotocol, headers=headers)
+        if not self.counted_open:
+            self.counted_open = True
+            SOCKETS_OPEN.labels(type(self).__name__).inc()
+
+    async def websocket_disconnect(self, message):
+        try:
+            await super().websocket_disconnect(message)
+        finally:
+            if self.counted_open:
+                self.counted_open = False
+                SOCKETS_OPEN.labels(type(self).__name__).dec()
 
     async def dispatch(self, message):
         handler = getattr(self, get_handler_name(message), None)

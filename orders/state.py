@@ -14,6 +14,7 @@ from django.db import models, transaction
 from accounts.models import User
 from core import locks, realtime
 from core.exceptions import ApiError
+from core.metrics import ORDER_TRANSITIONS
 from orders.errors import OrderError
 from orders.models import (
     CARRYING_STATUSES,
@@ -268,6 +269,7 @@ def order_transition(
         )
         for _, hook in _locked_hooks:
             hook(move)
+        ORDER_TRANSITIONS.inc_on_commit(value=str(to_status))
         status = realtime.status_message(
             order_id=order.pk,
             seq=order.tracking_seq,

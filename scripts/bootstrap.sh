@@ -35,6 +35,8 @@ system_packages() {
   # The ops console's browser test drives Debian's Chromium (Playwright never downloads one here).
   command -v chromium >/dev/null || wanted+=(chromium)
   command -v chromedriver >/dev/null || wanted+=(chromium-driver)
+  # The monitoring tests check deploy/monitoring/ with promtool and run a real Prometheus.
+  command -v promtool >/dev/null || wanted+=(prometheus)
   # PostGIS for the PostgreSQL server installed here, if one is (a remote one brings its own).
   local major
   major=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -n | tail -n 1)
@@ -44,6 +46,23 @@ system_packages() {
   fi
   find_python >/dev/null || wanted+=(python3 python3-venv)
   if [ ${#wanted[@]} -gt 0 ]; then apt_install "${wanted[@]}"; fi
+  quiet_system_prometheus
+}
+
+# Debian's prometheus package enables a system Prometheus on port 9090 that scrapes the machine;
+# the tests start their own on free ports, so the system one is stopped and kept off.
+quiet_system_prometheus() {
+  local unit
+  for unit in prometheus prometheus-node-exporter; do
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ] \
+      && systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+      say "disabling the system $unit service"
+      systemctl disable --now --quiet "$unit"
+    elif [ -x "/etc/init.d/$unit" ]; then
+      invoke-rc.d "$unit" stop >/dev/null 2>&1 || true
+      update-rc.d "$unit" disable >/dev/null 2>&1 || true
+    fi
+  done
 }
 
 find_python() {

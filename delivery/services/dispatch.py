@@ -15,9 +15,11 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
+from prometheus_client import Histogram
 
 from core import realtime
 from core.exceptions import ApiError, CommonError, suppressed
+from core.metrics import OFFERS_EXPIRED, OFFERS_MADE, ORDERS_CANCELLED_NO_RIDER
 from core.queueing import queue_task
 from delivery.errors import DeliveryError
 from delivery.models import DispatchRound, Offer
@@ -34,6 +36,11 @@ logger = logging.getLogger(__name__)
 
 
 NO_RIDER_REASON = "no_rider"
+ACCEPT_SECONDS = Histogram(
+    "dispatch_accept_seconds",
+    "From an order starting to search for a rider to a rider accepting it.",
+    buckets=(5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900),
+)
 # A rider coming online re-triggers matching for at most this many nearby waiting orders.
 REMATCH_ORDERS_LIMIT = 5
 
@@ -139,6 +146,7 @@ def dispatch_round(*, order_id) -> DispatchRound | None:
                 reason=NO_RIDER_REASON,
                 if_status=OrderStatus.SEARCHING_RIDER,
             )
+            ORDERS_CANCELLED_NO_RIDER.inc()  # committed: order_cancel's transaction is its own
         return dispatch
     logger.info("order %s: round %s offered to %d rider(s)", order_id, number, len(offers))
     return dispatch
@@ -161,6 +169,7 @@ def _offer_to(order: Order, candidates, *, round_number: int, now) -> list[Offer
         ]
     )
     messages = [(realtime.rider_group(o.rider_id), offer_message(o)) for o in offers]
+    OFFERS_MADE.inc_on_commit(len(offers))
 
     def announce():
         realtime.send_many(messages)
@@ -203,6 +212,7 @@ def offer_accept(*, offer_id, rider: Rider) -> Offer:
         offer.status = Offer.Status.ACCEPTED
         offer.responded_at = now
         offer.save(update_fields=["status", "responded_at", "updated_at"])
+        searched = (now - _searching_since(order)).total_seconds()
         try:
             order = order_transition(
                 order_id=order.pk, action=Action.ASSIGN, actor=Actor.rider(rider.user), rider=rider
@@ -214,6 +224,7 @@ def offer_accept(*, offer_id, rider: Rider) -> Offer:
                 DeliveryError.OFFER_NOT_AVAILABLE,
                 "Only an online, approved rider without a delivery can accept.",
             ) from None
+    ACCEPT_SECONDS.observe(searched)
     logger.info("order %s accepted by rider %s (offer %s)", order.pk, rider.pk, offer.pk)
     offer.order = order
     return offer
@@ -260,9 +271,11 @@ def offers_expire(*, order_id=None) -> int:
     for stale_order_id in set(stale.values_list("order_id", flat=True)):
         with transaction.atomic():
             order = Order.objects.select_for_update().get(pk=stale_order_id)
-            expired += Offer.objects.filter(
+            count = Offer.objects.filter(
                 order=order, status=Offer.Status.PENDING, expires_at__lte=now
             ).update(status=Offer.Status.EXPIRED, updated_at=now)
+            OFFERS_EXPIRED.inc_on_commit(count)
+            expired += count
             _next_round_when_unanswered(order)
     if expired:
         logger.info("expired %d offer(s)", expired)

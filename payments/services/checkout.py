@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from core.exceptions import ApiError, CommonError
+from core.metrics import PAYMENT_MISMATCHES
 from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus
 from orders.selectors import order_get_for_customer
 from orders.services import payments_require_enabled
@@ -139,6 +140,7 @@ def mark_paid(
                 ]
             )
             logger.error("payment %s refused (%s): %s", razorpay_payment_id, source, mismatch)
+            PAYMENT_MISMATCHES.inc_on_commit(value=source)
             if amount_paise > 0:
                 refund_request(
                     payment=payment,
