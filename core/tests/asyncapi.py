@@ -1,9 +1,11 @@
 """Frames checked against the sockets' AsyncAPI document (docs/api/asyncapi.yaml).
 
-`validate_frame` is what tests call; the root conftest.py calls it for every frame the
-consumers send in a test. Test code only: jsonschema is a dev dependency.
+`validate_frame` is what tests call; `consumer_frames_checked` is how the root conftest.py
+checks every frame the consumers send in a test. Test code only: jsonschema is a dev
+dependency.
 """
 
+import contextlib
 import copy
 import functools
 import json
@@ -117,3 +119,49 @@ def _type_of(payload: dict):
 
 def _frame_type(frame):
     return frame.get("type") if isinstance(frame, dict) else None
+
+
+_off_the_document: list[str] = []
+
+
+@contextlib.contextmanager
+def consumer_frames_checked():
+    """While open, each JSON text frame a consumer sends, and each location fix the rider
+    socket accepts, is validated; those off the document are kept for
+    frames_off_the_document(). The frames still go out as they are."""
+    from delivery.consumers import Consumer, DeliveryConsumer, RiderConsumer
+    from ops.consumers import OpsConsumer
+
+    channels = ((OpsConsumer, "ops"), (DeliveryConsumer, "delivery"), (RiderConsumer, "rider"))
+    send, location = Consumer.send, RiderConsumer._location
+
+    async def checked_send(self, text_data=None, bytes_data=None, close=False):
+        channel = next((name for kind, name in channels if isinstance(self, kind)), None)
+        if text_data is not None and channel is not None and not self.closed_by_server:
+            _check(channel, text_data, sent_by="server")
+        await send(self, text_data=text_data, bytes_data=bytes_data, close=close)
+
+    async def checked_location(self, frame: dict) -> dict:
+        answer = await location(self, frame)  # raises for a fix the server refuses
+        _check("rider", json.dumps(frame), sent_by="client")
+        return answer
+
+    Consumer.send, RiderConsumer._location = checked_send, checked_location
+    try:
+        yield
+    finally:
+        Consumer.send, RiderConsumer._location = send, location
+
+
+def frames_off_the_document() -> list[str]:
+    """What consumer_frames_checked found since the last call (and forgets it)."""
+    found = list(_off_the_document)
+    _off_the_document.clear()
+    return found
+
+
+def _check(channel: str, text: str, *, sent_by: str) -> None:
+    try:
+        validate_frame(channel, json.loads(text), sent_by=sent_by)
+    except (AssertionError, ValueError) as error:  # ValueError: not JSON
+        _off_the_document.append(str(error))

@@ -11,15 +11,25 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.test import Client
 from django.utils import timezone
 
-from core.realtime import ops_alerts_changed_message, ops_riders_moved_message, status_message
-from core.tests.asyncapi import allowed_messages, validate_frame
+from config.asgi import application
+from core.realtime import (
+    ops_alerts_changed_message,
+    ops_riders_moved_message,
+    rider_group,
+    status_message,
+)
+from core.tests.asyncapi import allowed_messages, frames_off_the_document, validate_frame
 from delivery import consumers
 from delivery.models import Offer
+from delivery.tests.communicator import WebsocketCommunicator
 from orders.models import OrderStatus, PaymentStatus
 from riders.models import Rider
+from riders.tests.factories import RiderFactory, access_token
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = ROOT / "docs" / "api" / "asyncapi.yaml"
@@ -260,3 +270,39 @@ def test_the_document_ships_in_the_image():
     for candidate in [*prefixes, str(path)]:
         excluded = [p for p in patterns if not p.startswith("!") and fnmatch.fnmatch(candidate, p)]
         assert not excluded, f"{candidate} is left out of the image by {excluded}"
+
+
+# --- The suite's check of every frame (root conftest.py) ---------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_frame_a_consumer_sends_off_the_document_is_caught():
+    # given a rider's socket, through the real stack
+    rider = await database_sync_to_async(RiderFactory)()
+    communicator = WebsocketCommunicator(
+        application,
+        f"/ws/rider/?token={access_token(rider.user)}",
+        headers=[(b"origin", b"http://testserver"), (b"host", b"testserver")],
+    )
+    assert (await communicator.connect(timeout=3))[0]
+
+    # when the app sends a fix with its coordinates as text, which the server accepts (its
+    # answer also means the socket has joined the rider's group: frames are handled in turn)
+    now = timezone.now().isoformat()
+    await communicator.send_json_to(
+        {"type": "location", "lat": "12.9716", "lng": 77.5946, "recorded_at": now}
+    )
+    assert (await communicator.receive_json_from(timeout=3))["type"] == "location_ack"
+    # and the group relays an offer missing most of its fields
+    await get_channel_layer().group_send(rider_group(rider.pk), {"type": "offer", "offer_id": "x"})
+    assert (await communicator.receive_json_from(timeout=3))["offer_id"] == "x"
+    await communicator.disconnect()
+
+    # then both are caught (and forgotten here, so this test passes)
+    caught = frames_off_the_document()
+    assert len(caught) == 2, caught
+    client, server = caught
+    assert "client frame on 'rider'" in client and "'12.9716' is not of type 'number'" in client
+    assert "server frame on 'rider'" in server and "of type 'offer'" in server
+    assert "is a required property" in server
