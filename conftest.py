@@ -74,3 +74,45 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "image" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.timeout(IMAGE_TEST_TIMEOUT), append=False)
+
+
+# Every JSON frame a consumer sends in a test, and every location fix the rider socket
+# accepts, is checked against the sockets' AsyncAPI document (core/tests/asyncapi.py): a frame
+# the document does not allow fails the test that caused it. Sockets served by another process
+# (the live-server tests) are not seen here.
+@pytest.fixture(autouse=True, scope="session")
+def _socket_frames_follow_the_document():
+    from core.tests.asyncapi import consumer_frames_checked
+
+    with consumer_frames_checked():
+        yield
+
+
+def _raise_frames_off_the_document() -> None:
+    from core.tests.asyncapi import frames_off_the_document
+
+    found = frames_off_the_document()
+    if found:
+        raise AssertionError("\n".join(found))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    from core.tests.asyncapi import frames_off_the_document
+
+    frames_off_the_document()  # forgets any left from the test before
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    _raise_frames_off_the_document()  # sent while the test, or its fixtures' setup, ran
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield
+    _raise_frames_off_the_document()
+    return result

@@ -19,6 +19,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from accounts.tests.factories import UserFactory
 from config.asgi import application
 from core.realtime import rider_group
+from core.tests.asyncapi import example_frame
 from delivery.consumers import MAX_FRAME_BYTES
 from delivery.tests.communicator import WebsocketCommunicator
 from riders.models import Rider, RiderLocation
@@ -213,9 +214,9 @@ async def test_an_offer_sent_to_the_riders_group_reaches_only_that_rider(rider, 
     assert (await other_socket.connect(timeout=3))[0]
 
     # when dispatch sends an offer to the first rider's group
-    offer = {"type": "offer", "offer_id": "0b5c", "expires_at": "2026-01-31T10:15:30Z"}
+    offer = example_frame("rider", "offer")
     await get_channel_layer().group_send(f"rider.{rider.pk}", offer)
-    withdrawn = {"type": "offer_withdrawn", "offer_id": "0b5c"}
+    withdrawn = example_frame("rider", "offerWithdrawn", offer_id=offer["offer_id"])
     await get_channel_layer().group_send(f"rider.{rider.pk}", withdrawn)
 
     # then that rider's app gets both, and the other rider's gets nothing
@@ -277,9 +278,7 @@ async def test_a_riders_new_socket_closes_the_older_one_4409_and_takes_the_offer
     # then the older one is closed with 4409, and the rider's messages reach the new one only
     closed = await first.receive_output(timeout=3)
     assert (closed["type"], closed["code"]) == ("websocket.close", 4409), closed
-    await get_channel_layer().group_send(
-        rider_group(rider.pk), {"type": "offer", "offer_id": "x", "order_id": "y"}
-    )
+    await get_channel_layer().group_send(rider_group(rider.pk), example_frame("rider", "offer"))
     frame = json.loads(await second.receive_from(timeout=3))
     assert frame["type"] == "offer"
     await second.disconnect()

@@ -302,12 +302,15 @@ async def test_order_status_changes_reach_the_console_with_the_orders_seq():
     assert on_delivery["status"] == "on_delivery"
 
 
+ORDER_ID = "0c1f7a52-8d3e-4b6a-9f21-5e4d3c2b1a09"
+
+
 async def test_an_alert_an_event_starts_reaches_the_console():
     staff = await dispatcher()
     async with console(staff) as communicator:
-        message = ops_alerts_changed_message(alert="refund_failed", order_id="0c1f")
+        message = ops_alerts_changed_message(alert="refund_failed", order_id=ORDER_ID)
         await get_channel_layer().group_send(OPS_GROUP, message)
 
         frame = await communicator.receive_json_from(timeout=3)
 
-    assert frame == {"type": "alerts_changed", "alert": "refund_failed", "order_id": "0c1f"}
+    assert frame == {"type": "alerts_changed", "alert": "refund_failed", "order_id": ORDER_ID}
