@@ -9,6 +9,7 @@ parsed model is walked here against its own type annotations.
 import datetime
 import enum
 import importlib
+import json
 import subprocess
 import sys
 import types
@@ -35,11 +36,12 @@ PROBLEM_BANNERS = (
 @dataclass
 class Generated:
     package: types.ModuleType
+    schema: dict  # the document it was generated from
     output: str
 
 
 def generate(schema: Path, work_dir: Path) -> Generated:
-    """Runs the generator on `schema` and imports the package it wrote.
+    """Runs the generator on `schema` (a JSON file) and imports the package it wrote.
 
     Fails on a non-zero exit (--fail-on-warning makes any warning one), on a problem banner, and
     on anything else on stderr: a clean run prints only "Generating <dir>". The post hooks (ruff)
@@ -66,7 +68,7 @@ def generate(schema: Path, work_dir: Path) -> Generated:
     assert run.returncode == 0, f"the generator failed:\n{output}"
     assert not run.stderr.strip(), f"the generator printed on stderr:\n{output}"
     assert run.stdout.strip() == f"Generating {output_dir / PACKAGE}", output
-    return Generated(import_package(output_dir), output)
+    return Generated(import_package(output_dir), json.loads(schema.read_text()), output)
 
 
 def import_package(directory: Path) -> types.ModuleType:
@@ -81,6 +83,24 @@ def forget_package() -> None:
     """Drops the generated modules, so the next test imports its own client."""
     for name in [name for name in sys.modules if name.split(".")[0] == PACKAGE]:
         del sys.modules[name]
+
+
+def answers_without_a_schema(schema: dict) -> list[str]:
+    """Every operation's success answer that has a body but no schema for it, for which the
+    generator writes `Response[Any]` with `parsed` None."""
+    missing = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, answer in operation.get("responses", {}).items():
+                if not status.startswith("2") or status == "204":
+                    continue
+                body = answer.get("content", {}).get("application/json", {})
+                if "schema" not in body:
+                    missing.append(
+                        f"{operation.get('operationId')} ({method.upper()} {path}): "
+                        f"the {status} answer has no JSON schema"
+                    )
+    return missing
 
 
 def parsed(response, model: type):

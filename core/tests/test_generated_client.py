@@ -10,6 +10,7 @@ service behind `manage.py rider_approve` (ops have no API for it, only the admin
 """
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -77,14 +78,13 @@ def worker(redis, tmp_path):
 
 
 @pytest.fixture
-def client_package(server, tmp_path):
+def generated(server, tmp_path):
     """The package openapi-python-client generates from the running server's /api/schema/."""
     answer = server.get("/api/schema/?format=json")
     assert answer.status_code == 200, answer.text
     schema = tmp_path / "openapi.json"
     schema.write_bytes(answer.content)
-    generated = generated_client.generate(schema, tmp_path)
-    yield generated.package
+    yield generated_client.generate(schema, tmp_path)
     generated_client.forget_package()
 
 
@@ -92,23 +92,33 @@ def client_package(server, tmp_path):
 @pytest.mark.timeout(240)
 @pytest.mark.django_db(transaction=True)
 def test_a_client_generated_from_the_live_schema_books_and_delivers_an_order(
-    server, worker, client_package
+    server, worker, generated
 ):
     # given a service area, as the demo data has one
     ServiceAreaFactory(area=AREA)
 
     # when a customer and a rider, through the generated client only, deliver one order
-    flow = Flow(client_package, server.base_url)
-    asyncio.run(flow.run())
+    flow = Flow(generated.package, server.base_url)
+    flow.defects += generated_client.answers_without_a_schema(generated.schema)
+    try:
+        asyncio.run(flow.run())
+    finally:
+        print("tracking frames:", *flow.tracking_frames, sep="\n")  # shown when the test fails
 
     # then (the calls' answers were checked as they came) the customer's tracking socket
     # streamed the order's life, in order, and was closed normally once it was delivered
     statuses = [frame["status"] for frame in flow.tracking_frames if frame["type"] == "status"]
-    assert statuses[0] == "searching_rider", flow.tracking_frames
-    assert statuses[-4:] == ["at_pickup", "picked_up", "at_dropoff", "delivered"], statuses
-    assert "rider_assigned" in statuses, statuses
+    assert statuses == [
+        "searching_rider",
+        "rider_assigned",
+        "at_pickup",
+        "picked_up",
+        "at_dropoff",
+        "delivered",
+    ]
+    # every event of the order, each numbered one more than the last (a gap means one missed)
     seqs = [frame["seq"] for frame in flow.tracking_frames]
-    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), flow.tracking_frames
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
     assert flow.tracking_frames[-1]["type"] == "status", flow.tracking_frames
     assert flow.tracking_frames[-1]["seq"] == flow.final_seq
     assert any(frame["type"] == "location" for frame in flow.tracking_frames), flow.tracking_frames
@@ -128,6 +138,7 @@ class Flow:
         self.tracking_frames: list[dict] = []
         self.tracking_close_code: int | None = None
         self.final_seq: int | None = None
+        self.last_answer = ""
         self.defects: list[str] = []  # found on the way, where the flow can go on
 
     def module(self, name: str):
@@ -135,18 +146,47 @@ class Flow:
         return __import__(f"{self.api.__name__}.{name}", fromlist=["_"])
 
     def call(self, name: str):
-        return self.module(f"api.{name}").asyncio_detailed
+        """The generated operation `name` (e.g. "orders.orders_create"), whose model failing to
+        read an answer fails the test with the operation and the answer's body."""
+        function = self.module(f"api.{name}").asyncio_detailed
+
+        async def call(*args, **kwargs):
+            try:
+                return await function(*args, **kwargs)
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                raise AssertionError(
+                    f"{name}: the generated model cannot read the answer: {error!r}\n"
+                    f"{self.last_answer}"
+                ) from error
+
+        return call
+
+    def client_options(self) -> dict:
+        """Every answer is kept (as last_answer) for the failure message of call()."""
+
+        async def remember(response) -> None:
+            await response.aread()
+            request = response.request
+            self.last_answer = (
+                f"{request.method} {request.url.path} -> {response.status_code}: {response.text}"
+            )
+
+        return {
+            "base_url": self.base_url,
+            "raise_on_unexpected_status": True,
+            "httpx_args": {"event_hooks": {"response": [remember]}},
+        }
 
     async def run(self) -> None:
         models = self.module("models")
         api = self.api
-        anonymous = api.Client(base_url=self.base_url, raise_on_unexpected_status=True)
+        anonymous = api.Client(**self.client_options())
 
         # The app's first call, before anyone signs in: the bootstrap config. The generated
         # function must take an anonymous client; a schema that asks for a token here makes it
         # demand an AuthenticatedClient (recorded, and the flow goes on to find more).
         config_call = self.call("service.service_config")
-        takes = config_call.__annotations__["client"]
+        takes = self.module("api.service.service_config").asyncio_detailed.__annotations__["client"]
         if api.Client not in (typing.get_args(takes) or (takes,)):
             self.defects.append(
                 "service_config: the generated function demands an AuthenticatedClient, so an "
@@ -216,9 +256,21 @@ class Flow:
             order_id = order.id
 
             # the customer watches the order on the tracking socket
+            # (its first frame, the current status, before the rider can take the order)
+            watching = asyncio.Event()
             tracking = asyncio.create_task(
-                self.watch(f"{self.ws_url}/ws/delivery/{order_id}/?token={customer.token}")
+                self.watch(
+                    f"{self.ws_url}/ws/delivery/{order_id}/?token={customer.token}", watching
+                )
             )
+            first = asyncio.create_task(watching.wait())
+            await asyncio.wait(
+                {tracking, first}, timeout=FRAME_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+            first.cancel()
+            if tracking.done():
+                tracking.result()  # raises what ended it
+            assert watching.is_set(), "no first frame on the tracking socket"
 
             # the offer reaches the rider over the socket, and the rider takes it
             offer = await next_frame(rider_frames, "offer", order_id=str(order_id))
@@ -290,10 +342,11 @@ class Flow:
                 tracking.cancel()
             rider_reader.cancel()
             await rider_socket.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rider_reader  # raises what a frame the document refuses raised
             for client in (customer, rider):
                 await client.get_async_httpx_client().aclose()
             await anonymous.get_async_httpx_client().aclose()
-        assert rider_reader.cancelled() or rider_reader.exception() is None
 
     async def sign_in(self, anonymous, phone: str, role):
         """OTP sign-in through the API, the code read from the outbox; an authenticated client."""
@@ -314,9 +367,7 @@ class Flow:
             models.OtpVerifyOutput,
         )
         assert verified.user.phone == phone and role in verified.user.roles
-        return self.api.AuthenticatedClient(
-            base_url=self.base_url, token=verified.access, raise_on_unexpected_status=True
-        )
+        return self.api.AuthenticatedClient(token=verified.access, **self.client_options())
 
     async def send_fix_http(self, rider, models, point: tuple[float, float]) -> float:
         answer = await self.call("riders.riders_location")(
@@ -335,21 +386,27 @@ class Flow:
             self.module("models").TrackingOutput,
         )
 
-    async def watch(self, url: str) -> None:
+    async def watch(self, url: str, first_frame: asyncio.Event) -> None:
         """Every frame of the customer's tracking socket until the server closes it."""
         async with websockets.asyncio.client.connect(url, open_timeout=20) as socket:
             async for raw in socket:
                 frame = json.loads(raw)
                 validate_frame("delivery", frame)
                 self.tracking_frames.append(frame)
+                first_frame.set()
             self.tracking_close_code = socket.close_code
 
 
 async def read_frames(socket, channel: str, into: asyncio.Queue) -> None:
-    async for raw in socket:
-        frame = json.loads(raw)
-        validate_frame(channel, frame)
-        await into.put(frame)
+    """Puts each frame on `into`, or what checking it raised, so the waiting test sees it."""
+    try:
+        async for raw in socket:
+            frame = json.loads(raw)
+            validate_frame(channel, frame)
+            await into.put(frame)
+    except Exception as error:
+        await into.put(error)
+        raise
 
 
 async def next_frame(frames: asyncio.Queue, kind: str, **match: str) -> dict:
@@ -357,6 +414,8 @@ async def next_frame(frames: asyncio.Queue, kind: str, **match: str) -> dict:
     async with asyncio.timeout(FRAME_TIMEOUT):
         while True:
             frame = await frames.get()
+            if isinstance(frame, Exception):
+                raise frame
             if frame["type"] == kind and all(frame.get(k) == v for k, v in match.items()):
                 return frame
 
