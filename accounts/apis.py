@@ -56,9 +56,7 @@ class UserOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     phone = serializers.CharField()
     name = serializers.CharField()
-    roles = serializers.ListField(
-        child=serializers.ChoiceField(choices=["customer", "rider", "staff"])
-    )
+    roles = serializers.ListField(child=serializers.ChoiceField(choices=LoginRole.choices))
 
 
 class PublicAuthApi(APIView):
@@ -84,8 +82,12 @@ class OtpRequestApi(PublicAuthApi):
         request=InputSerializer,
         responses={
             202: OutputSerializer,
-            400: error_response("Invalid phone number."),
+            400: error_response("invalid (not a phone number), or phone_country_not_served."),
             429: error_response("otp_cooldown or throttled; see Retry-After."),
+            503: error_response(
+                "sms_budget_spent: the hour's SMS budget is spent (Retry-After), or "
+                "service_unavailable."
+            ),
         },
         auth=[],
     )
@@ -128,6 +130,10 @@ class OtpVerifyApi(PublicAuthApi):
 
     @extend_schema(
         summary="Sign in with the code",
+        description="Answers an access token (ACCESS_TOKEN_LIFETIME_MINUTES, send it as "
+        "`Authorization: Bearer <access>` and as `?token=` on the sockets) and a refresh token "
+        "(REFRESH_TOKEN_LIFETIME_DAYS). `role` customer or rider adds that role to the account, "
+        "making it on first sign-in.",
         request=InputSerializer,
         responses={
             200: OutputSerializer,
@@ -160,6 +166,9 @@ class TokenRefreshApi(PublicAuthApi):
 
     @extend_schema(
         summary="Rotate the refresh token",
+        description="A new access token and a new refresh token; the refresh token sent stops "
+        "working, so keep the new one. Call it when the access token expires (a 401 with "
+        "`token_not_valid`), not before every call.",
         request=InputSerializer,
         responses={
             200: OutputSerializer,
@@ -186,7 +195,6 @@ class LogoutApi(APIView):
         responses={
             204: OpenApiResponse(description="Logged out."),
             400: error_response("token_not_valid: not a refresh token of yours."),
-            401: error_response("Not signed in."),
         },
     )
     def post(self, request):
@@ -210,18 +218,19 @@ class MeApi(APIView):
 
     @extend_schema(
         summary="The signed-in user",
-        responses={200: UserOutputSerializer, 401: error_response("Not signed in.")},
+        description="Phone, name and roles: customer, rider, staff.",
+        responses=UserOutputSerializer,
     )
     def get(self, request):
         return Response(UserOutputSerializer(request.user).data)
 
     @extend_schema(
         summary="Change the signed-in user's name",
+        description="Only `name` can be changed; the phone is the account.",
         request=InputSerializer,
         responses={
             200: UserOutputSerializer,
             400: error_response("Invalid name, or a field other than name."),
-            401: error_response("Not signed in."),
         },
     )
     def patch(self, request):

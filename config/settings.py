@@ -480,7 +480,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Hyperlocal delivery API",
     "DESCRIPTION": "Phone OTP login, quotes and orders, Razorpay, riders and live tracking. "
     "Money is always integer paise (INR).",
-    "VERSION": "1.0.0",
+    "VERSION": "1.1.0",
     # One module of a generated client per tag (core.openapi.OPERATIONS names each operation).
     "TAGS": [
         {"name": "auth", "description": "Phone OTP sign-in, tokens and the caller's account."},
@@ -491,6 +491,16 @@ SPECTACULAR_SETTINGS = {
         {"name": "ops", "description": "Staff tools."},
         {"name": "service", "description": "Health and the apps' start-up configuration."},
     ],
+    # Enums a generated client shares between models, under names that stay put.
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatus": "orders.models.OrderStatus",
+        "PaymentStatus": "orders.models.PaymentStatus",
+        "PaymentMethod": "orders.models.PaymentMethod",
+        "OfferStatus": "delivery.models.Offer.Status",
+        "RiderStatus": "riders.models.Rider.Status",
+        "VehicleType": "riders.models.Rider.VehicleType",
+        "Role": "accounts.services.LoginRole",
+    },
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # Public like /health/ and /api/config/: no credential is read, so an app or a browser

@@ -4,6 +4,9 @@ from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular import openapi
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
+from rest_framework.permissions import IsAuthenticated
+
+from core.openapi_examples import EXAMPLES
 
 # What a generated client calls each operation: the id is its function, the id's first word
 # its tag (the client's module: auth, orders, riders, delivery, payments, ops, service). One
@@ -59,6 +62,60 @@ class AutoSchema(openapi.AutoSchema):
     def get_tags(self) -> list[str]:
         return [self.get_operation_id().partition("_")[0]]
 
+    def get_auth(self):
+        # A view that reads no credential (core.views.PublicApi) has no security requirement,
+        # rather than an optional one ([{}]) that generators read as "needs a token".
+        if not self.view.authentication_classes:
+            return []
+        return super().get_auth()
+
+    def get_examples(self):
+        return super().get_examples() or EXAMPLES.get(self.get_operation_id(), [])
+
+    def _get_response_bodies(self, direction="response"):
+        """The view's own answers, then those any call of it may get (_common_errors), each in
+        the error shape; a view's own description of a status is kept."""
+        responses = super()._get_response_bodies(direction)
+        for code, description in self._common_errors().items():
+            if str(code) not in responses:
+                responses[str(code)] = self._get_response_for_code(
+                    error_response(description), str(code), None, direction
+                )
+        for code in ("429", "503"):
+            if code in responses and self._is_error_shape(responses[code]):
+                responses[code]["headers"] = RETRY_AFTER_HEADER
+        return dict(sorted(responses.items()))
+
+    def _common_errors(self) -> dict[int, str]:
+        permissions = self.view.get_permissions()
+        errors = {}
+        if any(isinstance(permission, IsAuthenticated) for permission in permissions):
+            errors[401] = (
+                "not_authenticated (no access token) or token_not_valid (expired or revoked): "
+                "renew it with auth/token/refresh/, or sign in again."
+            )
+        # A permission that refuses with a code of its own (riders' IsRider: not_a_rider).
+        refusals = [permission.code for permission in permissions if hasattr(permission, "code")]
+        if refusals:
+            errors[403] = ", ".join(refusals) + "."
+        if self.method in {"POST", "PUT", "PATCH"}:
+            errors[413] = "payload_too_large: the body is over the size limit."
+            if self.view.get_parsers():
+                errors[415] = "unsupported_media_type: send Content-Type: application/json."
+        if self.view.get_throttles():
+            errors[429] = "throttled: too many calls; try again after Retry-After seconds."
+        errors[500] = "server_error: a fault on our side, logged with the X-Request-ID."
+        errors[503] = (
+            "service_unavailable: the database or Redis is unreachable; try again after "
+            "Retry-After seconds."
+        )
+        return errors
+
+    @staticmethod
+    def _is_error_shape(response: dict) -> bool:
+        schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+        return schema.get("$ref", "").endswith("/ApiError")
+
     def get_serializer_name(self, serializer, direction) -> str:
         cls = serializer.__class__
         outer, _, inner = cls.__qualname__.rpartition(".")
@@ -82,6 +139,14 @@ ERROR_SCHEMA = inline_serializer(
         )
     },
 )
+
+
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before calling again.",
+        "schema": {"type": "integer"},
+    }
+}
 
 
 def error_response(description: str) -> OpenApiResponse:

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from core.exceptions import ApiError
 from core.openapi import error_response
+from delivery.models import Offer
 from delivery.selectors import offers_live_for_rider, order_for_watcher, order_tracking
 from delivery.services.dispatch import offer_accept, offer_decline
 from delivery.services.steps import (
@@ -97,7 +98,6 @@ class DeliveryTrackingApi(APIView):
         "`/ws/delivery/<order_id>/` then streams status and location events.",
         responses={
             200: TrackingOutputSerializer,
-            401: error_response("Not signed in."),
             404: error_response("No such order, or not yours to watch."),
         },
     )
@@ -106,8 +106,6 @@ class DeliveryTrackingApi(APIView):
 
 
 _STEP_ERRORS = {
-    401: error_response("Not signed in."),
-    403: error_response("not_a_rider."),
     404: error_response("No such order assigned to you."),
 }
 
@@ -247,7 +245,7 @@ class OfferOutputSerializer(serializers.Serializer):
 
     id = serializers.UUIDField()
     order_id = serializers.UUIDField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=Offer.Status.choices)
     pickup = serializers.SerializerMethodField()
     drop = serializers.SerializerMethodField()
     distance_m = serializers.IntegerField(help_text="From the rider to the pickup when offered.")
@@ -278,8 +276,6 @@ class RiderOffersApi(RiderApi):
         'arrive on the rider WebSocket as `{"type": "offer", ...}`.',
         responses={
             200: OfferOutputSerializer(many=True),
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
         },
     )
     def get(self, request):
@@ -295,8 +291,6 @@ class RiderOfferAcceptApi(RiderApi):
         request=None,
         responses={
             200: OfferOutputSerializer,
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
             404: error_response("not_found: no such offer for this rider."),
             409: error_response(
                 "offer_not_available: taken, expired, withdrawn or answered already."
@@ -311,11 +305,11 @@ class RiderOfferAcceptApi(RiderApi):
 class RiderOfferDeclineApi(RiderApi):
     @extend_schema(
         summary="Decline an offer",
+        description="When no other offer of the order is pending, the next round of offers "
+        "starts at once.",
         request=None,
         responses={
             200: OfferOutputSerializer,
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
             404: error_response("not_found: no such offer for this rider."),
             409: error_response("offer_not_available: no longer pending."),
         },

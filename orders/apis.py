@@ -61,7 +61,6 @@ class QuoteCreateApi(APIView):
         responses={
             201: OutputSerializer,
             400: error_response("invalid (field errors), outside_service_area or trip_too_short."),
-            401: error_response("Not signed in."),
             403: error_response("not_customer."),
             429: error_response("throttled: too many quotes from this account (Retry-After)."),
         },
@@ -104,6 +103,7 @@ class OrderListCreateApi(APIView):
 
     @extend_schema(
         summary="The caller's orders (ops with the view permission: all)",
+        description="Newest first, 20 a page; `next` is the next page's URL or null.",
         parameters=[OpenApiParameter("page", OpenApiTypes.INT, required=False)],
         responses={
             200: inline_serializer(
@@ -115,7 +115,6 @@ class OrderListCreateApi(APIView):
                     "results": OrderOutputSerializer(many=True),
                 },
             ),
-            401: error_response("Not signed in."),
             404: error_response("Invalid page: not a page number, or past the last page."),
         },
     )
@@ -134,7 +133,6 @@ class OrderListCreateApi(APIView):
             201: OrderOutputSerializer,
             200: OrderOutputSerializer,
             400: error_response("invalid or quote_expired (field errors)."),
-            401: error_response("Not signed in."),
             403: error_response("not_customer."),
             409: error_response("quote_already_used."),
             422: error_response("idempotency_key_reused."),
@@ -167,10 +165,11 @@ class OrderListCreateApi(APIView):
 class OrderDetailApi(APIView):
     @extend_schema(
         summary="One of the caller's orders",
+        description="`delivery_code` is shown to the customer while the order is live: they "
+        "read it out to the rider at the door. For the rider's position, use delivery/.",
         responses={
             200: OrderOutputSerializer,
-            401: error_response("Not signed in."),
-            404: error_response(""),
+            404: error_response("not_found: no such order, or not the caller's."),
         },
     )
     def get(self, request, order_id):
@@ -190,7 +189,6 @@ class OrderCancelApi(APIView):
         responses={
             200: OrderOutputSerializer,
             400: error_response("invalid."),
-            401: error_response("Not signed in."),
             403: error_response("permission_denied (ops without cancel_any_order)."),
             404: error_response("Not the caller's order."),
             409: error_response("invalid_transition (after pickup, or already ended)."),
@@ -221,11 +219,11 @@ class OrderRatingApi(APIView):
 
     @extend_schema(
         summary="Rate a delivered order (once)",
+        description="1 to 5 stars and an optional comment, by the order's customer.",
         request=InputSerializer,
         responses={
             201: OutputSerializer,
             400: error_response("invalid."),
-            401: error_response("Not signed in."),
             404: error_response("Not the caller's order."),
             409: error_response("order_not_delivered or already_rated."),
         },
@@ -277,7 +275,12 @@ class ConfigApi(PublicApi):
         )
         service_areas = ServiceAreaSerializer(many=True)
 
-    @extend_schema(summary="Bootstrap configuration for the apps", responses=OutputSerializer)
+    @extend_schema(
+        summary="Bootstrap configuration for the apps",
+        description="Public. Read at start-up: OTP length, the rider's pay, Razorpay's public "
+        "key, where the sockets are, the service areas.",
+        responses=OutputSerializer,
+    )
     def get(self, request):
         areas = [
             {"name": area.name, "bbox": [round(value, 6) for value in area.area.extent]}

@@ -7,7 +7,7 @@ from rest_framework import serializers
 from accounts.models import User
 from accounts.phone import mask_phone
 from core.fields import FiniteFloatField
-from orders.models import Order, PaymentMethod, PaymentStatus
+from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus
 from orders.selectors import order_delivery_code_for_user, place
 
 
@@ -38,7 +38,7 @@ class RiderOutputSerializer(serializers.Serializer):
 
 class OrderOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=OrderStatus.choices)
     payment_status = serializers.ChoiceField(choices=PaymentStatus.choices)
     payment_method = serializers.ChoiceField(choices=PaymentMethod.choices)
     amount_paise = serializers.IntegerField()

@@ -32,9 +32,9 @@ class RazorpayOrderCreateApi(APIView):
         responses={
             200: OutputSerializer,
             400: error_response("invalid."),
-            401: error_response("Not signed in."),
             404: error_response("Not the caller's order."),
             409: error_response("payment_not_expected: cash on delivery, paid, or cancelled."),
+            502: error_response("payment_provider_error: Razorpay refused the call."),
             503: error_response("payments_unavailable, or payment_provider_unavailable."),
         },
     )
@@ -71,9 +71,9 @@ class RazorpayVerifyApi(APIView):
         responses={
             200: OrderOutputSerializer,
             400: error_response("invalid or signature_invalid."),
-            401: error_response("Not signed in."),
             404: error_response("Not the caller's payment."),
             409: error_response("payment_mismatch: amount or currency differ; refunded."),
+            502: error_response("payment_provider_error: Razorpay refused the call."),
             503: error_response("payments_unavailable, or payment_provider_unavailable."),
         },
     )

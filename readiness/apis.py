@@ -69,7 +69,6 @@ class ReadinessApi(APIView):
         "30); always 200, the failures are in the report.",
         responses={
             200: OutputSerializer,
-            401: error_response("Not signed in."),
             403: error_response("not_staff, or permission_denied (core.view_readiness_report)."),
             429: error_response("throttled: a few reports a minute per person (Retry-After)."),
         },

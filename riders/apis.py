@@ -70,8 +70,6 @@ class RiderMeApi(RiderApi):
         description="A rider's first visit creates the profile: unapproved and offline.",
         responses={
             200: RiderProfileOutputSerializer,
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
         },
     )
     def get(self, request):
@@ -80,13 +78,12 @@ class RiderMeApi(RiderApi):
     PROFILE_UPDATE_RESPONSES = {
         200: RiderProfileOutputSerializer,
         400: error_response("Invalid field, or one that cannot be changed (status, approved)."),
-        401: error_response("Not signed in."),
-        403: error_response("not_a_rider."),
         409: error_response("rider_vehicle_locked: an approved rider's vehicle is fixed."),
     }
 
     @extend_schema(
         summary="Replace the rider's name and vehicle",
+        description="Every field sent; status and approval are not the rider's to change.",
         request=InputSerializer,
         responses=PROFILE_UPDATE_RESPONSES,
     )
@@ -95,6 +92,7 @@ class RiderMeApi(RiderApi):
 
     @extend_schema(
         summary="Change some of the rider's name and vehicle",
+        description="Only the fields sent change.",
         request=InputSerializer,
         responses=PROFILE_UPDATE_RESPONSES,
     )
@@ -115,7 +113,6 @@ class RiderOnlineApi(RiderApi):
         request=None,
         responses={
             200: RiderProfileOutputSerializer,
-            401: error_response("Not signed in."),
             403: error_response("not_a_rider, rider_not_approved or rider_suspended."),
         },
     )
@@ -130,8 +127,6 @@ class RiderOfflineApi(RiderApi):
         request=None,
         responses={
             200: RiderProfileOutputSerializer,
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
             409: error_response("rider_on_delivery: finish the delivery first."),
         },
     )
@@ -203,8 +198,6 @@ class RiderEarningsApi(RiderApi):
                 },
             ),
             400: error_response("Bad dates (field errors on from/to)."),
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
             404: error_response("Invalid page: not a page number, or past the last page."),
         },
     )
@@ -264,8 +257,8 @@ class RiderLocationApi(APIView):
             400: error_response(
                 "invalid, location_stale, location_from_future, location_impossible_speed"
             ),
-            401: error_response("Not signed in."),
-            403: error_response("not_a_rider."),
+            403: error_response("not_a_rider (a valid fix from an account that is no rider)."),
+            429: error_response("location_too_frequent: fixes closer together than allowed."),
         },
     )
     async def post(self, request):
