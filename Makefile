@@ -32,6 +32,8 @@ checklist: bootstrap
 bootstrap:
 	scripts/bootstrap.sh
 
+# docs/api/asyncapi.yaml is checked against AsyncAPI's own schema: @asyncapi/specs 6.11.1's
+# schemas/3.0.0-without-$id.json, vendored as published (every definition in one file).
 lint: bootstrap
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
@@ -39,6 +41,7 @@ lint: bootstrap
 	.venv/bin/hadolint Dockerfile
 	.venv/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	.venv/bin/check-jsonschema --schemafile deploy/schemas/railway.schema.json deploy/railway/*.json
+	.venv/bin/check-jsonschema --schemafile deploy/schemas/asyncapi-3.0.0.schema.json docs/api/asyncapi.yaml
 	.venv/bin/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
 
 format: bootstrap

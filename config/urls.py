@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.apis import HealthApi
+from core.asyncapi import AsyncApiDocsView, AsyncApiSchemaView
 from core.metrics import metrics_view
 from orders.apis import ConfigApi
 from readiness.apis import ReadinessApi
@@ -14,6 +15,8 @@ urlpatterns = [
     path("api/config/", ConfigApi.as_view(), name="config"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/schema/sockets/", AsyncApiSchemaView.as_view(), name="asyncapi-schema"),
+    path("api/docs/sockets/", AsyncApiDocsView.as_view(), name="asyncapi-docs"),
     path("api/v1/auth/", include("accounts.urls")),
     path("api/v1/orders/", include("orders.urls")),
     path("api/v1/payments/", include("payments.urls")),

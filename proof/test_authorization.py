@@ -507,6 +507,8 @@ def table(stack) -> list[Row]:
         Row("api/config/", "GET", everyone(200)),
         Row("api/schema/", "GET", everyone(200)),
         Row("api/docs/", "GET", everyone(200)),
+        Row("api/schema/sockets/", "GET", everyone(200)),
+        Row("api/docs/sockets/", "GET", everyone(200)),
         Row("metrics", "GET", everyone(200)),
         Row("api/v1/auth/otp/request/", "POST", everyone(202), body=otp_request_body),
         Row("api/v1/auth/otp/verify/", "POST", everyone(200), body=otp_verify_body),

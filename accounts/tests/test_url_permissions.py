@@ -16,6 +16,8 @@ PUBLIC = {
     "/metrics",
     "/api/schema/",
     "/api/docs/",
+    "/api/schema/sockets/",
+    "/api/docs/sockets/",
     "/api/v1/auth/otp/request/",
     "/api/v1/auth/otp/verify/",
     # Public by nature: the refresh token in the body is the credential.
