@@ -194,8 +194,8 @@ class Flow:
             )
         config = parsed(await config_call(client=anonymous), models.ConfigOutput)
 
-        customer = await self.sign_in(anonymous, CUSTOMER_PHONE, models.RoleEnum.CUSTOMER)
-        rider = await self.sign_in(anonymous, RIDER_PHONE, models.RoleEnum.RIDER)
+        customer = await self.sign_in(anonymous, CUSTOMER_PHONE, models.Role.CUSTOMER)
+        rider = await self.sign_in(anonymous, RIDER_PHONE, models.Role.RIDER)
 
         # the rider fills in the profile, and ops approve it (no ops API for that: the service
         # behind `manage.py rider_approve`)
@@ -204,7 +204,7 @@ class Flow:
                 client=rider,
                 body=models.RiderMeInput(
                     name="Generated Rider",
-                    vehicle_type=models.VehicleTypeEnum.SCOOTER,
+                    vehicle_type=models.VehicleType.SCOOTER,
                     vehicle_number="KA01AB1234",
                 ),
             ),
@@ -222,7 +222,7 @@ class Flow:
         online = parsed(
             await self.call("riders.riders_go_online")(client=rider), models.RiderProfileOutput
         )
-        assert online.status == models.RiderProfileOutputStatusEnum.ONLINE
+        assert online.status == models.RiderStatus.ONLINE
         rider_socket = await websockets.asyncio.client.connect(
             f"{self.ws_url}/ws/rider/?token={rider.token}", open_timeout=20, close_timeout=5
         )
@@ -246,13 +246,16 @@ class Flow:
             booked = await self.call("orders.orders_create")(
                 client=customer,
                 body=models.OrderListCreateInput(
-                    quote_id=quote.id, payment_method=models.PaymentMethodEnum.COD
+                    quote_id=quote.id, payment_method=models.PaymentMethod.COD
                 ),
                 idempotency_key=str(uuid.uuid4()),
             )
             assert booked.status_code == 201, booked.content
             order = parsed(booked, models.OrderOutput)
-            assert order.status == "searching_rider" and order.amount_paise == quote.total_paise
+            assert (
+                order.status == models.OrderStatus.SEARCHING_RIDER
+                and order.amount_paise == quote.total_paise
+            )
             order_id = order.id
 
             # the customer watches the order on the tracking socket
@@ -280,28 +283,30 @@ class Flow:
                 ),
                 models.OfferOutput,
             )
-            assert accepted.order_id == order_id and accepted.status == "accepted"
+            assert accepted.order_id == order_id and accepted.status == models.OfferStatus.ACCEPTED
             assert accepted.pay_paise == settings.RIDER_FIXED_PAY_PER_ORDER_PAISE
 
             # the steps: at the pickup, picked up, a ride to the drop (a fix over the socket),
             # at the drop
             step = await self.step("delivery_arrived_pickup", order_id, rider)
-            assert step.status == models.TrackingOutputStatusEnum.AT_PICKUP
+            assert step.status == models.OrderStatus.AT_PICKUP
             step = await self.step("delivery_picked_up", order_id, rider)
-            assert step.status == models.TrackingOutputStatusEnum.PICKED_UP
+            assert step.status == models.OrderStatus.PICKED_UP
             await asyncio.sleep(
                 max(0.0, last_fix + ride_seconds(NEAR_PICKUP, NEAR_DROP) - time.monotonic())
             )
             await send_fix_socket(rider_socket, NEAR_DROP)
             await next_frame(rider_frames, "location_ack")
             step = await self.step("delivery_arrived_drop", order_id, rider)
-            assert step.status == models.TrackingOutputStatusEnum.AT_DROPOFF
+            assert step.status == models.OrderStatus.AT_DROPOFF
 
             # the customer reads the delivery code from the order and tells it at the door
             seen = parsed(
                 await self.call("orders.orders_get")(order_id, client=customer), models.OrderOutput
             )
-            assert seen.status == "at_dropoff" and isinstance(seen.delivery_code, str)
+            assert seen.status == models.OrderStatus.AT_DROPOFF and isinstance(
+                seen.delivery_code, str
+            )
             delivered = parsed(
                 await self.call("delivery.delivery_deliver")(
                     order_id,
@@ -310,7 +315,7 @@ class Flow:
                 ),
                 models.TrackingOutput,
             )
-            assert delivered.status == models.TrackingOutputStatusEnum.DELIVERED
+            assert delivered.status == models.OrderStatus.DELIVERED
             self.final_seq = delivered.seq
 
             # the rider's earnings show the fixed pay for it, and the cash collected
@@ -334,7 +339,7 @@ class Flow:
                 await self.call("delivery.delivery_get")(order_id, client=customer),
                 models.TrackingOutput,
             )
-            assert snapshot.status == models.TrackingOutputStatusEnum.DELIVERED
+            assert snapshot.status == models.OrderStatus.DELIVERED
             assert snapshot.seq == delivered.seq
             await asyncio.wait_for(tracking, FRAME_TIMEOUT)
         finally:
