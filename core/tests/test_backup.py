@@ -12,11 +12,13 @@ reason and leave no dump behind.
 
 import secrets
 import subprocess
+import sys
 from pathlib import Path
 
 import boto3
 import psycopg
 import pytest
+import yaml
 from django.db import connections
 from django.utils import timezone
 from moto.server import ThreadedMotoServer
@@ -25,7 +27,7 @@ from psycopg import sql
 from accounts.tests.factories import UserFactory
 from core.tests.production_env import production_env
 from devstack.commands import run_manage
-from devstack.env import database_url
+from devstack.env import PROJECT_DIR, database_url
 from devstack.ports import LOCALHOST, free_port
 from orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus, Quote
 from orders.tests.factories import OrderFactory, RiderFactory, ServiceAreaFactory
@@ -268,6 +270,29 @@ def test_a_backup_to_an_s3_bucket_restores_and_keeps_the_newest(
     client.download_file("delivery-backups", new_key, str(downloaded))
     _restore(downloaded, fresh_database)
     _assert_restored_as_taken(_source(), fresh_database)
+
+
+@pytest.mark.checklist("P12.2")
+def test_the_schedules_command_run_by_the_image_entrypoint_writes_a_dump(business_data, tmp_path):
+    # given the command the backup schedules run (test_deploy_configs: the same on every
+    # platform), taken from the Kubernetes CronJob
+    cronjob = yaml.safe_load((PROJECT_DIR / "deploy" / "k8s" / "backup-cronjob.yaml").read_text())
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+
+    # when the image's entrypoint runs it, as the container would, BACKUP_TARGET a directory
+    env = production_env(
+        BACKUP_TARGET=str(tmp_path), APP_VENV=str(Path(sys.executable).parent.parent),
+        ALLOW_ROOT="1",  # the container is not root; this test may be
+    )  # fmt: skip
+    result = subprocess.run(
+        [PROJECT_DIR / "entrypoint.sh", *container["args"]], cwd=PROJECT_DIR, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    # then it exits 0 having written one dump of this database there
+    assert result.returncode == 0, result.stdout + result.stderr
+    (dump,) = tmp_path.glob(f"{_source()}-2*.dump")
+    assert f"[backup] wrote {dump} (" in result.stdout
 
 
 @pytest.mark.checklist("P4.11", "P12.2")
