@@ -183,8 +183,9 @@ def target_for(location: str) -> DirectoryTarget | S3Target:
 
 
 def pg_environment(db: dict) -> dict[str, str]:
-    """pg_dump's environment: the connection in libpq's variables, the password among them."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    """pg_dump's environment: the connection in libpq's variables, the password among them.
+    Other PG* variables the process has (PGSSLROOTCERT, ...) stay, as the app's libpq sees them."""
+    env = dict(os.environ)
     env |= {
         "PGHOST": str(db.get("HOST") or "127.0.0.1"),
         "PGPORT": str(db.get("PORT") or 5432),
