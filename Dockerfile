@@ -46,13 +46,16 @@ ENV PYTHONUNBUFFERED=1 \
     MEDIA_ROOT=/app/media \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
 # libpq5: PostgreSQL client library; GDAL/GEOS/PROJ: GeoDjango (loaded with ctypes);
-# redis-tools and netcat for debugging and the health check; tini as PID 1.
+# redis-tools and netcat for debugging and the health check; tini as PID 1; postgresql-client
+# for `manage.py backup` (pg_dump, pg_restore: Debian 13's 17, which dumps servers up to 17).
 # Versions follow the base image's Debian release (security updates arrive on rebuild).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         libpq5 libgdal36 libgeos-c1t64 libproj25 redis-tools netcat-openbsd tini \
+        postgresql-client \
     && rm -rf /var/lib/apt/lists/* \
+    && pg_dump --version \
     && python -c "from ctypes.util import find_library as f; import sys; missing = [n for n in ('gdal', 'geos_c', 'proj', 'pq') if not f(n)]; sys.exit(f'missing libraries: {missing}' if missing else 0)"
 RUN groupadd --gid 1000 appuser \
     && useradd --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin appuser

@@ -328,6 +328,13 @@ _database.update(
 _database["TEST"] = {"NAME": env.str("DJANGO_TEST_DB_NAME", default="") or None}
 DATABASES = {"default": _database}
 
+# `manage.py backup` (docs/deploy.md#backups): where the dumps go and how many are kept. Read
+# by that command alone, so a wrong value fails the backup, never the web's start.
+BACKUP_TARGET = env.str("BACKUP_TARGET", default="")
+BACKUP_KEEP_COUNT = env.int("BACKUP_KEEP_COUNT", default=14)
+BACKUP_KEEP_DAYS = env.int("BACKUP_KEEP_DAYS", default=0)
+BACKUP_S3_ENDPOINT_URL = env.str("BACKUP_S3_ENDPOINT_URL", default="")
+
 # --- Redis: cache, channel layer, Celery broker (checklist phase 1) ---------------------------
 
 _DEFAULT_DEV_REDIS_URL = "redis://127.0.0.1:6379/0"

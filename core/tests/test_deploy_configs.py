@@ -6,7 +6,8 @@
 - deploy/railway/*.json: deploy/schemas/railway.schema.json (written from Railway's reference).
 - deploy/ecs/*.json and services/*.json: botocore's ECS service model (RegisterTaskDefinition
   and CreateService input shapes), offline; deploy/ecs/load-balancer/*.json: its ELBv2 model
-  (CreateTargetGroup, ModifyTargetGroupAttributes, CreateRule).
+  (CreateTargetGroup, ModifyTargetGroupAttributes, CreateRule); deploy/ecs/schedules/*.json:
+  its EventBridge Scheduler model (CreateSchedule).
 - deploy/k8s/*.yaml: kubernetes-validate's bundled OpenAPI schemas, strict.
 Each validator is also shown to reject a broken copy, so a pass means something.
 """
@@ -226,6 +227,7 @@ def test_railway_configs_match_the_schema(tmp_path):
         "worker",
         "worker-high",
         "beat",
+        "backup",
     }
     result = _check_jsonschema("--schemafile", RAILWAY_SCHEMA, *map(str, RAILWAY_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -793,3 +795,109 @@ def test_every_platform_checks_that_a_worker_consumes_and_restarts_one_that_ends
         assert "healthcheck" not in compose[name], name
         assert compose[name]["restart"] == "unless-stopped", name
         assert _railway(name)["restartPolicyType"] == "ALWAYS", name
+
+
+# --- Scheduled backups: the same command on every platform ------------------------------------
+
+BACKUP_COMMAND = ["manage.py", "backup"]
+_scheduler = botocore.session.get_session().get_service_model("scheduler")
+SCHEDULES = sorted((DEPLOY / "ecs" / "schedules").glob("*.json"))
+
+
+def _validate_scheduler(operation: str, params: dict) -> None:
+    report = ParamValidator().validate(params, _scheduler.operation_model(operation).input_shape)
+    if report.has_errors():
+        raise ParamValidationError(report=report.generate_report())
+
+
+def _backup_cronjob() -> dict:
+    (cronjob,) = [r for r in _resources() if r["kind"] == "CronJob"]
+    return cronjob
+
+
+@pytest.mark.checklist("P12.2", configured=True)
+def test_kubernetes_runs_manage_py_backup_nightly_never_two_at_once():
+    cronjob = _backup_cronjob()
+    assert cronjob["metadata"]["name"] == "delivery-backup"
+    spec = cronjob["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert len(spec["schedule"].split()) == 5
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    web_pod = _k8s_deployment("delivery-web")["spec"]["template"]["spec"]
+    (web,) = web_pod["containers"]
+    # the release's image, with web's settings and secrets, as the same non-root user
+    assert container["args"] == BACKUP_COMMAND
+    assert (container["image"], container["envFrom"]) == (web["image"], web["envFrom"])
+    assert pod["securityContext"] == web_pod["securityContext"]
+    assert container["securityContext"] == web["securityContext"]
+    assert pod["restartPolicy"] == "Never"
+    assert _env(container["env"])["BACKUP_TARGET"].startswith("s3://")
+    # the dump is written under /tmp before its upload: room for it there
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # noqa: S108
+    kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
+    # the schema has no enum for concurrencyPolicy (the assertion above checks the value); it
+    # rejects a misspelled key, so a typo that would let two runs overlap cannot pass
+    broken = copy.deepcopy(cronjob)
+    broken["spec"]["concurrencyPolcy"] = broken["spec"].pop("concurrencyPolicy")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+@pytest.mark.checklist("P12.2", configured=True)
+def test_ecs_runs_the_backup_task_on_an_eventbridge_schedule():
+    assert [path.name for path in SCHEDULES] == ["backup.json"]
+    schedule = json.loads(SCHEDULES[0].read_text())
+    _validate_scheduler("CreateSchedule", schedule)
+    # the backup task: web's image, settings and secrets, the backup command
+    definition = json.loads((DEPLOY / "ecs" / "backup.json").read_text())
+    backup, web = _ecs_container("backup"), _ecs_container("web")
+    assert backup["command"] == BACKUP_COMMAND
+    assert (backup["image"], backup["secrets"]) == (web["image"], web["secrets"])
+    role_only = {"RUN_GUNICORN", "GUNICORN_WORKERS"}
+    shared = {k: v for k, v in _env(web["environment"]).items() if k not in role_only}
+    assert shared.items() <= _env(backup["environment"]).items()
+    assert _env(backup["environment"])["BACKUP_TARGET"].startswith("s3://")
+    # the schedule starts that task definition, in web's cluster and network, once a night
+    target = schedule["Target"]
+    ecs = target["EcsParameters"]
+    assert ecs["TaskDefinitionArn"].endswith(f":task-definition/{definition['family']}")
+    assert ecs["TaskCount"] == 1 and ecs["LaunchType"] == "FARGATE"
+    service = _ecs_service("web")
+    assert target["Arn"].endswith(f":cluster/{service['cluster']}")
+    network = service["networkConfiguration"]["awsvpcConfiguration"]
+    assert ecs["NetworkConfiguration"]["awsvpcConfiguration"] == {
+        "Subnets": network["subnets"],
+        "SecurityGroups": network["securityGroups"],
+        "AssignPublicIp": network["assignPublicIp"],
+    }
+    assert re.fullmatch(r"cron\(\S+ \S+ \S+ \S+ \S+ \S+\)", schedule["ScheduleExpression"])
+    assert schedule["State"] == "ENABLED"
+    # and the validation rejects a misspelled schedule, so the pass means something
+    broken = copy.deepcopy(schedule)
+    broken["Target"]["EcsParameters"]["TaskDefinitonArn"] = ecs.pop("TaskDefinitionArn")
+    with pytest.raises(ParamValidationError, match="TaskDefiniton"):
+        _validate_scheduler("CreateSchedule", broken)
+
+
+@pytest.mark.checklist("P12.2", configured=True)
+def test_railway_runs_manage_py_backup_as_a_cron_service():
+    backup = _railway("backup")
+    assert backup["startCommand"] == "/usr/bin/tini -- /app/entrypoint.sh manage.py backup"
+    # a cron service runs to its end: Railway starts it on the schedule, never restarts it
+    assert len(backup["cronSchedule"].split()) == 5
+    assert backup["restartPolicyType"] == "NEVER"
+    assert backup["numReplicas"] == 1
+
+
+def test_every_platform_backs_up_at_the_same_hour():
+    k8s = _backup_cronjob()["spec"]
+    ecs = json.loads(SCHEDULES[0].read_text())
+    minute, hour = ecs["ScheduleExpression"].removeprefix("cron(").split()[:2]
+    assert (
+        k8s["schedule"].split()[:2]
+        == [minute, hour]
+        == _railway("backup")["cronSchedule"].split()[:2]
+    )
+    # Railway's cron is UTC; the others say so
+    assert (k8s["timeZone"], ecs["ScheduleExpressionTimezone"]) == ("Etc/UTC", "Etc/UTC")

@@ -35,8 +35,10 @@ from devstack.web import SlowRequest
 pytestmark = pytest.mark.slow
 
 # What the project adds to its base (the venv with GDAL's Python-side dependencies, the runtime
-# libraries, the code and static files), in MB; measured 599 on 2026-12-06.
-ADDED_MB_BUDGET = 700
+# libraries, the code and static files), in MB; measured 599 on 2026-12-06, 701 on 2026-12-07
+# with the backups' pg_dump (postgresql-client-17 and the Perl its wrappers need, 64 MB) and
+# boto3 (botocore, 31 MB).
+ADDED_MB_BUDGET = 800
 
 
 class Container:
