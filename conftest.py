@@ -65,6 +65,52 @@ def image() -> str:
     return containers.build_image()
 
 
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of the test's own on a free port (one it may stop and restart)."""
+    from devstack.redis import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def dev_server(own_redis, tmp_path):
+    """gunicorn + uvicorn, two workers, in development settings on this test database, queueing
+    tasks to own_redis (no eager tasks), with the dummy SMS outbox. It shares this process's
+    secret key, so tokens made here are good there."""
+    from django.conf import settings
+    from django.db import connections
+
+    from devstack.env import base_env, database_url
+    from devstack.web import start_server
+
+    env = base_env(
+        DJANGO_ENV="development",
+        DJANGO_SECRET_KEY=settings.SECRET_KEY,
+        DATABASE_URL=database_url(connections["default"].settings_dict),
+        REDIS_URL=own_redis.url,
+        CELERY_TASK_ALWAYS_EAGER="false",
+        SMS_PROVIDER="dummy",
+        LOG_LEVEL="INFO",
+    )
+    server = start_server(env, tmp_path / "web", workers=2)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dev_worker(own_redis, tmp_path):
+    """A Celery worker process of the development settings, on own_redis."""
+    from devstack.celery import start_worker
+
+    worker = start_worker(tmp_path, REDIS_URL=own_redis.url, DJANGO_ENV="development")
+    yield worker
+    worker.close()
+
+
 # Whichever test asks for the image first builds it in its setup (93 s with the base cached,
 # minutes more on a machine without it), and pytest-timeout counts setup in the test's time.
 IMAGE_TEST_TIMEOUT = 900

@@ -21,15 +21,11 @@ from datetime import UTC, datetime
 import pytest
 import websockets.asyncio.client
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection
 
 from core.tests import generated_client
 from core.tests.asyncapi import validate_frame
 from core.tests.generated_client import parsed
-from devstack.celery import start_worker
-from devstack.env import base_env, database_url
-from devstack.redis import RedisServer
-from devstack.web import start_server
 from orders.tests.factories import AREA, ServiceAreaFactory
 
 CUSTOMER_PHONE = "+919000071001"
@@ -47,40 +43,9 @@ FRAME_TIMEOUT = 20.0
 
 
 @pytest.fixture
-def redis(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-def server(redis, tmp_path):
-    env = base_env(
-        DJANGO_ENV="development",
-        DJANGO_SECRET_KEY=settings.SECRET_KEY,
-        DATABASE_URL=database_url(connections["default"].settings_dict),
-        REDIS_URL=redis.url,
-        CELERY_TASK_ALWAYS_EAGER="false",
-        SMS_PROVIDER="dummy",
-        LOG_LEVEL="INFO",
-    )
-    server = start_server(env, tmp_path / "web", workers=2)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def worker(redis, tmp_path):
-    worker = start_worker(tmp_path, REDIS_URL=redis.url, DJANGO_ENV="development")
-    yield worker
-    worker.close()
-
-
-@pytest.fixture
-def generated(server, tmp_path):
+def generated(dev_server, tmp_path):
     """The package openapi-python-client generates from the running server's /api/schema/."""
-    answer = server.get("/api/schema/?format=json")
+    answer = dev_server.get("/api/schema/?format=json")
     assert answer.status_code == 200, answer.text
     schema = tmp_path / "openapi.json"
     schema.write_bytes(answer.content)
@@ -92,13 +57,13 @@ def generated(server, tmp_path):
 @pytest.mark.timeout(240)
 @pytest.mark.django_db(transaction=True)
 def test_a_client_generated_from_the_live_schema_books_and_delivers_an_order(
-    server, worker, generated
+    dev_server, dev_worker, generated
 ):
     # given a service area, as the demo data has one
     ServiceAreaFactory(area=AREA)
 
     # when a customer and a rider, through the generated client only, deliver one order
-    flow = Flow(generated.package, server.base_url)
+    flow = Flow(generated.package, dev_server.base_url)
     flow.defects += generated_client.answers_without_a_schema(generated.schema)
     try:
         asyncio.run(flow.run())
@@ -123,7 +88,7 @@ def test_a_client_generated_from_the_live_schema_books_and_delivers_an_order(
     assert flow.tracking_frames[-1]["seq"] == flow.final_seq
     assert any(frame["type"] == "location" for frame in flow.tracking_frames), flow.tracking_frames
     assert flow.tracking_close_code == 1000
-    assert "Traceback" not in server.output()
+    assert "Traceback" not in dev_server.output()
     # and the schema defects the flow could go on past stand no more
     assert not flow.defects, flow.defects
 

@@ -14,14 +14,9 @@ from dataclasses import replace
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
-from django.db import connections
 from django.test import override_settings
 
-from devstack.celery import start_worker
-from devstack.env import base_env, database_url
 from devstack.ports import free_port
-from devstack.redis import RedisServer
-from devstack.web import start_server
 from orders.models import Order, OrderEvent
 from orders.tests.factories import AREA, OrderFactory, ServiceAreaFactory
 from riders.models import Earning, Rider, RiderLocation
@@ -51,38 +46,6 @@ FAST_CITY = Config(
 )
 
 
-@pytest.fixture
-def redis(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-def server(redis, tmp_path):
-    """A development-mode server with the default OTP throttles, queueing tasks to Redis."""
-    env = base_env(
-        DJANGO_ENV="development",
-        DJANGO_SECRET_KEY=settings.SECRET_KEY,
-        DATABASE_URL=database_url(connections["default"].settings_dict),
-        REDIS_URL=redis.url,
-        CELERY_TASK_ALWAYS_EAGER="false",
-        SMS_PROVIDER="dummy",
-        LOG_LEVEL="INFO",
-    )
-    server = start_server(env, tmp_path / "web", workers=2)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def worker(redis, tmp_path):
-    worker = start_worker(tmp_path, REDIS_URL=redis.url, DJANGO_ENV="development")
-    yield worker
-    worker.close()
-
-
 def simulated_riders():
     return Rider.objects.filter(user__phone__startswith=RIDER_PHONE_PREFIX)
 
@@ -91,7 +54,7 @@ def simulated_riders():
 @pytest.mark.timeout(300)
 @pytest.mark.django_db(transaction=True)
 def test_a_short_run_signs_in_rides_books_and_delivers_through_the_api(
-    server, worker, tmp_path, monkeypatch
+    dev_server, dev_worker, tmp_path, monkeypatch
 ):
     # given a service area, as the demo data has one
     ServiceAreaFactory(area=AREA)
@@ -102,7 +65,7 @@ def test_a_short_run_signs_in_rides_books_and_delivers_through_the_api(
 
     # when the simulator runs for 75 s with 5 riders and 3 customers
     simulation = Simulation(
-        replace(FAST_CITY, url=server.base_url, token_file=tokens, cancel_share=0.2),
+        replace(FAST_CITY, url=dev_server.base_url, token_file=tokens, cancel_share=0.2),
         lines.append,
     )
     asyncio.run(simulation.run())
@@ -158,7 +121,7 @@ def test_a_short_run_signs_in_rides_books_and_delivers_through_the_api(
     assert stats.server_errors == 0, summary
     assert not [key for key in stats.errors if "location" in key], summary
     assert not [key for key in stats.errors if "outside_geofence" in key], summary
-    assert "Traceback" not in server.output()
+    assert "Traceback" not in dev_server.output()
 
     # and the shutdown left nothing behind: riders offline, no simulated order still live
     assert not simulated_riders().exclude(status=Rider.Status.OFFLINE).exists()
@@ -170,7 +133,7 @@ def test_a_short_run_signs_in_rides_books_and_delivers_through_the_api(
     out = io.StringIO()
     call_command(
         "simulate",
-        url=server.base_url,
+        url=dev_server.base_url,
         riders=5,
         customers=3,
         orders_per_minute=0,
@@ -190,22 +153,22 @@ def test_a_short_run_signs_in_rides_books_and_delivers_through_the_api(
 
 @pytest.mark.timeout(120)
 @pytest.mark.django_db(transaction=True)
-def test_a_screen_dropped_before_the_last_frame_reconnects_to_show_how_the_order_ended(server):
+def test_a_screen_dropped_before_the_last_frame_reconnects_to_show_how_the_order_ended(dev_server):
     # given an order the rider's app has delivered (seq 13), whose customer's screen was cut
     # by a restart while it showed seq 12, at the drop
     order = OrderFactory(status="delivered", tracking_seq=13)
     order_id = str(order.pk)
     access, refresh = mint_tokens(order.customer.phone, "customer")
-    simulation = Simulation(replace(FAST_CITY, url=server.base_url), print)
+    simulation = Simulation(replace(FAST_CITY, url=dev_server.base_url), print)
     screen = customers.TrackingScreen(order_id, seq=12, status="at_dropoff")
 
     async def reconnect():
-        simulation.api = Api(server.base_url, simulation.stats)
+        simulation.api = Api(dev_server.base_url, simulation.stats)
         try:
             customer = customers.SimCustomer(simulation, 0)
             customer.session = Session(
                 simulation.api,
-                TokenStore(None, server.base_url),
+                TokenStore(None, dev_server.base_url),
                 phone=order.customer.phone,
                 role="customer",
                 access=access,
