@@ -99,8 +99,10 @@ class AutoSchema(openapi.AutoSchema):
         if refusals:
             errors[403] = ", ".join(refusals) + "."
         if self.method in {"POST", "PUT", "PATCH"}:
+            # Any body is read up to its limit (core.handlers), whether the view uses it or not;
+            # only a view that parses one can refuse its media type.
             errors[413] = "payload_too_large: the body is over the size limit."
-            if self.view.get_parsers():
+            if self.view.get_parsers() and self.get_request_serializer() is not None:
                 errors[415] = "unsupported_media_type: send Content-Type: application/json."
         if self.view.get_throttles():
             errors[429] = "throttled: too many calls; try again after Retry-After seconds."
